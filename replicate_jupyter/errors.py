@@ -1,0 +1,123 @@
+"""The one exception tree of replicate-jupyter.
+
+    ReplicateJupyterError
+     ├── InputError          bad input: every problem (field, rule, value, allowed) at once; nothing ran
+     ├── ModelNotFound       unknown model reference; names the closest matches
+     ├── ModelError          the model itself raised; carries the Prediction (its logs and traceback)
+     ├── BackendError        a worker or service could not be used; names the URL and what was tried
+     │    └── BackendTimeout
+     ├── BudgetExceeded      the ledger is at the budget; nothing was dispatched
+     └── Canceled            raised inside a predictor by progress() when its prediction was canceled
+
+Errors are raised before anything is dispatched wherever the problem can be known in advance,
+so a bad cell never costs money and never leaves a half-run prediction behind.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "ReplicateJupyterError",
+    "Problem",
+    "InputError",
+    "ModelNotFound",
+    "ModelError",
+    "BackendError",
+    "BackendTimeout",
+    "BudgetExceeded",
+    "Canceled",
+]
+
+
+class ReplicateJupyterError(Exception):
+    """Base of every error this package raises on purpose."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One broken rule of one input field."""
+
+    field: str
+    rule: str  # e.g. "maximum", "type", "required", "unknown", "choices", "pattern"
+    value: Any
+    allowed: str  # human text: "<= 50", "one of: png, webp", "an integer"
+    message: str = ""
+
+    def __str__(self) -> str:
+        if self.message:
+            return f"{self.field}: {self.message}"
+        shown = _short(self.value)
+        return f"{self.field}: {self.rule} — got {shown}, allowed: {self.allowed}"
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+class InputError(ReplicateJupyterError, ValueError):
+    """Invalid input for a model. `problems` lists every broken rule, not just the first."""
+
+    def __init__(self, problems: list[Problem], model: str | None = None):
+        self.problems = list(problems)
+        self.model = model
+        head = f"Invalid input for {model}" if model else "Invalid input"
+        lines = [f"{head} ({len(self.problems)} problem{'s' if len(self.problems) != 1 else ''}):"]
+        lines += [f"  - {p}" for p in self.problems]
+        super().__init__("\n".join(lines))
+
+    @property
+    def fields(self) -> list[str]:
+        return [p.field for p in self.problems]
+
+
+class ModelNotFound(ReplicateJupyterError, LookupError):
+    def __init__(self, ref: str, suggestions: list[str] | None = None, backend: str | None = None, detail: str = ""):
+        self.ref = ref
+        self.suggestions = list(suggestions or [])
+        self.backend = backend
+        msg = f"Unknown model {ref!r}"
+        if backend:
+            msg += f" on backend {backend!r}"
+        if detail:
+            msg += f": {detail}"
+        if self.suggestions:
+            msg += ". Did you mean: " + ", ".join(self.suggestions) + "?"
+        super().__init__(msg)
+
+
+class ModelError(ReplicateJupyterError):
+    """The model raised. The prediction keeps the model's own traceback and logs."""
+
+    def __init__(self, prediction: Any):
+        self.prediction = prediction
+        super().__init__(f"{prediction.model} failed: {prediction.error}")
+
+
+class BackendError(ReplicateJupyterError, ConnectionError):
+    def __init__(self, message: str, url: str | None = None, tried: list[str] | None = None):
+        self.url = url
+        self.tried = list(tried or [])
+        super().__init__(message)
+
+
+class BackendTimeout(BackendError, TimeoutError):
+    pass
+
+
+class BudgetExceeded(ReplicateJupyterError):
+    def __init__(self, budget: float, spent: float, what: str = "budget"):
+        self.budget = budget
+        self.spent = spent
+        super().__init__(
+            f"Refused: the {what} of ${budget:.4f} is reached (spent ${spent:.4f}); "
+            f"nothing was run. Raise it with %replicate budget USD."
+            if what == "budget"
+            else f"Refused: {what} ${budget:.4f} reached (spent ${spent:.4f})."
+        )
+
+
+class Canceled(ReplicateJupyterError):
+    """Raised inside a predictor (by progress()/preview()) once its prediction is canceled,
+    so a loop stops at its next step."""
