@@ -1,0 +1,102 @@
+"""The cost ledger of this kernel: one entry per finished prediction.
+
+It listens to Completed events, so every backend's predictions land here the same way, and the
+notebook total in every cost line, `%replicate cost` and `rj.ledger()` agree by construction.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from .events import Completed, Event
+
+__all__ = ["Ledger", "Entry"]
+
+
+@dataclass(frozen=True)
+class Entry:
+    id: str
+    model: str
+    backend: str
+    hardware: str | None
+    status: str
+    predict_time: float
+    setup_time: float | None
+    cost_usd: float
+    cell: int | None
+    completed_at: str | None
+
+
+class Ledger:
+    def __init__(self) -> None:
+        self._entries: list[Entry] = []
+        self._lock = threading.Lock()
+
+    def listen(self, prediction, event: Event) -> None:
+        """Prediction listener: record the prediction when it completes."""
+        if isinstance(event, Completed):
+            self.record(prediction)
+
+    def record(self, p) -> Entry:
+        m = p.metrics
+        entry = Entry(
+            id=p.id,
+            model=p.model,
+            backend=p.backend,
+            hardware=m.get("hardware"),
+            status=p.status,
+            predict_time=float(m.get("predict_time") or 0.0),
+            setup_time=m.get("setup_time"),
+            cost_usd=float(m.get("cost_usd") or 0.0),
+            cell=p.cell,
+            completed_at=p.completed_at,
+        )
+        with self._lock:
+            self._entries.append(entry)
+        return entry
+
+    @property
+    def entries(self) -> list[Entry]:
+        with self._lock:
+            return list(self._entries)
+
+    def total(self) -> float:
+        return round(sum(e.cost_usd for e in self.entries), 8)
+
+    def gpu_seconds(self) -> float:
+        return sum(e.predict_time for e in self.entries)
+
+    def reset(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+    def by(self, key: str) -> dict[Any, dict[str, float]]:
+        """Sums grouped by an Entry field (`cell`, `model`, `hardware`, `backend`)."""
+        groups: dict[Any, dict[str, float]] = {}
+        for e in self.entries:
+            g = groups.setdefault(getattr(e, key), {"predictions": 0, "predict_time": 0.0, "cost_usd": 0.0})
+            g["predictions"] += 1
+            g["predict_time"] += e.predict_time
+            g["cost_usd"] += e.cost_usd
+        return groups
+
+    def by_cell(self) -> dict[Any, dict[str, float]]:
+        return self.by("cell")
+
+    def by_model(self) -> dict[Any, dict[str, float]]:
+        return self.by("model")
+
+    def rows(self) -> list[dict[str, Any]]:
+        return [asdict(e) for e in self.entries]
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def _repr_mimebundle_(self, include=None, exclude=None):
+        from . import display
+
+        return display.ledger_bundle(self)
+
+    def __repr__(self) -> str:
+        return f"<Ledger {len(self)} predictions, ${self.total():.4f}, {self.gpu_seconds():.1f} s>"

@@ -1,0 +1,303 @@
+"""`Prediction`: Replicate's prediction object, kept up to date by the one event stream.
+
+A runner emits events into `emit()`; the Prediction folds them into its fields and hands each to
+its listeners (display, ledger, cost guard) in order. Listeners added late are replayed the
+history, so a display attached to an `--async` prediction misses nothing.
+"""
+from __future__ import annotations
+
+import itertools
+import os
+import secrets
+import threading
+import time
+from datetime import datetime, timezone
+from typing import Any, Callable, Iterator
+
+from . import cost
+from .events import Completed, Error, Event, Log, Metric, Output, Preview, Progress, Started
+from .files import FileOutput, InputFile
+
+__all__ = ["Prediction", "TERMINAL"]
+
+TERMINAL = frozenset({"succeeded", "failed", "canceled"})
+Listener = Callable[["Prediction", Event], None]
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+_counter = itertools.count(1)
+
+
+def _new_id() -> str:
+    # Replicate ids are 26 lowercase base32 chars; ours are short, unique and sortable per kernel.
+    return f"{next(_counter):04d}{secrets.token_hex(4)}"
+
+
+class Prediction:
+    """One run of a model. Fields follow Replicate's API; `metrics` holds predict_time,
+    setup_time, hardware and cost_usd."""
+
+    def __init__(
+        self,
+        model: str,
+        input: dict[str, Any],
+        *,
+        version: str | None = None,
+        backend: str = "local",
+        schema: dict | None = None,
+        runner: Any = None,
+    ) -> None:
+        self.id = _new_id()
+        self.model = model
+        self.version = version
+        self.backend = backend
+        self.input = input
+        self.status = "starting"
+        self.output: Any = None
+        self.logs = ""
+        self.error: str | None = None
+        self.traceback: str | None = None
+        self.created_at = _now()
+        self.started_at: str | None = None
+        self.completed_at: str | None = None
+        self.metrics: dict[str, Any] = {}
+        self.progress: tuple[int, int | None] | None = None
+        self.preview: Any = None
+        self.cell: int | None = None
+        self.cancel_reason: str | None = None
+        self.schema = schema
+        self._runner = runner
+        self._iterator = _is_iterator(schema)
+        self._concatenate = _is_concatenate(schema)
+        if self._iterator:
+            self.output = []
+        self._lock = threading.RLock()
+        self._listeners: list[Listener] = []
+        self._history: list[Event] = []
+        self._done = threading.Event()
+        self.cancel_event = threading.Event()
+        self._t_started: float | None = None
+        self._t_created = time.monotonic()
+        self._thread: threading.Thread | None = None
+
+    # ----- events -------------------------------------------------------------------------
+    def emit(self, event: Event) -> None:
+        """Fold one event into the state, then notify listeners (in the emitting thread)."""
+        with self._lock:
+            if self._done.is_set():
+                return  # exactly one Completed; nothing after it
+            self._apply(event)
+            self._history.append(event)
+            listeners = list(self._listeners)
+        for fn in listeners:
+            try:
+                fn(self, event)
+            except Exception as exc:  # a broken listener must never kill a prediction
+                self.logs += f"[replicate-jupyter] listener error: {exc!r}\n"
+        if isinstance(event, Completed):
+            self._done.set()
+
+    def _apply(self, e: Event) -> None:
+        if isinstance(e, Output):
+            if self._iterator and e.index is not None:
+                self.output.append(e.value)
+            else:
+                self.output = e.value
+        elif isinstance(e, Log):
+            self.logs += e.text
+        elif isinstance(e, Progress):
+            self.progress = (e.step, e.total)
+        elif isinstance(e, Preview):
+            self.preview = e.image
+        elif isinstance(e, Started):
+            self.status = "processing"
+            self.started_at = _now()
+            self._t_started = time.monotonic()
+            if e.hardware:
+                self.metrics["hardware"] = e.hardware
+        elif isinstance(e, Metric):
+            self.metrics[e.name] = e.value
+        elif isinstance(e, Completed):
+            self.status = e.status
+            self.error = e.error
+            self.traceback = e.traceback
+            self.completed_at = _now()
+            self.metrics.update(e.metrics)
+            pt = self.metrics.get("predict_time")
+            if pt is not None:
+                self.metrics["cost_usd"] = cost.cost_of(pt, self.metrics.get("hardware"))
+            self.preview = None
+
+    def subscribe(self, fn: Listener, replay: bool = True) -> None:
+        """Add a listener; with `replay`, it first sees every event so far (same order)."""
+        with self._lock:
+            history = list(self._history) if replay else []
+            self._listeners.append(fn)
+            for event in history:
+                fn(self, event)
+
+    def unsubscribe(self, fn: Listener) -> None:
+        with self._lock:
+            if fn in self._listeners:
+                self._listeners.remove(fn)
+
+    def events(self, timeout: float | None = None) -> Iterator[Event]:
+        """Every event from the start, then live ones, until Completed."""
+        import queue
+
+        q: queue.Queue = queue.Queue()
+        self.subscribe(lambda _p, e: q.put(e))
+        while True:
+            e = q.get(timeout=timeout)
+            yield e
+            if isinstance(e, Completed):
+                return
+
+    # ----- replicate-python surface ---------------------------------------------------------
+    @property
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    def wait(self, timeout: float | None = None) -> "Prediction":
+        """Block until a final state. Ctrl-C (a kernel interrupt) cancels the prediction."""
+        try:
+            if not self._done.wait(timeout):
+                raise TimeoutError(f"prediction {self.id} still {self.status} after {timeout}s")
+        except KeyboardInterrupt:
+            self.cancel()
+            self._done.wait(30)
+            raise
+        return self
+
+    def cancel(self, reason: str | None = None) -> "Prediction":
+        if self.done:
+            return self
+        if reason and not self.cancel_reason:
+            self.cancel_reason = reason
+        self.cancel_event.set()
+        if self._runner is not None:
+            try:
+                self._runner.cancel(self)
+            except Exception as exc:
+                self.emit(Log(text=f"[replicate-jupyter] cancel request failed: {exc}\n"))
+        return self
+
+    def reload(self) -> "Prediction":
+        """Local state is live (events update it), so there is nothing to fetch; runners that
+        can refresh from a server do it here."""
+        if self._runner is not None and hasattr(self._runner, "reload"):
+            self._runner.reload(self)
+        return self
+
+    # ----- derived --------------------------------------------------------------------------
+    @property
+    def elapsed(self) -> float:
+        """Seconds since the predictor started (0 before), the live predict_time estimate."""
+        if "predict_time" in self.metrics and self.done:
+            return float(self.metrics["predict_time"])
+        return 0.0 if self._t_started is None else time.monotonic() - self._t_started
+
+    @property
+    def is_iterator(self) -> bool:
+        return self._iterator
+
+    @property
+    def concatenate(self) -> bool:
+        return self._concatenate
+
+    @property
+    def text(self) -> str | None:
+        """The output as one string for text models (token streams joined)."""
+        if isinstance(self.output, str):
+            return self.output
+        if isinstance(self.output, list) and self.output and all(isinstance(x, str) for x in self.output):
+            return "".join(self.output) if self._concatenate else "\n".join(self.output)
+        return None
+
+    @property
+    def files(self) -> list[FileOutput]:
+        out = self.output if isinstance(self.output, list) else [self.output]
+        return [x for x in out if isinstance(x, FileOutput)]
+
+    def eta(self) -> float | None:
+        if not self.progress or not self.progress[1] or self.progress[0] <= 0 or self._t_started is None:
+            return None
+        step, total = self.progress
+        per = (time.monotonic() - self._t_started) / step
+        return max(0.0, per * (total - step))
+
+    def to_json(self, embed: bool = True) -> dict[str, Any]:
+        """The `application/vnd.replicate.prediction+json` payload (see docs/ARCHITECTURE.md)."""
+        with self._lock:
+            prog = None
+            if self.progress:
+                eta = self.eta()
+                prog = {"step": self.progress[0], "total": self.progress[1], "eta_s": None if eta is None else round(eta, 2)}
+            return {
+                "id": self.id,
+                "model": self.model,
+                "version": self.version,
+                "status": self.status,
+                "backend": self.backend,
+                "input": _jsonable(self.input),
+                "output": _jsonable(self.output),
+                "output_display": "concatenate" if self._concatenate else None,
+                "logs": self.logs,
+                "error": self.error,
+                "created_at": self.created_at,
+                "started_at": self.started_at,
+                "completed_at": self.completed_at,
+                "metrics": dict(self.metrics),
+                "progress": prog if not self.done else None,
+                "preview": encode_preview(self.preview) if (self.preview is not None and not self.done) else None,
+            }
+
+    def _repr_mimebundle_(self, include=None, exclude=None):
+        from . import display
+
+        return display.prediction_bundle(self)
+
+    def __repr__(self) -> str:
+        return f"<Prediction {self.id} {self.model} {self.status}>"
+
+
+def encode_preview(image: Any) -> str | None:
+    """A step preview as a small PNG data URI (previews are tiny; PNG keeps them exact)."""
+    if image is None:
+        return None
+    if isinstance(image, str):
+        return image
+    import io
+
+    from .files import data_uri
+
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return data_uri(buf.getvalue(), "image/png")
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, (FileOutput, InputFile)):
+        return value.to_json()
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    if hasattr(value, "get_secret_value"):
+        return "**********"
+    return str(value)
+
+
+def _is_iterator(schema: dict | None) -> bool:
+    out = ((schema or {}).get("components") or {}).get("schemas", {}).get("Output", {})
+    return out.get("x-cog-array-type") == "iterator"
+
+
+def _is_concatenate(schema: dict | None) -> bool:
+    out = ((schema or {}).get("components") or {}).get("schemas", {}).get("Output", {})
+    return out.get("x-cog-array-display") == "concatenate"
