@@ -72,6 +72,7 @@ class Prediction:
         self._runner = runner
         self._iterator = _is_iterator(schema)
         self._concatenate = _is_concatenate(schema)
+        self.secret_fields = _secret_fields(schema)
         if self._iterator:
             self.output = []
         self._lock = threading.RLock()
@@ -242,7 +243,7 @@ class Prediction:
                 "version": self.version,
                 "status": self.status,
                 "backend": self.backend,
-                "input": _jsonable(self.input),
+                "input": {k: ("**********" if k in self.secret_fields else _jsonable(v)) for k, v in self.input.items()},
                 "output": _jsonable(self.output),
                 "output_display": "concatenate" if self._concatenate else None,
                 "logs": self.logs,
@@ -291,6 +292,12 @@ def _jsonable(value: Any) -> Any:
     if hasattr(value, "get_secret_value"):
         return "**********"
     return str(value)
+
+
+def _secret_fields(schema: dict | None) -> frozenset[str]:
+    """Inputs typed `cog.Secret`: their values never leave the kernel in a record."""
+    props = ((schema or {}).get("components") or {}).get("schemas", {}).get("Input", {}).get("properties", {})
+    return frozenset(k for k, v in props.items() if v.get("x-cog-secret") or v.get("format") == "password")
 
 
 def _is_iterator(schema: dict | None) -> bool:

@@ -279,3 +279,13 @@ def test_import_is_light():
             "print(heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_secret_inputs_reach_the_predictor_as_secrets_and_never_the_record():
+    import json
+
+    out = rj.run(f"{P}/secret.py", {"api_key": "sk-very-secret-123"})
+    assert out == "w:18:Secret"
+    p = rj.predictions.list()[-1]
+    assert "sk-very-secret-123" not in json.dumps(p.to_json())
+    assert "sk-very-secret-123" not in repr(p)

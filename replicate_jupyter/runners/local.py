@@ -163,6 +163,11 @@ class LocalRunner(Runner):
                 metrics["setup_time"] = round(warm.setup_time, 4)
             kwargs = dict(warm.params)
             kwargs.update({k: _to_local(v) for k, v in p.input.items() if k in warm.params or _takes_kwargs(warm.call)})
+            for k in p.secret_fields & kwargs.keys():
+                if isinstance(kwargs[k], str):
+                    from cog import Secret
+
+                    kwargs[k] = Secret(kwargs[k])
             self._predict(p, warm, kwargs, metrics, retry_oom=True)
 
     def _predict(self, p, warm: _Warm, kwargs: dict, metrics: dict, retry_oom: bool) -> None:
