@@ -32,7 +32,6 @@ import inspect
 import io
 import os
 import sys
-import textwrap
 import threading
 import types
 import typing
@@ -244,6 +243,8 @@ def _is_input_call(node: ast.AST) -> bool:
 
 def _explicit_defaults(fn: Callable[..., Any]) -> dict[str, bool] | None:
     """Which `Input(...)` calls spell out a default, read from the source; None if unreadable."""
+    import textwrap
+
     try:
         src = textwrap.dedent(inspect.getsource(fn))
         tree = ast.parse(src)

@@ -477,3 +477,20 @@ def test_import_does_not_load_cog():
     code = "import sys, importlib; importlib.import_module('replicate_jupyter.schema'); print('cog' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_source_less_predictor_treats_blank_inputs_as_optional():
+    """Without source text (exec'd code) `Input()` and `Input(default=None)` look the same;
+    the schema then errs on the side of not requiring them."""
+    namespace: dict = {}
+    exec(
+        "from cog import BasePredictor, Input\n"
+        "class Hidden(BasePredictor):\n"
+        "    def predict(self, prompt: str = Input(description='p'), n: int = 2, must: str = None) -> str:\n"
+        "        return prompt\n",
+        namespace,
+    )
+    doc = S.build_schema(namespace["Hidden"])
+    inp = doc["components"]["schemas"]["Input"]
+    assert "required" not in inp
+    assert inp["properties"]["n"]["default"] == 2
