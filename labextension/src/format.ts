@@ -1,0 +1,64 @@
+/**
+ * Number formatting shared by the card, the cell line and the status bar,
+ * so the same cost reads the same everywhere.
+ */
+
+let currencyDecimals = 4;
+
+/** Set by the settings plugin; the card and the lines read it. */
+export function setCurrencyDecimals(decimals: number): void {
+  if (Number.isFinite(decimals)) {
+    currencyDecimals = Math.max(0, Math.min(10, Math.round(decimals)));
+  }
+}
+
+export function getCurrencyDecimals(): number {
+  return currencyDecimals;
+}
+
+/** `$0.0045`; a positive cost too small for the decimals reads `<$0.0001`. */
+export function formatCost(usd: number, decimals: number = currencyDecimals): string {
+  if (!Number.isFinite(usd)) {
+    return '$?';
+  }
+  const text = usd.toFixed(decimals);
+  if (usd > 0 && Number(text) === 0) {
+    return `<$${(1 / 10 ** decimals).toFixed(decimals)}`;
+  }
+  return `$${text}`;
+}
+
+/** Seconds the way a user reads them: `0.61 s`, `3.2 s`, `2 min 5 s`. */
+export function formatSeconds(seconds: number): string {
+  if (!Number.isFinite(seconds)) {
+    return '? s';
+  }
+  if (seconds < 10) {
+    return `${Number(seconds.toFixed(2))} s`;
+  }
+  if (seconds < 60) {
+    return `${seconds.toFixed(1)} s`;
+  }
+  const minutes = Math.floor(seconds / 60);
+  const rest = Math.round(seconds - minutes * 60);
+  return `${minutes} min ${rest} s`;
+}
+
+/** File sizes: `812 B`, `1.2 kB`, `3.4 MB`. */
+export function formatBytes(bytes: number): string {
+  if (!Number.isFinite(bytes) || bytes < 0) {
+    return '';
+  }
+  const units = ['B', 'kB', 'MB', 'GB', 'TB'];
+  let value = bytes;
+  let unit = 0;
+  while (value >= 1000 && unit < units.length - 1) {
+    value /= 1000;
+    unit += 1;
+  }
+  return unit === 0 ? `${value} B` : `${value.toFixed(1)} ${units[unit]}`;
+}
+
+export function plural(count: number, word: string): string {
+  return `${count} ${word}${count === 1 ? '' : 's'}`;
+}

@@ -1,0 +1,61 @@
+/**
+ * The JSON carried by `application/vnd.replicate.prediction+json`
+ * (see docs/ARCHITECTURE.md). Every field may be missing or of the wrong
+ * type when it comes from an arbitrary notebook, so readers must check.
+ */
+export const MIME_TYPE = 'application/vnd.replicate.prediction+json';
+
+/** Statuses after which a prediction never changes again (and is billed). */
+export const FINAL_STATUSES = ['succeeded', 'failed', 'canceled'];
+
+/** Statuses of a prediction that is still going. */
+export const RUNNING_STATUSES = ['starting', 'processing'];
+
+export interface IFileValue {
+  type: 'file';
+  url?: string;
+  name?: string;
+  content_type?: string;
+  size?: number;
+  sha256?: string;
+}
+
+export interface IMetrics {
+  predict_time?: number;
+  setup_time?: number;
+  hardware?: string;
+  cost_usd?: number;
+  [key: string]: unknown;
+}
+
+export interface IProgress {
+  step?: number;
+  total?: number;
+  eta_s?: number | null;
+}
+
+export interface IPrediction {
+  id?: string;
+  model?: string;
+  version?: string;
+  status?: string;
+  backend?: string;
+  input?: Record<string, unknown>;
+  output?: unknown;
+  output_display?: string | null;
+  logs?: string;
+  error?: unknown;
+  created_at?: string;
+  started_at?: string;
+  completed_at?: string;
+  metrics?: IMetrics;
+  progress?: IProgress | null;
+  preview?: string | null;
+}
+
+/** What the extension writes into a cell's metadata under `replicate`. */
+export interface ICellCost {
+  predict_time: number;
+  cost_usd: number;
+  predictions: number;
+}
