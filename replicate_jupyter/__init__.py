@@ -10,6 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
+# The submodules `schema` and `models` share their names with API functions. Python sets a
+# submodule as a package attribute when it is first imported, which would replace the function;
+# importing them here first, then binding the functions, keeps `rj.schema(...)` callable.
+from . import models as _models_pkg, schema as _schema_mod  # noqa: F401  (light modules)
 from .api import create, form, ledger, models, predictions, run, schema, stream
 from .errors import (
     BackendError,
