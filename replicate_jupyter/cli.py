@@ -1,0 +1,52 @@
+"""The `replicate-jupyter` command. One subcommand for now: `serve`, a Cog worker for the pool."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="replicate-jupyter", description="replicate-jupyter tools")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser(
+        "serve",
+        help="serve a predictor over Cog's HTTP API (coglet, no Docker) for `%%replicate --on workers`",
+        description="Serve PREDICTOR with Cog's own HTTP server (coglet): schema, health-check, SSE, "
+                    "cancel. The server is restarted when it dies or turns unhealthy.",
+    )
+    serve.add_argument("predictor", metavar="PREDICTOR",
+                       help="file.py:Class, a folder with cog.yaml, local/shapes, local/tiny-lm, hf:REPO_ID")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; 0.0.0.0 for all)")
+    serve.add_argument("--port", type=int, default=5000, help="port (default 5000; 0 picks a free one)")
+    serve.add_argument("--concurrency", type=int, default=1, metavar="K",
+                       help="predictions at once (coglet slots; >1 needs an async predictor)")
+    serve.add_argument("--name", default=None, metavar="OWNER/NAME",
+                       help="model name the pool routes by (default local/<stem>)")
+    serve.add_argument("--hardware", default=None, metavar="SKU",
+                       help="price SKU for cost, e.g. gpu-a40-large (default: detected on this box)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "serve":
+        from .serve import Server
+
+        try:
+            server = Server(args.predictor, host=args.host, port=args.port, concurrency=args.concurrency,
+                            name=args.name, hardware=args.hardware)
+        except Exception as exc:  # a bad reference: our message, not a traceback
+            print(f"replicate-jupyter serve: {exc}", file=sys.stderr)
+            return 2
+        try:
+            return server.run()
+        except Exception as exc:
+            print(f"replicate-jupyter serve: {exc}", file=sys.stderr)
+            return 1
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
