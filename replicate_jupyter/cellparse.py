@@ -1,0 +1,240 @@
+"""Turn a `%%replicate` cell (its option line and its body) into typed values.
+
+This module only parses: it never runs a model and never touches the display, so every rule of
+the cell language is testable without a kernel.
+
+    %%replicate hf:stabilityai/sdxl-turbo --on local -o pic --sweep seed=1,2
+    prompt: a lighthouse at dusk, {style}
+    image: $init_image
+
+- The option line follows shell quoting (`shlex`); the first word is the model unless it is an
+  option (then the session's default model is used).
+- The body is a YAML mapping of inputs, or else plain text for the model's first string input.
+- `{name}` in a string is filled from the user namespace (`{{`/`}}` give literal braces);
+  a whole value written `$name` is that Python object itself (a PIL image, array, path, bytes…).
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import re
+import shlex
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from .errors import InputError, Problem
+
+__all__ = ["CellArgs", "parse_line", "parse_body", "parse_sweep", "sweep_grid", "parse_options", "yaml_scalar", "LineError"]
+
+
+class LineError(ValueError):
+    """The option line itself is malformed (unknown option, missing value, bad quoting)."""
+
+
+@dataclass
+class CellArgs:
+    model: str | None = None
+    on: str | None = None
+    run_async: bool = False
+    seed: int | None = None
+    max_cost: float | None = None
+    out: str | None = None
+    sweep: list[tuple[str, list[Any]]] = field(default_factory=list)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # argparse would print and sys.exit(): raise instead
+        raise LineError(message)
+
+
+def _cell_parser() -> _Parser:
+    p = _Parser(prog="%%replicate", add_help=False)
+    p.add_argument("model", nargs="?", default=None)
+    p.add_argument("--on", dest="on", default=None, metavar="BACKEND")
+    p.add_argument("--async", dest="run_async", action="store_true")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--max-cost", dest="max_cost", type=float, default=None, metavar="USD")
+    p.add_argument("-o", "--out", dest="out", default=None, metavar="NAME")
+    p.add_argument("--sweep", action="append", default=[], metavar="KEY=V1,V2,...")
+    return p
+
+
+_PARSER = _cell_parser()
+
+
+def parse_line(line: str) -> CellArgs:
+    """`MODEL [options]` → CellArgs. Raises LineError with a one-line reason."""
+    try:
+        words = shlex.split(line or "")
+    except ValueError as exc:
+        raise LineError(f"cannot split the option line: {exc}") from None
+    ns = _PARSER.parse_args(words)
+    if ns.out is not None and not ns.out.isidentifier():
+        raise LineError(f"-o/--out needs a Python name, got {ns.out!r}")
+    return CellArgs(model=ns.model, on=ns.on, run_async=ns.run_async, seed=ns.seed, max_cost=ns.max_cost,
+                    out=ns.out, sweep=[parse_sweep(s) for s in ns.sweep])
+
+
+def yaml_scalar(text: str) -> Any:
+    """`7` → 7, `0.5` → 0.5, `true` → True, anything else stays the string given."""
+    import yaml
+
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    return value if isinstance(value, (int, float, bool, str)) else text
+
+
+def parse_sweep(spec: str) -> tuple[str, list[Any]]:
+    """`KEY=V1,V2,...` → (key, [values]) with YAML-typed values (`seed=1,2` gives ints)."""
+    key, sep, values = spec.partition("=")
+    key = key.strip()
+    if not sep or not key or not values.strip():
+        raise LineError(f"--sweep needs KEY=V1,V2,..., got {spec!r}")
+    return key, [yaml_scalar(v.strip()) for v in values.split(",")]
+
+
+def sweep_grid(sweep: list[tuple[str, list[Any]]]) -> list[dict[str, Any]]:
+    """Every combination of the sweep values, in row-major order (the last key varies fastest)."""
+    if not sweep:
+        return [{}]
+    keys = [k for k, _ in sweep]
+    return [dict(zip(keys, combo)) for combo in itertools.product(*(v for _, v in sweep))]
+
+
+def parse_options(words: list[str]) -> dict[str, Any]:
+    """`--address ray://h:10001 --num-gpus 1` → {"address": "ray://h:10001", "num_gpus": 1};
+    a flag with no value is True."""
+    out: dict[str, Any] = {}
+    i = 0
+    while i < len(words):
+        w = words[i]
+        if not w.startswith("--") or len(w) == 2:
+            raise LineError(f"expected --option [value], got {w!r}")
+        key, eq, val = w[2:].partition("=")
+        key = key.replace("-", "_")
+        if eq:
+            out[key] = yaml_scalar(val)
+        elif i + 1 < len(words) and not words[i + 1].startswith("--"):
+            out[key] = yaml_scalar(words[i + 1])
+            i += 1
+        else:
+            out[key] = True
+        i += 1
+    return out
+
+
+# ----- body ------------------------------------------------------------------------------------
+_FIELD = re.compile(r"\{\{|\}\}|\{([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)(![rsa])?(:[^{}]*)?\}")
+_OBJECT = re.compile(r"^\$([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)$")
+_PLACEHOLDER = "\u2063rj{}\u2063"  # invisible separator: never typed by a user, kept by YAML
+_PLACEHOLDER_RE = re.compile("\u2063rj(\\d+)\u2063")
+
+
+class _Missing(Exception):
+    def __init__(self, name: str):
+        self.name = name
+
+
+def _lookup(path: str, ns: Mapping[str, Any]) -> Any:
+    root, *attrs = path.split(".")
+    if root not in ns:
+        raise _Missing(root)
+    value = ns[root]
+    for a in attrs:
+        try:
+            value = getattr(value, a)
+        except AttributeError:
+            raise _Missing(path) from None
+    return value
+
+
+def _protect(text: str) -> tuple[str, list[re.Match]]:
+    """Swap every `{name}` field for a placeholder so YAML never sees the braces
+    (`prompt: {style}` would otherwise parse as a mapping)."""
+    fields: list[re.Match] = []
+
+    def sub(m: re.Match) -> str:
+        if m.group(1) is None:
+            return m.group(0)  # `{{` / `}}` stay until the values are filled
+        fields.append(m)
+        return _PLACEHOLDER.format(len(fields) - 1)
+
+    return _FIELD.sub(sub, text), fields
+
+
+def _fill(text: str, fields: list[re.Match], ns: Mapping[str, Any], where: str) -> str:
+    def one(m: re.Match) -> str:
+        f = fields[int(m.group(1))]
+        try:
+            value = _lookup(f.group(1), ns)
+        except _Missing as miss:
+            raise InputError([Problem(where, "interpolation", f.group(0),
+                                      f"a name defined in the notebook ({miss.name!r} is not)")]) from None
+        conv, spec = f.group(2), (f.group(3) or ":")[1:]
+        if conv == "!r":
+            value = repr(value)
+        elif conv == "!a":
+            value = ascii(value)
+        return format(value, spec) if spec else str(value)
+
+    filled = _PLACEHOLDER_RE.sub(one, text)
+    return filled.replace("{{", "{").replace("}}", "}") if fields or "{{" in filled or "}}" in filled else filled
+
+
+def _resolve(value: Any, fields: list[re.Match], ns: Mapping[str, Any], where: str) -> Any:
+    if isinstance(value, str):
+        m = _OBJECT.match(value.strip())
+        if m:
+            try:
+                return _lookup(m.group(1), ns)
+            except _Missing as miss:
+                raise InputError([Problem(where, "reference", value,
+                                          f"a name defined in the notebook ({miss.name!r} is not)")]) from None
+        if value.startswith("$$"):
+            value = value[1:]  # `$$name` is the literal text `$name`
+        return _fill(value, fields, ns, where)
+    if isinstance(value, list):
+        return [_resolve(v, fields, ns, f"{where}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, dict):
+        return {k: _resolve(v, fields, ns, f"{where}.{k}") for k, v in value.items()}
+    return value
+
+
+def _is_input_mapping(value: Any) -> bool:
+    """A YAML mapping whose keys look like input names. `A cat: in a hat` parses as a mapping
+    too, but its key is prose, so the body is text for the prompt."""
+    return isinstance(value, dict) and bool(value) and all(
+        isinstance(k, str) and k.isidentifier() for k in value)
+
+
+def parse_body(body: str, ns: Mapping[str, Any] | None = None, text_field: str | None = None,
+               model: str | None = None) -> dict[str, Any]:
+    """The cell body → an input dict (not yet validated).
+
+    `text_field` is the model's first string input (by x-order), where a body that is not a
+    mapping goes. Raises InputError naming the field for a missing `{name}`/`$name` and when
+    text is given to a model without a string input.
+    """
+    import yaml
+
+    ns = ns if ns is not None else {}
+    text = (body or "").strip("\n")
+    if all(not ln.strip() or ln.lstrip().startswith("#") for ln in text.splitlines()):
+        return {}  # blank or only comments: the model's defaults (a sweep may set the rest)
+    protected, fields = _protect(text)
+    try:
+        parsed = yaml.safe_load(protected)
+    except yaml.YAMLError:
+        parsed = None
+    if _is_input_mapping(parsed):
+        return {k: _resolve(v, fields, ns, k) for k, v in parsed.items()}
+    if text_field is None:
+        raise InputError([Problem("(cell body)", "type", text.strip(),
+                                  "a YAML mapping of inputs (name: value); this model has no text input")], model=model)
+    raw = text.strip()
+    m = _OBJECT.match(raw)
+    if m:  # the whole body is `$name`: that object goes to the text input
+        return {text_field: _resolve(raw, fields, ns, text_field)}
+    return {text_field: _fill(protected.strip(), fields, ns, text_field)}

@@ -1,0 +1,578 @@
+"""How a prediction looks in a notebook: mime bundles, and a live display updated in place.
+
+Every final bundle carries `application/vnd.replicate.prediction+json` (= `Prediction.to_json()`)
+for the JupyterLab extension, and `text/html`, `image/png` (when there is an image) and
+`text/plain` beside it, so any frontend (and a reader of the saved file, with no kernel) sees the
+outputs and the cost line. HTML never holds a script, and every string that came from a model
+or a user is escaped.
+
+The live display listens to the prediction's events only — it never asks which runner ran —
+and throttles by time: text at most `session.text_rate` updates/s, previews at most
+`session.preview_rate`/s; the final update is always sent and always exact.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import threading
+import time
+import weakref
+from typing import Any, Callable, Iterable, Sequence
+
+from .events import Completed, Event
+from .files import FileOutput
+
+__all__ = [
+    "MIME", "prediction_bundle", "file_bundle", "ledger_bundle", "table_bundle", "error_bundle",
+    "cost_line", "summary_line", "usd", "LiveDisplay", "GridDisplay", "flush_finished",
+]
+
+MIME = "application/vnd.replicate.prediction+json"
+SWEEP_MIME = "application/vnd.replicate.sweep+json"
+_e = html.escape
+
+_STATUS_COLOR = {"starting": "#888", "processing": "#1f6feb", "succeeded": "#1a7f37",
+                 "failed": "#cf222e", "canceled": "#9a6700"}
+
+
+# ----- small formatters ------------------------------------------------------------------------
+def usd(x: float | None) -> str:
+    """Dollars as shown everywhere (cost lines, ledger, summaries), so they can be compared."""
+    x = float(x or 0.0)
+    if x == 0:
+        return "$0.00"
+    if abs(x) >= 0.01:
+        return f"${x:.4f}"
+    text = f"{x:.8f}".rstrip("0")
+    return "$" + (text if len(text.split(".")[1]) >= 2 else f"{x:.2f}")
+
+
+def _secs(s: float | None) -> str:
+    if s is None:
+        return "–"
+    return f"{s:.2f} s" if s < 60 else f"{int(s // 60)} min {s % 60:.0f} s"
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+def _total_through(p) -> float:
+    """The notebook's running total as of this prediction (ledger order), so a bundle rendered
+    again later shows the same figure it showed when the prediction finished."""
+    from .session import session
+
+    total = 0.0
+    for entry in session.ledger.entries:
+        total += entry.cost_usd
+        if entry.id == p.id:
+            return round(total, 8)
+    return session.ledger.total()
+
+
+# ----- cost lines --------------------------------------------------------------------------------
+def cost_line(p) -> str:
+    """`model · status · predict time · hardware · cost · cold start · notebook total`."""
+    m = p.metrics
+    parts = [p.model, p.status, _secs(m.get("predict_time")), m.get("hardware") or "unknown hardware",
+             usd(m.get("cost_usd"))]
+    if (m.get("setup_time") or 0) >= 0.005:  # a cold start worth naming
+        parts.append(f"cold start {_secs(m.get('setup_time'))}")
+    parts.append(f"notebook total {usd(_total_through(p))}")
+    return " · ".join(str(x) for x in parts)
+
+
+def summary_line(predictions: Sequence[Any]) -> str:
+    from .session import session
+
+    n = len(predictions)
+    counts: dict[str, int] = {}
+    for p in predictions:
+        counts[p.status] = counts.get(p.status, 0) + 1
+    states = ", ".join(f"{v} {k}" for k, v in counts.items())
+    secs = sum(float(p.metrics.get("predict_time") or 0) for p in predictions)
+    spent = sum(float(p.metrics.get("cost_usd") or 0) for p in predictions)
+    totals = [_total_through(p) for p in predictions if p.done]
+    total = max(totals) if totals else session.ledger.total()
+    return (f"{n} prediction{'s' if n != 1 else ''} · {states} · {_secs(secs)} · {usd(spent)} · "
+            f"notebook total {usd(total)}")
+
+
+# ----- images ------------------------------------------------------------------------------------
+def _png_bytes(f: FileOutput) -> bytes:
+    if f.content_type == "image/png":
+        return f.read()
+    buf = io.BytesIO()
+    f.image().convert("RGBA").save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def compose_grid(images: Sequence[Any], labels: Sequence[str] | None = None, cols: int | None = None) -> bytes:
+    """Several images → one PNG grid (with a caption under each when labels are given), so
+    frontends that only show `image/png` still see every image."""
+    from PIL import Image, ImageDraw
+
+    pics = [Image.open(io.BytesIO(_png_bytes(x))).convert("RGB") if isinstance(x, FileOutput) else x.convert("RGB")
+            for x in images]
+    n = len(pics)
+    cols = cols or min(n, 4)
+    rows = (n + cols - 1) // cols
+    w = max(p.width for p in pics)
+    h = max(p.height for p in pics)
+    cap = 14 if labels else 0
+    pad = 4
+    grid = Image.new("RGB", (cols * (w + pad) + pad, rows * (h + cap + pad) + pad), "white")
+    draw = ImageDraw.Draw(grid)
+    for i, pic in enumerate(pics):
+        x = pad + (i % cols) * (w + pad)
+        y = pad + (i // cols) * (h + cap + pad)
+        grid.paste(pic, (x, y))
+        if labels:
+            draw.text((x, y + h + 1), labels[i][: max(4, w // 6)], fill="black")
+    buf = io.BytesIO()
+    grid.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+# ----- outputs as HTML -------------------------------------------------------------------------
+def _file_html(f: FileOutput, max_width: int = 512) -> str:
+    ct = f.content_type
+    src = _e(f.url if f.url.startswith("data:") else f.to_json()["url"])
+    name = _e(f.name)
+    if ct.startswith("image/"):
+        return (f'<img class="rj-image" src="{src}" alt="{name}" title="{name}" '
+                f'style="max-width:{max_width}px;image-rendering:auto"/>')
+    if ct.startswith("audio/"):
+        return f'<audio class="rj-audio" controls src="{src}" title="{name}"></audio>'
+    if ct.startswith("video/"):
+        return f'<video class="rj-video" controls src="{src}" title="{name}" style="max-width:{max_width}px"></video>'
+    if ct.startswith("text/") or ct in ("application/json",):
+        body = f.read()[:20000].decode("utf-8", "replace")
+        return f'<pre class="rj-text" title="{name}">{_e(body)}</pre>'
+    return f'<a class="rj-file" download="{name}" href="{src}">{name}</a> ({_e(ct)}, {_size(f.size)})'
+
+
+def _value_html(value: Any, p=None) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, FileOutput):
+        return _file_html(value)
+    if isinstance(value, str):
+        return f'<pre class="rj-text" style="white-space:pre-wrap">{_e(value)}</pre>'
+    if isinstance(value, list):
+        if p is not None and p.text is not None:
+            return _value_html(p.text)
+        if value and all(isinstance(v, FileOutput) and v.is_image for v in value):
+            cells = "".join(f'<div>{_file_html(v, 256)}</div>' for v in value)
+            return f'<div class="rj-grid" style="display:flex;flex-wrap:wrap;gap:4px">{cells}</div>'
+        return "".join(f'<div class="rj-item">{_value_html(v)}</div>' for v in value)
+    from .prediction import _jsonable
+
+    return f'<pre class="rj-json">{_e(json.dumps(_jsonable(value), indent=2, default=str))}</pre>'
+
+
+def _value_text(value: Any, p=None) -> str:
+    if value is None:
+        return ""
+    if p is not None and p.text is not None:
+        return p.text
+    if isinstance(value, FileOutput):
+        return f"{value.name} ({value.content_type}, {_size(value.size)})"
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list) and value and all(isinstance(v, FileOutput) for v in value):
+        return "\n".join(_value_text(v) for v in value)
+    from .prediction import _jsonable
+
+    return json.dumps(_jsonable(value), indent=2, default=str)
+
+
+# ----- one prediction -------------------------------------------------------------------------
+def _progress_html(prog: dict | None) -> str:
+    if not prog:
+        return ""
+    step, total, eta = prog.get("step"), prog.get("total"), prog.get("eta_s")
+    bar = f'<progress value="{int(step or 0)}" max="{int(total)}" style="width:240px"></progress> ' if total else ""
+    label = f"step {step}/{total}" if total else f"step {step}"
+    if eta is not None:
+        label += f" · ETA {_secs(eta)}"
+    return f'<div class="rj-progress">{bar}<span>{_e(label)}</span></div>'
+
+
+def _card_html(p, data: dict, *, final: bool, compact: bool = False) -> str:
+    status = data["status"]
+    color = _STATUS_COLOR.get(status, "#888")
+    head = (f'<div class="rj-head"><b>{_e(str(p.model))}</b> '
+            f'<span class="rj-status" data-status="{_e(status)}" style="color:{color};font-weight:bold">{_e(status)}</span>'
+            f' <code style="opacity:.6">{_e(p.id)}</code></div>')
+    parts = [head]
+    if not final:
+        parts.append(_progress_html(data.get("progress")))
+        if data.get("preview"):
+            parts.append(f'<img class="rj-preview" src="{_e(data["preview"])}" style="max-width:256px;opacity:.85"/>')
+    if p.cancel_reason and status == "canceled":
+        parts.append(f'<div class="rj-cancel-reason">{_e(p.cancel_reason)}</div>')
+    if p.error and status == "failed":
+        parts.append(f'<pre class="rj-error" style="color:#cf222e;white-space:pre-wrap">{_e(p.error)}</pre>')
+    if p.traceback:
+        parts.append(f'<details class="rj-traceback" open><summary>Model traceback</summary><pre>{_e(p.traceback)}</pre></details>')
+    parts.append(_value_html(p.output, p))
+    if p.logs and not compact:
+        n = p.logs.count("\n") or 1
+        parts.append(f'<details class="rj-logs"><summary>Logs ({n} line{"s" if n != 1 else ""})</summary>'
+                     f'<pre>{_e(p.logs[-20000:])}</pre></details>')
+    if final:
+        parts.append(f'<div class="rj-cost" style="opacity:.75;font-size:90%">{_e(cost_line(p))}</div>')
+    return f'<div class="rj-prediction" data-id="{_e(p.id)}" data-status="{_e(status)}">{"".join(parts)}</div>'
+
+
+def _card_text(p, *, final: bool) -> str:
+    lines = [f"{p.model} · {p.status} · {p.id}"]
+    if not final and p.progress:
+        step, total = p.progress
+        lines.append(f"step {step}/{total}" if total else f"step {step}")
+    if p.cancel_reason and p.status == "canceled":
+        lines.append(p.cancel_reason)
+    if p.error and p.status == "failed":
+        lines.append(f"error: {p.error}")
+    if p.traceback:
+        lines.append(p.traceback.rstrip("\n"))
+    out = _value_text(p.output, p)
+    if out:
+        lines.append(out)
+    if final:
+        lines.append("cost: " + cost_line(p))
+    return "\n".join(lines)
+
+
+def _images_png(p) -> str | None:
+    imgs = [f for f in p.files if f.is_image]
+    if not imgs:
+        return None
+    try:
+        return _b64(_png_bytes(imgs[0]) if len(imgs) == 1 else compose_grid(imgs))
+    except Exception:  # an image PIL cannot read: the html still has it
+        return None
+
+
+def render(p, *, final: bool | None = None, preview_uri: Any = ...) -> dict[str, Any]:
+    """The bundle of a prediction now. `preview_uri` lets the live display hold back a preview
+    that arrived faster than the preview rate."""
+    final = p.done if final is None else final
+    data = p.to_json()
+    if preview_uri is not ...:
+        data["preview"] = preview_uri if not final else None
+    bundle: dict[str, Any] = {MIME: data, "text/html": _card_html(p, data, final=final),
+                              "text/plain": _card_text(p, final=final)}
+    if final:
+        png = _images_png(p)
+        if png:
+            bundle["image/png"] = png
+    return bundle
+
+
+def prediction_bundle(p) -> dict[str, Any]:
+    """`Prediction._repr_mimebundle_`. When the prediction already has a live display in this
+    cell (a `%%replicate` cell whose value is the Prediction), the cell's value shows as one
+    text line instead of a second copy of the card."""
+    from .session import session
+
+    if getattr(p, "_rj_live_cell", None) is not None and p._rj_live_cell == session.current_cell:
+        return {"text/plain": repr(p)}
+    return render(p)
+
+
+def file_bundle(f: FileOutput) -> dict[str, Any]:
+    """`FileOutput._repr_mimebundle_`: the image itself, a player, text, or a download link."""
+    bundle: dict[str, Any] = {"text/html": _file_html(f), "text/plain": repr(f)}
+    if f.content_type in ("image/png", "image/jpeg", "image/gif"):
+        bundle[f.content_type] = _b64(f.read())
+    elif f.is_image:
+        try:
+            bundle["image/png"] = _b64(_png_bytes(f))
+        except Exception:
+            pass
+    return bundle
+
+
+# ----- tables (ledger, models, schema, predictions) -----------------------------------------
+def table_bundle(columns: Sequence[str], rows: Iterable[Sequence[Any]], title: str | None = None,
+                 footer: str | None = None) -> dict[str, Any]:
+    """A plain table as html + aligned text, for the line magics."""
+    rows = [["" if v is None else str(v) for v in r] for r in rows]
+    head = "".join(f"<th style='text-align:left'>{_e(c)}</th>" for c in columns)
+    body = "".join("<tr>" + "".join(f"<td style='text-align:left'>{_e(v)}</td>" for v in r) + "</tr>" for r in rows)
+    parts = []
+    if title:
+        parts.append(f"<b>{_e(title)}</b>")
+    parts.append(f"<table class='rj-table'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+    if footer:
+        parts.append(f"<div>{_e(footer)}</div>")
+    widths = [max([len(c)] + [len(r[i]) for r in rows]) for i, c in enumerate(columns)]
+    fmt = lambda r: "  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip()  # noqa: E731
+    text = ([title] if title else []) + [fmt(list(columns)), fmt(["-" * w for w in widths])] + [fmt(r) for r in rows]
+    if footer:
+        text.append(footer)
+    return {"text/html": "".join(parts), "text/plain": "\n".join(text)}
+
+
+def ledger_bundle(ledger) -> dict[str, Any]:
+    """`%replicate cost`: the ledger by cell and by model, with the totals."""
+    def rows(groups: dict, label: Callable[[Any], str]):
+        return [[label(k), int(g["predictions"]), _secs(g["predict_time"]), usd(g["cost_usd"])]
+                for k, g in groups.items()]
+
+    by_cell = table_bundle(["cell", "predictions", "predict time", "cost"],
+                           rows(ledger.by_cell(), lambda k: "–" if k is None else f"[{k}]"), title="By cell")
+    by_model = table_bundle(["model", "predictions", "predict time", "cost"],
+                            rows(ledger.by_model(), str), title="By model")
+    total = f"Total: {len(ledger)} predictions · {_secs(ledger.gpu_seconds())} · {usd(ledger.total())}"
+    return {
+        "text/html": f"<div class='rj-ledger'>{by_cell['text/html']}{by_model['text/html']}<div><b>{_e(total)}</b></div></div>",
+        "text/plain": f"{by_cell['text/plain']}\n\n{by_model['text/plain']}\n\n{total}",
+        "application/json": {"entries": ledger.rows(), "total_usd": ledger.total(),
+                             "predict_time": ledger.gpu_seconds()},
+    }
+
+
+def error_bundle(message: str, title: str = "Error") -> dict[str, Any]:
+    return {"text/html": f"<pre class='rj-error' style='color:#cf222e;white-space:pre-wrap'>{_e(title)}: {_e(message)}</pre>",
+            "text/plain": f"{title}: {message}"}
+
+
+# ----- live displays ----------------------------------------------------------------------------
+_pending_async: "weakref.WeakSet[_Live]" = weakref.WeakSet()
+
+
+class _Live:
+    """Throttled, in-place display (one display id). Subclasses say what to draw."""
+
+    def __init__(self, text_rate: float | None = None, preview_rate: float | None = None,
+                 publish: Callable[[dict], Any] | None = None) -> None:
+        from .session import session
+
+        text_rate = session.text_rate if text_rate is None else text_rate
+        preview_rate = session.preview_rate if preview_rate is None else preview_rate
+        self.gap = 1.0 / text_rate if text_rate and text_rate > 0 else 0.0
+        self.preview_gap = 1.0 / preview_rate if preview_rate and preview_rate > 0 else 0.0
+        self._publish_fn = publish
+        self.handle: Any = None
+        self._lock = threading.RLock()
+        self._last = 0.0
+        self._timer: threading.Timer | None = None
+        self._final = False
+        self.updates = 0  # display messages sent (first display included)
+        self.async_mode = False
+
+    # what to draw
+    def bundle(self, final: bool) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def is_done(self) -> bool:
+        raise NotImplementedError
+
+    # sending
+    def _send(self, bundle: dict[str, Any]) -> None:
+        self.updates += 1
+        if self._publish_fn is not None:
+            self._publish_fn(bundle)
+        elif self.handle is None:
+            from IPython.display import display
+
+            self.handle = display(bundle, raw=True, display_id=True)
+        else:
+            self.handle.update(bundle, raw=True)
+
+    def show(self) -> "_Live":
+        with self._lock:
+            self._last = time.monotonic()
+            self._send(self.bundle(final=self.is_done()))
+        return self
+
+    def _on_event(self, _p, event: Event) -> None:
+        if self._final:
+            return
+        if isinstance(event, Completed) and self.is_done_after(event):
+            self.finish()
+            return
+        now = time.monotonic()
+        if now - self._last >= self.gap:
+            self._render_now()
+        elif self._timer is None:
+            t = threading.Timer(self._last + self.gap - now, self._render_later)
+            t.daemon = True
+            self._timer = t
+            t.start()
+
+    def is_done_after(self, event: Completed) -> bool:
+        return True
+
+    def _render_later(self) -> None:
+        with self._lock:
+            self._timer = None
+            if not self._final:
+                self._render_now()
+
+    def _render_now(self) -> None:
+        with self._lock:
+            if self._final:
+                return
+            self._last = time.monotonic()
+            self._send(self.bundle(final=False))
+
+    def finish(self) -> None:
+        """Send the exact final state (once)."""
+        with self._lock:
+            if self._final:
+                return
+            self._final = True
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            self._send(self.bundle(final=True))
+
+    def resend_final(self) -> None:
+        with self._lock:
+            if self._final:
+                self._send(self.bundle(final=True))
+
+
+class LiveDisplay(_Live):
+    """One prediction's display, updated in place from its events (any thread)."""
+
+    def __init__(self, p, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.p = p
+        self._shown_preview: Any = None  # the preview image object currently on screen
+        self._shown_uri: str | None = None
+        self._preview_at = 0.0
+
+    def is_done(self) -> bool:
+        return self.p.done
+
+    def _preview_uri(self) -> str | None:
+        img = self.p.preview
+        if img is None or img is self._shown_preview:
+            return self._shown_uri
+        now = time.monotonic()
+        if self._shown_uri is None or now - self._preview_at >= self.preview_gap:
+            from .prediction import encode_preview
+
+            self._shown_preview, self._shown_uri, self._preview_at = img, encode_preview(img), now
+        return self._shown_uri
+
+    def bundle(self, final: bool) -> dict[str, Any]:
+        if final:
+            return render(self.p, final=True)
+        return render(self.p, final=False, preview_uri=self._preview_uri())
+
+    def attach(self) -> "LiveDisplay":
+        """Show now, then follow the prediction (replaying what already happened)."""
+        self.show()
+        self.p._rj_live_cell = _current_cell()
+        if self.async_mode:
+            _pending_async.add(self)
+        self.p.subscribe(self._on_event, replay=False)
+        if self.p.done:
+            self.finish()
+        return self
+
+
+class GridDisplay(_Live):
+    """Several predictions (a sweep) as one labelled grid, one display id, one summary line."""
+
+    def __init__(self, predictions: Sequence[Any], labels: Sequence[str], **kw: Any) -> None:
+        super().__init__(**kw)
+        self.predictions = list(predictions)
+        self.labels = list(labels)
+        self._previews: dict[str, tuple[Any, str | None]] = {}
+        self._preview_at = 0.0
+
+    def is_done(self) -> bool:
+        return all(p.done for p in self.predictions)
+
+    def is_done_after(self, event: Completed) -> bool:
+        return self.is_done()
+
+    def _preview(self, p) -> str | None:
+        img = p.preview
+        shown = self._previews.get(p.id)
+        if img is None:
+            return None
+        if shown and shown[0] is img:
+            return shown[1]
+        now = time.monotonic()
+        if shown is None or now - self._preview_at >= self.preview_gap:
+            from .prediction import encode_preview
+
+            self._previews[p.id] = (img, encode_preview(img))
+            self._preview_at = now
+        return self._previews[p.id][1]
+
+    def bundle(self, final: bool) -> dict[str, Any]:
+        cells_html, texts, payload = [], [], []
+        for p, label in zip(self.predictions, self.labels):
+            done = p.done
+            data = render(p, final=done, preview_uri=None if done else self._preview(p))
+            cells_html.append(f'<div class="rj-sweep-cell" style="border:1px solid #ddd;padding:4px">'
+                              f'<div class="rj-label"><code>{_e(label)}</code></div>{data["text/html"]}</div>')
+            texts.append(f"[{label}]\n{data['text/plain']}")
+            payload.append({"label": label, "prediction": data[MIME]})
+        cols = min(len(self.predictions), 4)
+        body = (f'<div class="rj-sweep" style="display:grid;grid-template-columns:repeat({cols},auto);gap:6px">'
+                f'{"".join(cells_html)}</div>')
+        bundle: dict[str, Any] = {SWEEP_MIME: {"predictions": payload}}
+        if final:
+            line = summary_line(self.predictions)
+            body += f'<div class="rj-cost rj-summary" style="opacity:.75;font-size:90%">{_e(line)}</div>'
+            texts.append("cell total: " + line)
+            firsts = [(next((f for f in p.files if f.is_image), None), lab) for p, lab in zip(self.predictions, self.labels)]
+            if all(f is not None for f, _ in firsts):
+                try:
+                    bundle["image/png"] = _b64(compose_grid([f for f, _ in firsts], [lab for _, lab in firsts], cols=cols))
+                except Exception:
+                    pass
+        bundle["text/html"] = body
+        bundle["text/plain"] = "\n\n".join(texts)
+        return bundle
+
+    def attach(self) -> "GridDisplay":
+        self.show()
+        cell = _current_cell()
+        for p in self.predictions:
+            p._rj_live_cell = cell
+            p.subscribe(self._on_event, replay=False)
+        if self.is_done():
+            self.finish()
+        return self
+
+
+def _current_cell() -> int | None:
+    from .session import session
+
+    return session.current_cell
+
+
+def flush_finished() -> int:
+    """Re-send the final state of `--async` displays that finished since the last cell.
+
+    A display update sent while no cell runs still reaches JupyterLab, but tools that record
+    outputs per executing cell (nbclient, nbconvert) only see updates sent during a cell; this
+    one extra message per prediction makes the saved notebook hold the final output too."""
+    sent = 0
+    for live in list(_pending_async):
+        if live.is_done() and live._final:
+            _pending_async.discard(live)
+            live.resend_final()
+            sent += 1
+    return sent
