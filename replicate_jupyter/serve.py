@@ -214,7 +214,7 @@ class Server:
         except BaseException:
             self._kill_child()
             raise
-        self.say(f"{self.name} ready at {self.url} (hardware {self.hardware}, pid {self.proc.pid})")
+        self.say(f"{self.name} ready at {self.url} (hardware {self.hardware}, pid {self.proc.pid}, logs {self.log_path})")
         return self
 
     def supervise(self) -> None:

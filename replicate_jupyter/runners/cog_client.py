@@ -1,0 +1,139 @@
+"""Cog's HTTP prediction API, as coglet 0.23 actually speaks it.
+
+Measured against coglet 0.23.1 (the `cog` 0.23.1 wheel), which the pool is built on:
+
+- `PUT /predictions/{id}` with `Accept: text/event-stream` streams `start`, `output`
+  (`{"chunk", "index"}`), `log` (`{"data", "source"}`) and `completed` (the whole prediction:
+  status, output, error, logs, `metrics.predict_time`). Only when the schema has
+  `x-cog-streaming`; otherwise 406.
+- A second PUT with the same id while it runs attaches to it and replays every event from the
+  start; a PUT for an id it no longer holds (finished, canceled) starts a NEW run — coglet forgets
+  predictions when they end. `reattach()` therefore sends an input that cannot validate (a
+  string): an in-flight prediction is attached to, a forgotten one gets 422 and nothing runs.
+- When the stream that *created* a prediction drops, coglet cancels the prediction.
+- 409 "At capacity" when every slot is busy, and also forever after its predictor process died
+  (health UNHEALTHY), until the server is restarted. A crash mid-prediction ends the stream with
+  `completed` status failed, error "Worker crashed".
+- Files come back as data URIs (no upload URL configured); file inputs may be data URIs.
+- `POST /predictions/{id}/cancel` → 200 if running, 404 otherwise.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import httpx
+
+__all__ = ["CogClient", "SSEEvent", "iter_sse", "REATTACH_PROBE"]
+
+#: an input no schema accepts (not an object): attaches to a live prediction, never starts one
+REATTACH_PROBE = "__replicate_jupyter_reattach__"
+
+
+@dataclass
+class SSEEvent:
+    event: str
+    data: Any
+
+
+def iter_sse(lines: Iterator[str]) -> Iterator[SSEEvent]:
+    """Server-sent events from text lines (`event:`/`data:` fields, blank line ends one)."""
+    event, data = "message", []
+    for line in lines:
+        if not line:
+            if data:
+                raw = "\n".join(data)
+                try:
+                    payload = json.loads(raw)
+                except ValueError:
+                    payload = raw
+                yield SSEEvent(event, payload)
+            event, data = "message", []
+            continue
+        if line.startswith(":"):
+            continue
+        field, _, value = line.partition(":")
+        if value.startswith(" "):
+            value = value[1:]
+        if field == "event":
+            event = value
+        elif field == "data":
+            data.append(value)
+    if data:
+        raw = "\n".join(data)
+        try:
+            yield SSEEvent(event, json.loads(raw))
+        except ValueError:
+            yield SSEEvent(event, raw)
+
+
+class CogClient:
+    """One worker's HTTP endpoints. Thread-safe (one httpx.Client, pooled connections)."""
+
+    def __init__(self, url: str, token_env: str | None = None, connect_timeout: float = 3.0,
+                 response_timeout: float = 30.0, stream_timeout: float | None = None) -> None:
+        self.url = url.rstrip("/")
+        self.token_env = token_env
+        self.connect_timeout = connect_timeout
+        self.response_timeout = response_timeout
+        self.stream_timeout = stream_timeout
+        self._http = httpx.Client(
+            timeout=httpx.Timeout(response_timeout, connect=connect_timeout),
+            limits=httpx.Limits(max_connections=64, max_keepalive_connections=16),
+        )
+
+    def headers(self, **extra: str) -> dict[str, str]:
+        h = dict(extra)
+        if self.token_env:
+            token = os.environ.get(self.token_env)
+            if token:
+                h["Authorization"] = f"Bearer {token}"  # read at request time, never stored
+        return h
+
+    # ----- plain endpoints -----------------------------------------------------------------
+    def health(self, timeout: float = 2.0) -> dict:
+        r = self._http.get(self.url + "/health-check", headers=self.headers(),
+                           timeout=httpx.Timeout(timeout, connect=min(timeout, self.connect_timeout)))
+        r.raise_for_status()
+        return r.json()
+
+    def openapi(self, timeout: float = 5.0) -> dict:
+        r = self._http.get(self.url + "/openapi.json", headers=self.headers(), timeout=timeout)
+        r.raise_for_status()
+        return r.json()
+
+    def cancel(self, prediction_id: str, timeout: float = 5.0) -> int:
+        r = self._http.post(f"{self.url}/predictions/{prediction_id}/cancel", headers=self.headers(), timeout=timeout)
+        return r.status_code
+
+    # ----- predictions ---------------------------------------------------------------------
+    def open_stream(self, prediction_id: str, input: Any) -> httpx.Response:
+        """PUT with SSE; the caller reads `iter_events(response)` and must close the response.
+        Waits `response_timeout` for the headers (a worker that never answers), then
+        `stream_timeout` (None: no limit) between events."""
+        req = self._http.build_request(
+            "PUT", f"{self.url}/predictions/{prediction_id}",
+            json={"id": prediction_id, "input": input},
+            headers=self.headers(Accept="text/event-stream"),
+        )
+        resp = self._http.send(req, stream=True)
+        # httpx reads the body with the request's timeout dict: a prediction may run silently
+        # for minutes once it has started, so only the wait for the headers is bounded.
+        timeout = req.extensions.get("timeout")
+        if isinstance(timeout, dict):
+            timeout["read"] = self.stream_timeout
+        return resp
+
+    def predict_sync(self, prediction_id: str, input: Any) -> httpx.Response:
+        """A worker whose schema lacks x-cog-streaming: one blocking PUT."""
+        return self._http.put(f"{self.url}/predictions/{prediction_id}", json={"id": prediction_id, "input": input},
+                              headers=self.headers(), timeout=httpx.Timeout(self.stream_timeout, connect=self.connect_timeout))
+
+    @staticmethod
+    def iter_events(resp: httpx.Response) -> Iterator[SSEEvent]:
+        return iter_sse(resp.iter_lines())
+
+    def close(self) -> None:
+        self._http.close()
