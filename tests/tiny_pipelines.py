@@ -91,7 +91,7 @@ def build_tiny_gpt2(path: str | os.PathLike, seed: int = 0) -> pathlib.Path:
     tokenizer = GPT2Tokenizer(vocab=vocab, merges=[])
     eos = vocab["<|endoftext|>"]
     torch.manual_seed(seed)
-    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(vocab), n_positions=512, n_embd=32, n_layer=2, n_head=2,
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(vocab), n_positions=1024, n_embd=32, n_layer=2, n_head=2,
                                        bos_token_id=eos, eos_token_id=eos))
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)

@@ -72,19 +72,33 @@ def _locate(ref: str) -> tuple[pathlib.Path, str]:
     from huggingface_hub import constants, snapshot_download
     from huggingface_hub.errors import LocalEntryNotFoundError
 
+    cache = _cache_dir(constants)
     try:
-        snapshot = snapshot_download(repo_id, revision=revision or None, local_files_only=True)
+        snapshot = snapshot_download(repo_id, revision=revision or None, local_files_only=True, cache_dir=cache)
     except (LocalEntryNotFoundError, FileNotFoundError, OSError, ValueError) as exc:
         rev = f" --revision {revision}" if revision else ""
         raise _not_found(ref, (
             f"{repo_id}{'@' + revision if revision else ''} is not in the local Hugging Face cache "
-            f"({constants.HF_HUB_CACHE}); hf: models are loaded only from the cache or a local folder, never "
+            f"({cache}); hf: models are loaded only from the cache or a local folder, never "
             f"downloaded by a cell. Download it first in a terminal: `{download_command(repo_id)}{rev}` "
             f"(older clients: `huggingface-cli download {repo_id}{rev}`)"
             + ("" if isinstance(exc, LocalEntryNotFoundError) else f" [{type(exc).__name__}: {exc}]")
         )) from None
     folder = pathlib.Path(snapshot)
     return folder, folder.name[:16]
+
+
+def _cache_dir(constants) -> str:
+    """The hub cache as the environment says *now* (huggingface_hub reads it once at import, but a
+    notebook may set HF_HOME / HF_HUB_CACHE in a cell after something imported it)."""
+    env = os.environ
+    if env.get("HF_HUB_CACHE"):
+        return os.path.expanduser(env["HF_HUB_CACHE"])
+    if env.get("HUGGINGFACE_HUB_CACHE"):
+        return os.path.expanduser(env["HUGGINGFACE_HUB_CACHE"])
+    if env.get("HF_HOME"):
+        return os.path.join(os.path.expanduser(env["HF_HOME"]), "hub")
+    return str(constants.HF_HUB_CACHE)
 
 
 def _folder_version(folder: pathlib.Path) -> str:

@@ -40,6 +40,14 @@ class TextPredictor(BasePredictor):
         self.model.eval()
         progress.log(f"Loaded {self.repo_id} ({type(self.model).__name__}) on {self.device} in {str(dtype).split('.')[-1]}")
 
+    def context_length(self) -> int:
+        cfg = self.model.config
+        for attr in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+            value = getattr(cfg, attr, None)
+            if isinstance(value, int) and value > 0:
+                return value
+        return 1 << 30
+
     def _encode(self, prompt: str) -> Any:
         tok = self.tokenizer
         if getattr(tok, "chat_template", None):
@@ -67,6 +75,13 @@ class TextPredictor(BasePredictor):
         input_ids = input_ids.to(self.device)
         mask = mask.to(self.device) if mask is not None else torch.ones_like(input_ids)
         prompt_len = input_ids.shape[-1]
+        limit = self.context_length() - prompt_len
+        if limit < 1:
+            raise ValueError(f"the prompt is {prompt_len} tokens, the model's whole context ({self.context_length()})")
+        if max_new_tokens > limit:
+            progress.log(f"max_new_tokens {max_new_tokens} is past the model's context ({self.context_length()} tokens, "
+                         f"{prompt_len} in the prompt): generating at most {limit}")
+            max_new_tokens = limit
         ctx = progress.current()
         stop = threading.Event()
 
