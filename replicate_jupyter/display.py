@@ -23,6 +23,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 from .events import Completed, Event
 from .files import FileOutput
+from .prediction import TERMINAL
 
 __all__ = [
     "MIME", "prediction_bundle", "file_bundle", "ledger_bundle", "table_bundle", "error_bundle",
@@ -63,6 +64,12 @@ def _size(n: int) -> str:
     return f"{n} B"
 
 
+def _finished(p) -> bool:
+    """Final already while its Completed event is being handed to listeners (`p.done` is set
+    only after them)."""
+    return p.status in TERMINAL
+
+
 def _total_through(p) -> float:
     """The notebook's running total as of this prediction (ledger order), so a bundle rendered
     again later shows the same figure it showed when the prediction finished."""
@@ -98,7 +105,7 @@ def summary_line(predictions: Sequence[Any]) -> str:
     states = ", ".join(f"{v} {k}" for k, v in counts.items())
     secs = sum(float(p.metrics.get("predict_time") or 0) for p in predictions)
     spent = sum(float(p.metrics.get("cost_usd") or 0) for p in predictions)
-    totals = [_total_through(p) for p in predictions if p.done]
+    totals = [_total_through(p) for p in predictions if _finished(p)]
     total = max(totals) if totals else session.ledger.total()
     return (f"{n} prediction{'s' if n != 1 else ''} · {states} · {_secs(secs)} · {usd(spent)} · "
             f"notebook total {usd(total)}")
@@ -268,10 +275,13 @@ def _images_png(p) -> str | None:
 def render(p, *, final: bool | None = None, preview_uri: Any = ...) -> dict[str, Any]:
     """The bundle of a prediction now. `preview_uri` lets the live display hold back a preview
     that arrived faster than the preview rate."""
-    final = p.done if final is None else final
+    final = _finished(p) if final is None else final
     data = p.to_json()
     if preview_uri is not ...:
         data["preview"] = preview_uri if not final else None
+    if final:  # a listener runs before `p.done` is set: make the final payload final
+        data["progress"] = None
+        data["preview"] = None
     bundle: dict[str, Any] = {MIME: data, "text/html": _card_html(p, data, final=final),
                               "text/plain": _card_text(p, final=final)}
     if final:
@@ -458,7 +468,7 @@ class LiveDisplay(_Live):
         self._preview_at = 0.0
 
     def is_done(self) -> bool:
-        return self.p.done
+        return _finished(self.p)
 
     def _preview_uri(self) -> str | None:
         img = self.p.preview
@@ -483,7 +493,7 @@ class LiveDisplay(_Live):
         if self.async_mode:
             _pending_async.add(self)
         self.p.subscribe(self._on_event, replay=False)
-        if self.p.done:
+        if _finished(self.p):
             self.finish()
         return self
 
@@ -499,7 +509,7 @@ class GridDisplay(_Live):
         self._preview_at = 0.0
 
     def is_done(self) -> bool:
-        return all(p.done for p in self.predictions)
+        return all(_finished(p) for p in self.predictions)
 
     def is_done_after(self, event: Completed) -> bool:
         return self.is_done()
@@ -522,7 +532,7 @@ class GridDisplay(_Live):
     def bundle(self, final: bool) -> dict[str, Any]:
         cells_html, texts, payload = [], [], []
         for p, label in zip(self.predictions, self.labels):
-            done = p.done
+            done = _finished(p)
             data = render(p, final=done, preview_uri=None if done else self._preview(p))
             cells_html.append(f'<div class="rj-sweep-cell" style="border:1px solid #ddd;padding:4px">'
                               f'<div class="rj-label"><code>{_e(label)}</code></div>{data["text/html"]}</div>')

@@ -356,25 +356,44 @@ _installed: dict[str, Any] = {}
 
 
 def _short_traceback(shell, etype, value, tb, tb_offset=None):
-    """Errors raised by the magics show as one error output with the message; everything else
-    keeps IPython's normal traceback (or the handler that was there before)."""
+    """Errors raised by the magics show as one error output with the message (no traceback of
+    this package's internals); everything else keeps IPython's normal traceback, or the handler
+    that was installed before ours. IPython ignores what a custom handler returns, so it shows
+    the error itself."""
     from .errors import ReplicateJupyterError
 
-    if isinstance(value, ReplicateJupyterError) and getattr(value, "_rj_magic", False):
-        return [f"\x1b[0;31m{etype.__name__}\x1b[0m: {value}"]
     prev_types, prev_handler = _installed.get("prev", ((), None))
-    if prev_types and prev_handler is not None and isinstance(value, prev_types):
+    if isinstance(value, ReplicateJupyterError) and getattr(value, "_rj_magic", False):
+        stb = [f"\x1b[0;31m{etype.__name__}\x1b[0m: {value}"]
+    elif prev_types and prev_handler is not None and isinstance(value, prev_types):
         return prev_handler(etype, value, tb, tb_offset=tb_offset)
-    return shell.InteractiveTB.structured_traceback(etype, value, tb, tb_offset=tb_offset)
+    else:
+        stb = shell.InteractiveTB.structured_traceback(etype, value, tb, tb_offset=tb_offset)
+    shell._showtraceback(etype, value, stb)
+    return stb
+
+
+def _cell_number(ip, store_history: bool = True) -> int | None:
+    """The number the running cell shows as In[n]. IPython 9 bumps `execution_count` before
+    running a cell, IPython 8 after; the offset is measured (and corrected after each cell)."""
+    if not store_history:
+        return ip.execution_count
+    return ip.execution_count - _installed.get("offset", 0)
 
 
 def _pre_run_cell(info=None) -> None:
     ip = _installed.get("shell")
     if ip is not None:
-        session.current_cell = ip.execution_count
+        store = bool(getattr(info, "store_history", True))
+        _installed["pending"] = (ip.execution_count, store)
+        session.current_cell = _cell_number(ip, store)
 
 
 def _post_run_cell(result=None) -> None:
+    pending = _installed.pop("pending", None)
+    count = getattr(result, "execution_count", None)
+    if pending is not None and pending[1] and count is not None:
+        _installed["offset"] = pending[0] - count
     rjdisplay.flush_finished()
 
 
@@ -390,7 +409,10 @@ def load_ipython_extension(ipython) -> None:
     ipython.set_custom_exc(tuple(ipython.custom_exceptions) + (ReplicateJupyterError,), _short_traceback)
     ipython.events.register("pre_run_cell", _pre_run_cell)
     ipython.events.register("post_run_cell", _post_run_cell)
-    session.current_cell = ipython.execution_count
+    hist = getattr(getattr(ipython, "history_manager", None), "input_hist_raw", None)
+    if hist:  # the load cell's input is stored already: its number is len - 1
+        _installed["offset"] = max(0, ipython.execution_count - (len(hist) - 1))
+    session.current_cell = _cell_number(ipython)
 
 
 def unload_ipython_extension(ipython) -> None:

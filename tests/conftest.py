@@ -69,7 +69,7 @@ def execute(nb, *, cwd: str | os.PathLike | None = None, timeout: int = 120, env
 
             def fire():
                 time.sleep(interrupt[cell_index])
-                moments.append({"cell": cell_index, "after_s": time.monotonic() - start})
+                moments.append({"cell": cell_index, "after_s": time.monotonic() - start, "at": time.time()})
                 asyncio.run(client.km.interrupt_kernel())
 
             threading.Thread(target=fire, daemon=True).start()

@@ -1,0 +1,146 @@
+"""display.py without a kernel: bundles, escaping, throttling (real Predictions, real events)."""
+from __future__ import annotations
+
+import base64
+import io
+import time
+
+from PIL import Image
+
+from replicate_jupyter import display as d
+from replicate_jupyter.events import Completed, Log, Output, Preview, Progress, Started
+from replicate_jupyter.files import FileOutput
+from replicate_jupyter.ledger import Ledger
+from replicate_jupyter.prediction import Prediction
+
+STREAM = {"components": {"schemas": {"Output": {"type": "array", "items": {"type": "string"},
+                                                "x-cog-array-type": "iterator", "x-cog-array-display": "concatenate"}}}}
+
+
+def png(color=(255, 0, 0), size=(8, 8)) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", size, color).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def finished(output, **kw) -> Prediction:
+    p = Prediction("test/model", {"prompt": "<b>x</b>"}, **kw)
+    p.emit(Started(hardware="cpu"))
+    p.emit(Output(value=output))
+    p.emit(Completed(status="succeeded", metrics={"predict_time": 0.5, "hardware": "cpu"}))
+    return p
+
+
+def test_final_bundle_has_every_mime_type_and_the_image():
+    p = finished([FileOutput(png(), "a.png"), FileOutput(png((0, 255, 0)), "b.png")])
+    b = d.prediction_bundle(p)
+    assert set(b) >= {d.MIME, "text/html", "text/plain", "image/png"}
+    assert b[d.MIME] == p.to_json()
+    grid = Image.open(io.BytesIO(base64.b64decode(b["image/png"])))
+    assert grid.width > 16  # two 8px images composed side by side
+    assert "cost: test/model · succeeded" in b["text/plain"]
+    assert 'class="rj-cost"' in b["text/html"]
+
+
+def test_single_image_is_sent_as_is():
+    data = png()
+    b = d.prediction_bundle(finished(FileOutput(data, "a.png")))
+    assert base64.b64decode(b["image/png"]) == data
+
+
+def test_model_strings_are_escaped_and_no_script():
+    p = Prediction("evil/<script>", {"x": 1})
+    p.emit(Started(hardware="cpu"))
+    p.emit(Log(text="<script>alert(1)</script>\n"))
+    p.emit(Output(value="<img src=x onerror=alert(1)>"))
+    p.emit(Completed(status="failed", error="<script>boom</script>", traceback="<script>tb</script>",
+                     metrics={"predict_time": 0.1, "hardware": "cpu"}))
+    h = d.prediction_bundle(p)["text/html"]
+    assert "<script" not in h.lower()
+    assert "<img src=x" not in h
+    assert "&lt;script&gt;boom" in h and "Model traceback" in h
+
+
+def test_file_bundles_by_kind():
+    assert "image/png" in d.file_bundle(FileOutput(png(), "a.png"))
+    audio = FileOutput(b"RIFF\x00\x00\x00\x00WAVEfmt ", "a.wav")
+    assert "<audio" in d.file_bundle(audio)["text/html"]
+    video = FileOutput(b"\x00\x00\x00\x18ftypmp42", "v.mp4")
+    assert "<video" in d.file_bundle(video)["text/html"]
+    other = d.file_bundle(FileOutput(b"\x00\x01", "w.bin", content_type="application/octet-stream"))
+    assert 'download="w.bin"' in other["text/html"]
+
+
+def test_ledger_bundle_by_cell_and_model():
+    ledger = Ledger()
+    for cell in (1, 1, 2):
+        p = finished("ok")
+        p.cell = cell
+        ledger.record(p)
+    b = d.ledger_bundle(ledger)
+    assert "By cell" in b["text/plain"] and "By model" in b["text/plain"]
+    assert f"Total: 3 predictions" in b["text/plain"]
+    assert b["application/json"]["total_usd"] == ledger.total()
+
+
+def test_text_is_coalesced_and_exact_at_the_end():
+    sent: list[dict] = []
+    p = Prediction("test/stream", {}, schema=STREAM)
+    live = d.LiveDisplay(p, text_rate=10, preview_rate=4, publish=sent.append).attach()
+    p.emit(Started(hardware="cpu"))
+    t0 = time.monotonic()
+    expected = ""
+    for i in range(2000):
+        tok = f"t{i} "
+        expected += tok
+        p.emit(Output(value=tok, index=i))
+        if i % 100 == 0:
+            time.sleep(0.02)
+    elapsed = time.monotonic() - t0
+    p.emit(Completed(status="succeeded", metrics={"predict_time": elapsed, "hardware": "cpu"}))
+    assert live.updates == len(sent)
+    assert len(sent) <= 10 * elapsed + 3  # first display + ≤10/s + final
+    assert sent[-1][d.MIME]["output"] == [f"t{i} " for i in range(2000)]
+    assert expected in sent[-1]["text/plain"]
+
+
+def test_previews_are_throttled_latest_wins():
+    sent: list[dict] = []
+    p = Prediction("test/steps", {})
+    d.LiveDisplay(p, text_rate=10, preview_rate=4, publish=sent.append).attach()
+    p.emit(Started(hardware="cpu"))
+    t0 = time.monotonic()
+    for i in range(50):
+        p.emit(Progress(step=i + 1, total=50))
+        p.emit(Preview(image=Image.new("RGB", (4, 4), (i * 5, 0, 0)), step=i + 1))
+        time.sleep(0.02)
+    elapsed = time.monotonic() - t0
+    time.sleep(0.15)  # let a trailing update land
+    p.emit(Completed(status="succeeded", metrics={"predict_time": elapsed, "hardware": "cpu"}))
+    previews = [b[d.MIME]["preview"] for b in sent if b[d.MIME].get("preview")]
+    changes = sum(1 for a, b in zip([None] + previews, previews) if a != b)
+    assert 1 <= changes <= 4 * elapsed + 2
+    assert sent[-1][d.MIME]["preview"] is None and sent[-1][d.MIME]["status"] == "succeeded"
+    # the last live update before the end shows the last step reached (the trailing flush)
+    assert sent[-2][d.MIME]["progress"]["step"] == 50
+
+
+def test_grid_display_labels_and_summary():
+    sent: list[dict] = []
+    preds = [Prediction("test/img", {"seed": s}) for s in (1, 2)]
+    d.GridDisplay(preds, ["seed=1", "seed=2"], publish=sent.append).attach()
+    for p in preds:
+        p.emit(Started(hardware="cpu"))
+        p.emit(Output(value=[FileOutput(png(), "x.png")]))
+        p.emit(Completed(status="succeeded", metrics={"predict_time": 0.1, "hardware": "cpu"}))
+    final = sent[-1]
+    assert "seed=1" in final["text/html"] and "seed=2" in final["text/html"]
+    assert "cell total: 2 predictions" in final["text/plain"]
+    assert "image/png" in final
+    assert len(final[d.SWEEP_MIME]["predictions"]) == 2
+
+
+def test_usd_format_round_trips_small_costs():
+    assert d.usd(0) == "$0.00"
+    assert d.usd(1.96e-06) == "$0.00000196"
+    assert d.usd(0.5) == "$0.5000"
