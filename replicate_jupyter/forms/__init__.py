@@ -1,0 +1,20 @@
+"""A model's inputs as a form in the notebook, the way Replicate's model page draws them.
+
+    rj.form("local/shapes")            # same as  %replicate form local/shapes
+    %replicate form my/model --on workers
+
+`fields.py` turns each schema property into widgets, `form.py` lays them out and runs the model,
+`history.py` keeps the form's runs, `cell.py` writes a form's inputs as a `%%replicate` cell.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from .form import Form
+
+__all__ = ["form", "Form"]
+
+
+def form(ref: Any, on: str | None = None) -> Form:
+    """The form of model `ref` on backend `on` (the session default when None)."""
+    return Form(ref, on=on)
