@@ -49,7 +49,9 @@ def hub(tmp_path_factory):
             os.environ.pop(k, None)
         else:
             os.environ[k] = v
-    session.runner("local").evict()
+    runner = session.runner("local")
+    for key in [k for k in runner.warm if k.startswith("hf:")]:  # only ours: other modules' warm models stay
+        runner.evict(key)
 
 
 def _warm_instance(ref: str):
@@ -280,3 +282,19 @@ def test_text_cancel_stops_generation(hub):
     assert p.progress is None or p.progress[0] < 900  # far from the 1024-token context
     assert "past the model's context" in p.logs  # 4096 clamped to what fits
     assert rj.run(GPT2, {"prompt": "again", "max_new_tokens": 3, "seed": 1})
+
+
+def test_chat_template_models_get_the_prompt_as_a_user_message(hub, tmp_path):
+    template = ("{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}{% endfor %}"
+                "{% if add_generation_prompt %}<assistant>{% endif %}")
+    folder = build_tiny_gpt2(tmp_path / "chat", chat_template=template)
+    from replicate_jupyter import hf
+
+    cls = hf.predictor_class(str(folder))
+    inst = cls()
+    inst.setup()
+    ids, _mask = inst._encode("hi")
+    assert inst.tokenizer.decode(ids[0]) == "<user>hi<assistant>"
+    out = rj.run(f"hf:{folder}", {"prompt": "hi", "max_new_tokens": 5, "seed": 2 ** 40})  # seeds past 32 bits work
+    assert isinstance(out, list) and len("".join(out)) > 0
+

@@ -8,6 +8,9 @@ generation of a 64×64 image in 2 steps takes ~0.2 s on a CPU, a saved pipeline 
     build_tiny_sd(tmp / "sd")                  # diffusers StableDiffusionPipeline folder
     build_tiny_gpt2(tmp / "gpt2")              # transformers GPT-2 folder (model + tokenizer)
     populate_hf_cache(tmp / "hub", "tiny/sd", tmp / "sd")   # → HF_HUB_CACHE=tmp/"hub"
+
+`predictors.load` caches a resolved `hf:` reference for the whole process, so tests in different
+modules that build their own caches should use their own repo ids (e.g. `tiny/sd-mytest`).
 """
 from __future__ import annotations
 
@@ -81,14 +84,17 @@ def build_tiny_sd(path: str | os.PathLike, seed: int = 0) -> pathlib.Path:
     return path
 
 
-def build_tiny_gpt2(path: str | os.PathLike, seed: int = 0) -> pathlib.Path:
-    """Save a tiny GPT-2 causal LM (random weights, byte-level tokenizer) to `path`."""
+def build_tiny_gpt2(path: str | os.PathLike, seed: int = 0, chat_template: str | None = None) -> pathlib.Path:
+    """Save a tiny GPT-2 causal LM (random weights, byte-level tokenizer) to `path`, optionally
+    with a chat template on the tokenizer (as instruction-tuned models have)."""
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel, GPT2Tokenizer
 
     path = pathlib.Path(path)
     vocab = byte_vocab()
     tokenizer = GPT2Tokenizer(vocab=vocab, merges=[])
+    if chat_template:
+        tokenizer.chat_template = chat_template
     eos = vocab["<|endoftext|>"]
     torch.manual_seed(seed)
     model = GPT2LMHeadModel(GPT2Config(vocab_size=len(vocab), n_positions=1024, n_embd=32, n_layer=2, n_head=2,

@@ -16,7 +16,9 @@ own `version` = the cached commit), so the warm cache and the ledger tell models
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import importlib
 import json
 import os
 import pathlib
@@ -26,7 +28,7 @@ from dataclasses import dataclass
 
 from ..errors import ModelNotFound
 
-__all__ = ["predictor_class", "resolve", "Resolved", "download_command"]
+__all__ = ["predictor_class", "resolve", "Resolved", "download_command", "quiet_progress_bars"]
 
 _classes: dict[tuple[str, str], type] = {}
 _lock = threading.Lock()
@@ -159,6 +161,26 @@ def resolve(ref: str) -> Resolved:
         return Resolved(ref, folder, version, "text", cfg)
     raise _not_found(ref, (f"{folder} has neither model_index.json (a diffusers pipeline) nor config.json "
                            "(a transformers model)"))
+
+
+@contextlib.contextmanager
+def quiet_progress_bars():
+    """No tqdm bars from diffusers/transformers while loading: in a prediction's logs they are
+    dozens of carriage-return lines that say nothing the setup_time metric does not."""
+    restore = []
+    for name in ("diffusers.utils.logging", "transformers.utils.logging"):
+        try:
+            mod = importlib.import_module(name)
+        except ImportError:
+            continue
+        if mod.is_progress_bar_enabled():
+            mod.disable_progress_bar()
+            restore.append(mod.enable_progress_bar)
+    try:
+        yield
+    finally:
+        for enable in restore:
+            enable()
 
 
 def _class_name(ref: str, kind: str) -> str:

@@ -20,6 +20,7 @@ from typing import Any, Optional
 from cog import BasePredictor, Input, Path
 
 from .. import progress
+from . import quiet_progress_bars
 from ..errors import Canceled, InputError, Problem
 
 __all__ = ["DiffusionPredictor", "make_class", "native_size"]
@@ -69,7 +70,8 @@ class DiffusionPredictor(BasePredictor):
         variant = _variant(pathlib.Path(self.folder), want_fp16=self.device == "cuda")
         if variant:
             kwargs["variant"] = variant
-        self.pipe = AutoPipelineForText2Image.from_pretrained(self.folder, **kwargs)
+        with quiet_progress_bars():
+            self.pipe = AutoPipelineForText2Image.from_pretrained(self.folder, **kwargs)
         self.pipe.to(self.device)
         self.pipe.set_progress_bar_config(disable=True)
         self._img2img = None
@@ -98,10 +100,15 @@ class DiffusionPredictor(BasePredictor):
         if seed is None:
             seed = int.from_bytes(os.urandom(2), "big")
         progress.log(f"Using seed: {seed}")
-        generator = torch.Generator(device="cpu").manual_seed(int(seed))
+        generator = torch.Generator(device="cpu").manual_seed(int(seed) % 2**32)
 
         if image is not None:
-            pipe = self.img2img_pipe()
+            try:
+                pipe = self.img2img_pipe()
+            except ValueError as exc:
+                raise InputError([Problem("image", "unsupported", str(image), "left blank: "
+                                          f"{type(self.pipe).__name__} has no image-to-image mode ({exc})")],
+                                 model=f"hf:{self.repo_id}") from None
             init = _load_image(image)
             strength = float(prompt_strength)
             if strength * num_inference_steps < 1:
@@ -163,7 +170,9 @@ class DiffusionPredictor(BasePredictor):
 
         def callback(p, step_index, timestep, callback_kwargs):
             lat = callback_kwargs.get("latents")
-            showable = lat is not None and (lat.ndim == 4 or (lat.ndim == 3 and previewer.unpack is not None))
+            showable = lat is not None and (
+                (lat.ndim == 4 and lat.shape[1] == previewer.weight.shape[0])
+                or (lat.ndim == 3 and previewer.unpack is not None))
             if not showable:
                 base(p, step_index, timestep, {k: v for k, v in callback_kwargs.items() if k != "latents"})
                 return callback_kwargs

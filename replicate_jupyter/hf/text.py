@@ -15,6 +15,7 @@ from typing import Any, Iterator, Optional
 from cog import BasePredictor, ConcatenateIterator, Input
 
 from .. import progress
+from . import quiet_progress_bars
 from ..errors import Canceled
 
 __all__ = ["TextPredictor", "make_class"]
@@ -34,8 +35,9 @@ class TextPredictor(BasePredictor):
 
         self.device = progress.device()
         dtype = torch.float16 if self.device == "cuda" else torch.float32
-        self.tokenizer = AutoTokenizer.from_pretrained(self.folder, local_files_only=True)
-        self.model = AutoModelForCausalLM.from_pretrained(self.folder, dtype=dtype, local_files_only=True)
+        with quiet_progress_bars():
+            self.tokenizer = AutoTokenizer.from_pretrained(self.folder, local_files_only=True)
+            self.model = AutoModelForCausalLM.from_pretrained(self.folder, dtype=dtype, local_files_only=True)
         self.model.to(self.device)
         self.model.eval()
         progress.log(f"Loaded {self.repo_id} ({type(self.model).__name__}) on {self.device} in {str(dtype).split('.')[-1]}")
@@ -70,7 +72,7 @@ class TextPredictor(BasePredictor):
         if seed is None:
             seed = int.from_bytes(os.urandom(2), "big")
         progress.log(f"Using seed: {seed}")
-        set_seed(int(seed))
+        set_seed(int(seed) % 2**32)  # numpy's seed must fit in 32 bits
         input_ids, mask = self._encode(prompt)
         input_ids = input_ids.to(self.device)
         mask = mask.to(self.device) if mask is not None else torch.ones_like(input_ids)
