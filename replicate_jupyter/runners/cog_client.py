@@ -109,7 +109,8 @@ class CogClient:
         return r.status_code
 
     # ----- predictions ---------------------------------------------------------------------
-    def open_stream(self, prediction_id: str, input: Any) -> httpx.Response:
+    def open_stream(self, prediction_id: str, input: Any, response_timeout: float | None = None,
+                    stream_timeout: float | None = -1.0) -> httpx.Response:
         """PUT with SSE; the caller reads `iter_events(response)` and must close the response.
         Waits `response_timeout` for the headers (a worker that never answers), then
         `stream_timeout` (None: no limit) between events."""
@@ -117,19 +118,23 @@ class CogClient:
             "PUT", f"{self.url}/predictions/{prediction_id}",
             json={"id": prediction_id, "input": input},
             headers=self.headers(Accept="text/event-stream"),
+            timeout=httpx.Timeout(self.response_timeout if response_timeout is None else response_timeout,
+                                  connect=self.connect_timeout),
         )
         resp = self._http.send(req, stream=True)
         # httpx reads the body with the request's timeout dict: a prediction may run silently
         # for minutes once it has started, so only the wait for the headers is bounded.
         timeout = req.extensions.get("timeout")
         if isinstance(timeout, dict):
-            timeout["read"] = self.stream_timeout
+            timeout["read"] = self.stream_timeout if stream_timeout == -1.0 else stream_timeout
         return resp
 
-    def predict_sync(self, prediction_id: str, input: Any) -> httpx.Response:
+    def predict_sync(self, prediction_id: str, input: Any, timeout: float | None = -1.0) -> httpx.Response:
         """A worker whose schema lacks x-cog-streaming: one blocking PUT."""
         return self._http.put(f"{self.url}/predictions/{prediction_id}", json={"id": prediction_id, "input": input},
-                              headers=self.headers(), timeout=httpx.Timeout(self.stream_timeout, connect=self.connect_timeout))
+                              headers=self.headers(),
+                              timeout=httpx.Timeout(self.stream_timeout if timeout == -1.0 else timeout,
+                                                    connect=self.connect_timeout))
 
     @staticmethod
     def iter_events(resp: httpx.Response) -> Iterator[SSEEvent]:

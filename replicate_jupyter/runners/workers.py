@@ -238,9 +238,7 @@ class WorkersRunner(Runner):
         return m
 
     def _client(self, w: Worker) -> CogClient:
-        c = w.client
-        c.response_timeout, c.connect_timeout, c.stream_timeout = self.response_timeout, self.connect_timeout, self.stream_timeout
-        return c
+        return w.client
 
     def _run_on(self, w: Worker, run: _Run, payload: Any) -> tuple[float | None, bool]:
         """Run on one worker to a final state, or raise _Retry when nothing ran there."""
@@ -252,7 +250,7 @@ class WorkersRunner(Runner):
         while True:
             error: BaseException | None = None
             try:
-                resp = client.open_stream(run.remote_id, body)
+                resp = client.open_stream(run.remote_id, body, self.response_timeout, self.stream_timeout)
             except httpx.TimeoutException as exc:
                 return self._no_answer(w, run, exc)
             except httpx.TransportError as exc:
@@ -345,7 +343,14 @@ class WorkersRunner(Runner):
         predict_time = (data.get("metrics") or {}).get("predict_time")
         if not run.saw_logs and data.get("logs"):
             p.emit(Log(text=data["logs"]))
-        if status == "failed" and error and "crash" in str(error).lower():
+        crashed = status == "failed" and "crash" in str(error or "").lower()
+        if status == "failed" and not crashed:
+            # coglet words a dead predictor process several ways; the worker's health says it plainly
+            try:
+                crashed = w.client.health(2.0).get("status") not in ("READY", "BUSY")
+            except (httpx.HTTPError, ValueError):
+                crashed = True
+        if crashed:
             self.pool.mark(w, "UNHEALTHY", str(error))
             if not run.started:
                 raise _Retry(f"worker crashed before the prediction started: {error}")
@@ -373,7 +378,7 @@ class WorkersRunner(Runner):
     def _run_sync(self, w: Worker, client: CogClient, run: _Run, payload: Any) -> tuple[float | None, bool]:
         """A worker that does not stream (schema without x-cog-streaming): one blocking PUT."""
         try:
-            resp = client.predict_sync(run.remote_id, payload)
+            resp = client.predict_sync(run.remote_id, payload, self.stream_timeout)
         except httpx.TimeoutException as exc:
             return self._no_answer(w, run, exc)
         except httpx.TransportError as exc:
