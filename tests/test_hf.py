@@ -183,6 +183,25 @@ def test_previews_are_cheap_projections_not_vae_decodes(hub):
     assert steps == [(1, 4), (2, 4), (3, 4), (4, 4)]
     assert counter.calls == 1 and counter.images == 2  # one decode of the final batch, none per step
     assert len(p.output) == 2
+    # the last step's preview shows the latents that were decoded: same average colour as the outputs
+    import numpy as np
+
+    shown = np.asarray(previews[-1].image, dtype=float).reshape(-1, 3).mean(0)
+    decoded = np.concatenate([np.asarray(Image.open(io.BytesIO(o.read())).convert("RGB"), dtype=float).reshape(-1, 3)
+                              for o in p.output]).mean(0)
+    assert np.abs(shown - decoded).max() < 8, (shown, decoded)
+
+
+def test_known_vaes_use_published_factors_others_are_fitted():
+    from replicate_jupyter.hf.previews import SD_FACTORS, SDXL_FACTORS, standard_factors
+
+    sd = {"_class_name": "AutoencoderKL", "latent_channels": 4, "block_out_channels": [128, 256, 512, 512],
+          "scaling_factor": 0.18215}
+    assert standard_factors(sd)[2] == "sd" and standard_factors(sd)[0] == SD_FACTORS[0]
+    assert standard_factors({**sd, "scaling_factor": 0.13025})[1] == SDXL_FACTORS[1]
+    assert standard_factors({**sd, "scaling_factor": 0.5}) is None  # e.g. Playground v2.5: fitted
+    assert standard_factors({**sd, "latent_channels": 16}) is None  # SD3 / Flux VAEs: fitted
+    assert standard_factors({**sd, "block_out_channels": [32, 64]}) is None
 
 
 def test_image_to_image_with_a_pil_input(hub):
