@@ -16,16 +16,25 @@ export function getCurrencyDecimals(): number {
   return currencyDecimals;
 }
 
-/** `$0.0045`; a positive cost too small for the decimals reads `<$0.0001`. */
+/**
+ * Dollars as the kernel side's `display.usd()` writes them, so the card, the
+ * cell line, the status bar and the kernel's cost line read the same:
+ * a cent or more with `decimals` decimals (`$0.0450`), less than a cent with
+ * its significant digits (`$0.0003375`, up to 8 decimals), zero as `$0.00`.
+ */
 export function formatCost(usd: number, decimals: number = currencyDecimals): string {
   if (!Number.isFinite(usd)) {
     return '$?';
   }
-  const text = usd.toFixed(decimals);
-  if (usd > 0 && Number(text) === 0) {
-    return `<$${(1 / 10 ** decimals).toFixed(decimals)}`;
+  if (usd === 0) {
+    return '$0.00';
   }
-  return `$${text}`;
+  if (Math.abs(usd) >= 0.01) {
+    return `$${usd.toFixed(decimals)}`;
+  }
+  const text = usd.toFixed(8).replace(/0+$/, '');
+  const fraction = text.split('.')[1] ?? '';
+  return `$${fraction.length >= 2 ? text : usd.toFixed(2)}`;
 }
 
 /** Seconds the way a user reads them: `0.61 s`, `3.2 s`, `2 min 5 s`. */

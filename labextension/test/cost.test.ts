@@ -111,9 +111,13 @@ test('the cell line reads like the status bar and the card', () => {
   );
   assert.equal(
     describeCost({ predict_time: 0.61, cost_usd: 0.000061, predictions: 1, running: 1, hardware: ['cpu'] }, 4),
-    'CPU 0.61 s \u00b7 $0.0001 \u00b7 1 prediction \u00b7 1 running'
+    'CPU 0.61 s \u00b7 $0.000061 \u00b7 1 prediction \u00b7 1 running'
   );
-  assert.equal(formatCost(0.00001, 4), '<$0.0001');
-  assert.equal(formatCost(0, 2), '$0.00');
+  // Same strings as the kernel side's display.usd().
+  assert.equal(formatCost(0.0003375), '$0.0003375');
+  assert.equal(formatCost(0.0450001), '$0.0450');
+  assert.equal(formatCost(1.23456, 2), '$1.23');
+  assert.equal(formatCost(0.000000001), '$0.00');
+  assert.equal(formatCost(0), '$0.00');
   assert.equal(formatSeconds(125), '2 min 5 s');
 });

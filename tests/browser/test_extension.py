@@ -11,9 +11,10 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import nbformat
 import pytest
 
-from lab_helpers import (
+from browser_helpers import (
     TIMEOUT_MS,
     cell,
     cell_metadata,
@@ -25,7 +26,14 @@ from lab_helpers import (
     save,
     write_notebook,
 )
-from payloads import display_source, png_data_uri, prediction, prediction_cell, setup_cell
+from browser_payloads import (
+    bundle,
+    display_source,
+    png_data_uri,
+    prediction,
+    prediction_cell,
+    setup_cell,
+)
 
 pytestmark = pytest.mark.browser
 
@@ -130,12 +138,8 @@ def test_notebook_without_kernel_shows_saved_cost(lab, page, artifacts):
     name = "shared.ipynb"
     preds = [prediction(f"p-shared-{i}", "a red circle", i, predict_time=2.0 + i) for i in (1, 2)]
     write_notebook(lab.root, name, ["pass", "pass"], with_kernelspec=False)
-    import nbformat
-
     nb = nbformat.read(lab.root / name, as_version=4)
     for cell_, pred in zip(nb.cells, preds):
-        from payloads import bundle
-
         cell_.outputs = [nbformat.v4.new_output("display_data", data=bundle(pred))]
         cell_.execution_count = 1
     # The second cell's outputs were stripped; only its saved metadata is left.
@@ -155,7 +159,7 @@ def test_notebook_without_kernel_shows_saved_cost(lab, page, artifacts):
     line0 = cell(page, 0).locator(".rj-cell-cost")
     page.wait_for_function("(el) => el.textContent.includes('$')", arg=line0.element_handle(), timeout=TIMEOUT_MS)
     assert first_cost in line0.inner_text()
-    assert "$0.0007" in cell(page, 1).locator(".rj-cell-cost").inner_text()
+    assert format_cost(0.000675) in cell(page, 1).locator(".rj-cell-cost").inner_text()
     page.wait_for_function(
         "() => document.querySelector('.rj-status-item')?.textContent.includes('2 predictions')",
         timeout=TIMEOUT_MS,

@@ -77,12 +77,11 @@ def cell(page, index: int):
     return page.locator(".jp-Notebook .jp-Cell").nth(index)
 
 
-def format_cost(usd: float, decimals: int = 4) -> str:
-    """Mirror of format.ts formatCost."""
-    text = f"{usd:.{decimals}f}"
-    if usd > 0 and float(text) == 0:
-        return f"<${1 / 10**decimals:.{decimals}f}"
-    return f"${text}"
+def format_cost(usd: float) -> str:
+    """The extension writes dollars exactly as the kernel's cost line does (display.usd)."""
+    from replicate_jupyter.display import usd as kernel_usd
+
+    return kernel_usd(usd)
 
 
 def format_seconds(seconds: float) -> str:
