@@ -205,8 +205,7 @@ class Field:
             return UNSET if v == "" and not self.has_default else v
         if k in ("int", "number"):
             if isinstance(v, str):  # the optional number box: blank means not given
-                v = v.strip()
-                return UNSET if v == "" else v
+                return _number_or_text(v.strip())
             return v
         if k == "bool":
             return v
@@ -368,6 +367,19 @@ class Field:
         fs = self._files
         self.widget.placeholder = (("⬆ " + ", ".join(f.name for f in fs) + " — plus paths / URLs, one per line")
                                    if fs else "paths or URLs, one per line, or upload files")
+
+
+def _number_or_text(text: str) -> Any:
+    """What was typed in a free number box: a number when it reads as one, else the text
+    (validation then says what is wrong with it)."""
+    if text == "":
+        return UNSET
+    for conv in (int, float):
+        try:
+            return conv(text)
+        except ValueError:
+            pass
+    return text
 
 
 def _size(f: InputFile) -> str:

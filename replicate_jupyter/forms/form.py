@@ -204,7 +204,9 @@ class Form:
             self._done.clear()
             self.predictions.append(p)
             kept = {k: v for k, v in raw.items() if self.fields[k].kind != "secret"}
-            entry = self.history.add(kept, self._changed_inputs(p.input), p)
+            changed = {k: ("•••" if self.fields[k].kind == "secret" else v)
+                       for k, v in self._changed_inputs(p.input).items()}
+            entry = self.history.add(kept, changed, p)
             self._sync_buttons()
             self._say(f"● running {p.id}…", "#1f6feb")
             live = rjdisplay.LiveDisplay(p, publish=self._publish)
