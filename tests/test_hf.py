@@ -262,6 +262,12 @@ def test_folder_refs_absolute_and_relative(hub, monkeypatch):
     assert chunks
     monkeypatch.chdir(hub["gpt2"].parent)
     assert input_properties(rj.schema("hf:./gpt2"))[0][0] == "prompt"
+    from replicate_jupyter import hf
+
+    assert hf.resolve("gpt2").folder == hub["gpt2"]  # not in the cache, but a folder here
+    (hub["gpt2"].parent / "tiny").mkdir(exist_ok=True)
+    (hub["gpt2"].parent / "tiny" / "sd").mkdir(exist_ok=True)
+    assert hf.resolve("tiny/sd").folder.parent.name == "snapshots"  # the cache wins over a same-named folder
     props = input_properties(rj.schema(f"hf:{hub['sd']}"))  # a diffusers folder, resolved without loading
     assert props[2][0] == "image"
 

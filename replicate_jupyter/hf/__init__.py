@@ -61,14 +61,17 @@ def _not_found(ref: str, detail: str) -> ModelNotFound:
 
 
 def _locate(ref: str) -> tuple[pathlib.Path, str]:
-    """(folder, version) from a local path or the hub cache; never downloads."""
-    if _is_path(ref) or (os.path.isdir(ref) and not re.match(r"^[\w.-]+/[\w.-]+$", ref)):
-        folder = pathlib.Path(ref).expanduser().resolve()
-        if not folder.is_dir():
-            raise _not_found(ref, f"no such folder: {folder}")
-        return folder, _folder_version(folder)
+    """(folder, version) from a local path or the hub cache; never downloads.
+
+    `hf:/abs`, `hf:./rel`, `hf:~/x` are folders; anything else is a repository id first (so a
+    folder that happens to be called like a repo never shadows the cache), and a folder only
+    when the cache does not have it."""
+    if _is_path(ref):
+        return _folder(ref)
     repo_id, _, revision = ref.partition("@")
     if not re.match(r"^[\w.-]+(/[\w.-]+)?$", repo_id) or repo_id.endswith((".", "-")):
+        if os.path.isdir(ref):
+            return _folder(ref)
         raise _not_found(ref, "not a Hugging Face repository id (expected hf:ORG/NAME, hf:ORG/NAME@REVISION, "
                               "or a folder: hf:/path/to/folder, hf:./folder)")
     from huggingface_hub import constants, snapshot_download
@@ -78,6 +81,8 @@ def _locate(ref: str) -> tuple[pathlib.Path, str]:
     try:
         snapshot = snapshot_download(repo_id, revision=revision or None, local_files_only=True, cache_dir=cache)
     except (LocalEntryNotFoundError, FileNotFoundError, OSError, ValueError) as exc:
+        if os.path.isdir(ref):
+            return _folder(ref)
         rev = f" --revision {revision}" if revision else ""
         raise _not_found(ref, (
             f"{repo_id}{'@' + revision if revision else ''} is not in the local Hugging Face cache "
@@ -88,6 +93,13 @@ def _locate(ref: str) -> tuple[pathlib.Path, str]:
         )) from None
     folder = pathlib.Path(snapshot)
     return folder, folder.name[:16]
+
+
+def _folder(ref: str) -> tuple[pathlib.Path, str]:
+    folder = pathlib.Path(ref).expanduser().resolve()
+    if not folder.is_dir():
+        raise _not_found(ref, f"no such folder: {folder}")
+    return folder, _folder_version(folder)
 
 
 def _cache_dir(constants) -> str:
