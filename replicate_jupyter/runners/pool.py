@@ -42,6 +42,7 @@ class Worker:
     seconds: float = 0.0  # sum of predict_time
     last_error: str | None = None
     busy_until: float = 0.0  # after a 409: skip it for a moment
+    conflicts: int = 0  # 409s in a row
     removed: bool = False
     active: dict[str, Any] = field(default_factory=dict)  # remote id → open response
 
@@ -212,9 +213,12 @@ class Pool:
                 w.last_error = error
             self._cond.notify_all()
 
-    def backoff(self, w: Worker, seconds: float = 0.25) -> None:
+    def backoff(self, w: Worker) -> None:
+        """After a 409. coglet frees a slot a moment *after* it sends `completed`, so the first
+        retries come quickly (5 ms, doubling); a worker someone else keeps busy settles at 0.25 s."""
         with self._cond:
-            w.busy_until = time.monotonic() + seconds
+            w.conflicts += 1
+            w.busy_until = time.monotonic() + min(0.25, 0.005 * 2 ** (w.conflicts - 1))
             self._cond.notify_all()
 
     # ----- dispatch ------------------------------------------------------------------------
@@ -272,6 +276,7 @@ class Pool:
         with self._cond:
             w.inflight = max(0, w.inflight - 1)
             if ok is not None:
+                w.conflicts = 0
                 if ok:
                     w.done += 1
                 else:
