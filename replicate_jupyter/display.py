@@ -169,16 +169,16 @@ def _file_html(f: FileOutput, max_width: int = 512) -> str:
     return f'<a class="rj-file" download="{name}" href="{src}">{name}</a> ({_e(ct)}, {_size(f.size)})'
 
 
-def _value_html(value: Any, p=None) -> str:
+def _value_html(value: Any, p=None, text: str | None = None) -> str:
     if value is None:
         return ""
+    if text is not None:
+        return f'<pre class="rj-text" style="white-space:pre-wrap">{_e(text)}</pre>'
     if isinstance(value, FileOutput):
         return _file_html(value)
     if isinstance(value, str):
         return f'<pre class="rj-text" style="white-space:pre-wrap">{_e(value)}</pre>'
     if isinstance(value, list):
-        if p is not None and p.text is not None:
-            return _value_html(p.text)
         if value and all(isinstance(v, FileOutput) and v.is_image for v in value):
             cells = "".join(f'<div>{_file_html(v, 256)}</div>' for v in value)
             return f'<div class="rj-grid" style="display:flex;flex-wrap:wrap;gap:4px">{cells}</div>'
@@ -188,11 +188,11 @@ def _value_html(value: Any, p=None) -> str:
     return f'<pre class="rj-json">{_e(json.dumps(_jsonable(value), indent=2, default=str))}</pre>'
 
 
-def _value_text(value: Any, p=None) -> str:
+def _value_text(value: Any, p=None, text: str | None = None) -> str:
     if value is None:
         return ""
-    if p is not None and p.text is not None:
-        return p.text
+    if text is not None:
+        return text
     if isinstance(value, FileOutput):
         return f"{value.name} ({value.content_type}, {_size(value.size)})"
     if isinstance(value, str):
@@ -216,7 +216,7 @@ def _progress_html(prog: dict | None) -> str:
     return f'<div class="rj-progress">{bar}<span>{_e(label)}</span></div>'
 
 
-def _card_html(p, data: dict, *, final: bool, compact: bool = False) -> str:
+def _card_html(p, data: dict, *, final: bool, compact: bool = False, text: str | None = None) -> str:
     status = data["status"]
     color = _STATUS_COLOR.get(status, "#888")
     head = (f'<div class="rj-head"><b>{_e(str(p.model))}</b> '
@@ -233,7 +233,7 @@ def _card_html(p, data: dict, *, final: bool, compact: bool = False) -> str:
         parts.append(f'<pre class="rj-error" style="color:#cf222e;white-space:pre-wrap">{_e(p.error)}</pre>')
     if p.traceback:
         parts.append(f'<details class="rj-traceback" open><summary>Model traceback</summary><pre>{_e(p.traceback)}</pre></details>')
-    parts.append(_value_html(p.output, p))
+    parts.append(_value_html(p.output, p, text))
     if p.logs and not compact:
         n = p.logs.count("\n") or 1
         parts.append(f'<details class="rj-logs"><summary>Logs ({n} line{"s" if n != 1 else ""})</summary>'
@@ -243,7 +243,7 @@ def _card_html(p, data: dict, *, final: bool, compact: bool = False) -> str:
     return f'<div class="rj-prediction" data-id="{_e(p.id)}" data-status="{_e(status)}">{"".join(parts)}</div>'
 
 
-def _card_text(p, *, final: bool) -> str:
+def _card_text(p, *, final: bool, text: str | None = None) -> str:
     lines = [f"{p.model} · {p.status} · {p.id}"]
     if not final and p.progress:
         step, total = p.progress
@@ -254,7 +254,7 @@ def _card_text(p, *, final: bool) -> str:
         lines.append(f"error: {p.error}")
     if p.traceback:
         lines.append(p.traceback.rstrip("\n"))
-    out = _value_text(p.output, p)
+    out = _value_text(p.output, p, text)
     if out:
         lines.append(out)
     if final:
@@ -262,7 +262,9 @@ def _card_text(p, *, final: bool) -> str:
     return "\n".join(lines)
 
 
-def _images_png(p) -> str | None:
+def _images_png(p, text: str | None = None) -> str | None:
+    if text is not None:  # a text model: no image to look for among its tokens
+        return None
     imgs = [f for f in p.files if f.is_image]
     if not imgs:
         return None
@@ -282,10 +284,11 @@ def render(p, *, final: bool | None = None, preview_uri: Any = ...) -> dict[str,
     if final:  # a listener runs before `p.done` is set: make the final payload final
         data["progress"] = None
         data["preview"] = None
-    bundle: dict[str, Any] = {MIME: data, "text/html": _card_html(p, data, final=final),
-                              "text/plain": _card_text(p, final=final)}
+    text = p.text
+    bundle: dict[str, Any] = {MIME: data, "text/html": _card_html(p, data, final=final, text=text),
+                              "text/plain": _card_text(p, final=final, text=text)}
     if final:
-        png = _images_png(p)
+        png = _images_png(p, text)
         if png:
             bundle["image/png"] = png
     return bundle
@@ -379,6 +382,8 @@ class _Live:
         self.handle: Any = None
         self._lock = threading.RLock()
         self._last = 0.0
+        self._next = 0.0  # the earliest moment the next live update may go out
+        self._t0 = time.monotonic()
         self._timer: threading.Timer | None = None
         self._final = False
         self.updates = 0  # display messages sent (first display included)
@@ -405,20 +410,30 @@ class _Live:
 
     def show(self) -> "_Live":
         with self._lock:
-            self._last = time.monotonic()
+            self._last = self._t0 = time.monotonic()
+            self._next = self._last + self.gap
             self._send(self.bundle(final=self.is_done()))
         return self
 
-    def _on_event(self, _p, event: Event) -> None:
-        if self._final:
+    #: no trailing-flush timer in a prediction's first half second: a short run ends with its
+    #: exact final update anyway, and a timer thread would cost more than the run
+    trail_after = 0.5
+
+    def _on_event(self, _p, event: Event, _clock=time.monotonic) -> None:
+        # called for every token and step: the common path is a class check, a clock read
+        # and a compare
+        if event.__class__ is Completed:
+            if self.is_done_after(event):
+                self.finish()
+                return
+        elif self._final:
             return
-        if isinstance(event, Completed) and self.is_done_after(event):
-            self.finish()
+        now = _clock()
+        if now < self._next and self._timer is not None:
             return
-        now = time.monotonic()
-        if now - self._last >= self.gap:
+        if now >= self._next:
             self._render_now()
-        elif self._timer is None:
+        elif self._timer is None and now - self._t0 >= self.trail_after:
             t = threading.Timer(self._last + self.gap - now, self._render_later)
             t.daemon = True
             self._timer = t
@@ -438,6 +453,7 @@ class _Live:
             if self._final:
                 return
             self._last = time.monotonic()
+            self._next = self._last + self.gap
             self._send(self.bundle(final=False))
 
     def finish(self) -> None:
