@@ -6,8 +6,9 @@ and height default to the pipeline's native size, read from the UNet/VAE configs
 
 Each step reports progress and, when a display wants one, a preview through `previews`' linear
 latent→RGB projection (never a VAE decode). Cancel sets `pipe._interrupt` (via
-`progress.diffusers_callback`), the pipeline stops at its next step, and `predict` raises
-`Canceled` so the prediction ends `canceled`, with the pipeline ready for the next run.
+`progress.diffusers_callback`) and the run ends at the next step with `Canceled` (without the
+final decode of a partial image nobody receives), so the prediction ends `canceled`, with the
+pipeline ready for the next run.
 """
 from __future__ import annotations
 
@@ -93,10 +94,6 @@ class DiffusionPredictor(BasePredictor):
                      seed: Optional[int], output_format: str) -> list[Path]:
         import torch
 
-        problems = [Problem(name, "multiple_of", value, "a multiple of 8")
-                    for name, value in (("width", width), ("height", height)) if value % 8]
-        if problems:
-            raise InputError(problems, model=f"hf:{self.repo_id}")
         if seed is None:
             seed = int.from_bytes(os.urandom(2), "big")
         progress.log(f"Using seed: {seed}")
@@ -119,6 +116,10 @@ class DiffusionPredictor(BasePredictor):
             kwargs: dict[str, Any] = {"image": init, "strength": strength}
             progress.log(f"img2img from a {init.width}×{init.height} image, strength {strength}")
         else:
+            problems = [Problem(name, "multiple_of", value, "a multiple of 8")
+                        for name, value in (("width", width), ("height", height)) if value % 8]
+            if problems:  # (the schema has no multipleOf: Cog's Input cannot say it)
+                raise InputError(problems, model=f"hf:{self.repo_id}")
             pipe = self.pipe
             total = num_inference_steps
             kwargs = {"width": width, "height": height}
@@ -157,26 +158,32 @@ class DiffusionPredictor(BasePredictor):
         return paths
 
     def _callback(self, pipe: Any, total: int, width: int, height: int) -> Any:
-        """`progress.diffusers_callback` with this pipeline's cheap previewer; latents it cannot
-        show (an unknown packing) just skip the preview."""
+        """`progress.diffusers_callback` with this pipeline's cheap previewer (latents it cannot
+        show, e.g. an unknown packing, just skip the preview).
+
+        On cancel the helper sets `pipe._interrupt`; diffusers would then still VAE-decode the
+        partial latents (24 s for an SD-size VAE on a CPU) into an image nobody gets, so once the
+        interrupt is set this raises `Canceled` and the run ends at this step."""
         previewer = self.previewer
         if previewer is not None:
             unpack = getattr(pipe, "_unpack_latents", None)
             factor = getattr(pipe, "vae_scale_factor", 8)
             previewer.unpack = (lambda lat: unpack(lat, height, width, factor)) if callable(unpack) else None
         base = progress.diffusers_callback(total, latents_to_image=previewer)
-        if previewer is None:
-            return base
 
         def callback(p, step_index, timestep, callback_kwargs):
             lat = callback_kwargs.get("latents")
-            showable = lat is not None and (
+            showable = previewer is not None and lat is not None and (
                 (lat.ndim == 4 and lat.shape[1] == previewer.weight.shape[0])
                 or (lat.ndim == 3 and previewer.unpack is not None))
-            if not showable:
+            if showable:
+                out = base(p, step_index, timestep, callback_kwargs)
+            else:
                 base(p, step_index, timestep, {k: v for k, v in callback_kwargs.items() if k != "latents"})
-                return callback_kwargs
-            return base(p, step_index, timestep, callback_kwargs)
+                out = callback_kwargs
+            if getattr(p, "_interrupt", False) and progress.canceled():
+                raise Canceled("prediction canceled")
+            return out
 
         return callback
 
