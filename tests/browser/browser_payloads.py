@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
 from datetime import datetime, timedelta, timezone
 
 from PIL import Image, ImageDraw
@@ -20,7 +21,7 @@ from PIL import Image, ImageDraw
 MIME = "application/vnd.replicate.prediction+json"
 
 # "emit": cells display a bundle built here. "magic": cells run `%%replicate local/shapes`.
-DRIVER = "emit"
+DRIVER = os.environ.get("RJ_BROWSER_DRIVER", "emit")
 
 T4_USD_PER_S = 0.000225
 

@@ -58,8 +58,9 @@ def _installed_extension() -> Path | None:
 class Lab:
     """A running `jupyter lab`."""
 
-    def __init__(self, url: str, root: Path, env: dict[str, str], extension: Path):
+    def __init__(self, url: str, root: Path, env: dict[str, str], extension: Path, settings_dir: Path):
         self.url = url
+        self.settings_dir = settings_dir
         self.root = root
         self.env = env
         self.extension = extension
@@ -127,7 +128,7 @@ def lab():
                 pytest.fail("jupyter lab did not start:\n" + (base / "lab.log").read_text()[-3000:])
             time.sleep(0.3)
     try:
-        yield Lab(url, root, env, extension)
+        yield Lab(url, root, env, extension, base / "settings")
     finally:
         proc.terminate()
         try:

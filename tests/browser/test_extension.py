@@ -8,6 +8,7 @@ cell, the status bar, and that they survive save + reload.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -63,7 +64,7 @@ def test_card_cell_line_status_bar_and_reload(lab, page, artifacts):
 
     # The card: model, succeeded, an image that loaded, the cost.
     first = cell(page, 1)
-    card = first.locator(".rj-card")
+    card = first.locator(".rj-card").first
     card.wait_for(timeout=TIMEOUT_MS)
     assert card.get_attribute("data-status") == "succeeded"
     assert "local/shapes" in card.locator(".rj-model").inner_text()
@@ -272,3 +273,30 @@ def test_model_strings_render_as_text(lab, page, artifacts):
     card.locator(".rj-model").hover()
     assert page.evaluate("window.__rj_pwned === undefined")
     assert page.page_errors == []
+
+
+def test_settings_hide_line_and_set_decimals(lab, page):
+    """Settings: `showCellLine: false` hides the line; `currencyDecimals` changes how dollars read."""
+    name = "settings.ipynb"
+    pred = prediction("p-long", "a long render", 9, predict_time=100.0)  # $0.0225 on a T4
+    write_notebook(lab.root, name, [display_source(pred)])
+    settings = lab.settings_dir / "replicate-jupyter" / "plugin.jupyterlab-settings"
+    settings.parent.mkdir(parents=True, exist_ok=True)
+    settings.write_text(json.dumps({"showCellLine": False, "currencyDecimals": 2}))
+    try:
+        open_notebook(page, lab, name)
+        run_all(page)
+        card = cell(page, 0).locator(".rj-card").first
+        card.wait_for(timeout=TIMEOUT_MS)
+        page.wait_for_function(
+            "() => document.querySelector('.rj-status-item')?.textContent.includes('1 prediction')",
+            timeout=TIMEOUT_MS,
+        )
+        assert "$0.02 " in page.locator(".rj-status-item").inner_text() + " "
+        assert card.locator(".rj-metric-cost .rj-metric-value").inner_text() == "$0.02"
+        line = cell(page, 0).locator(".rj-cell-cost")
+        assert line.count() == 1 and not line.is_visible()
+        # The metadata is written all the same, at full precision.
+        assert cell_metadata(page, 0)["cost_usd"] == pytest.approx(0.0225)
+    finally:
+        settings.unlink()
