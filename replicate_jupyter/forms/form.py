@@ -108,7 +108,7 @@ class Form:
         self.history = History(self.restore)
         children += [W.HBox([self.run_button, self.cancel_button, self.reset_button, self.copy_button]),
                      self.status, self.cell_preview, self.history.widget]
-        self.widget = W.VBox(children, layout=W.Layout(width="100%", max_width="52em"))
+        self.widget = W.VBox(children, layout=W.Layout(width="auto", max_width="52em", padding="0 12px 0 0"))
         self.widget.add_class("rj-form")
 
         for f in self.fields.values():
