@@ -33,6 +33,8 @@ __all__ = [
 MIME = "application/vnd.replicate.prediction+json"
 SWEEP_MIME = "application/vnd.replicate.sweep+json"
 _e = html.escape
+#: JupyterLab typesets `$…$` in HTML outputs as maths; dollar amounts must not turn into formulas.
+NOMATH = "tex2jax_ignore mathjax_ignore"
 
 _STATUS_COLOR = {"starting": "#888", "processing": "#1f6feb", "succeeded": "#1a7f37",
                  "failed": "#cf222e", "canceled": "#9a6700"}
@@ -240,7 +242,7 @@ def _card_html(p, data: dict, *, final: bool, compact: bool = False, text: str |
                      f'<pre>{_e(p.logs[-20000:])}</pre></details>')
     if final:
         parts.append(f'<div class="rj-cost" style="opacity:.75;font-size:90%">{_e(cost_line(p))}</div>')
-    return f'<div class="rj-prediction" data-id="{_e(p.id)}" data-status="{_e(status)}">{"".join(parts)}</div>'
+    return f'<div class="rj-prediction {NOMATH}" data-id="{_e(p.id)}" data-status="{_e(status)}">{"".join(parts)}</div>'
 
 
 def _card_text(p, *, final: bool, text: str | None = None) -> str:
@@ -328,7 +330,7 @@ def table_bundle(columns: Sequence[str], rows: Iterable[Sequence[Any]], title: s
     parts = []
     if title:
         parts.append(f"<b>{_e(title)}</b>")
-    parts.append(f"<table class='rj-table'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+    parts.append(f"<table class='rj-table {NOMATH}'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
     if footer:
         parts.append(f"<div>{_e(footer)}</div>")
     widths = [max([len(c)] + [len(r[i]) for r in rows]) for i, c in enumerate(columns)]
@@ -351,7 +353,7 @@ def ledger_bundle(ledger) -> dict[str, Any]:
                             rows(ledger.by_model(), str), title="By model")
     total = f"Total: {len(ledger)} predictions · {_secs(ledger.gpu_seconds())} · {usd(ledger.total())}"
     return {
-        "text/html": f"<div class='rj-ledger'>{by_cell['text/html']}{by_model['text/html']}<div><b>{_e(total)}</b></div></div>",
+        "text/html": f"<div class='rj-ledger {NOMATH}'>{by_cell['text/html']}{by_model['text/html']}<div><b>{_e(total)}</b></div></div>",
         "text/plain": f"{by_cell['text/plain']}\n\n{by_model['text/plain']}\n\n{total}",
         "application/json": {"entries": ledger.rows(), "total_usd": ledger.total(),
                              "predict_time": ledger.gpu_seconds()},
@@ -555,12 +557,12 @@ class GridDisplay(_Live):
             texts.append(f"[{label}]\n{data['text/plain']}")
             payload.append({"label": label, "prediction": data[MIME]})
         cols = min(len(self.predictions), 4)
-        body = (f'<div class="rj-sweep" style="display:grid;grid-template-columns:repeat({cols},auto);gap:6px">'
+        body = (f'<div class="rj-sweep {NOMATH}" style="display:grid;grid-template-columns:repeat({cols},auto);gap:6px">'
                 f'{"".join(cells_html)}</div>')
         bundle: dict[str, Any] = {SWEEP_MIME: {"predictions": payload}}
         if final:
             line = summary_line(self.predictions)
-            body += f'<div class="rj-cost rj-summary" style="opacity:.75;font-size:90%">{_e(line)}</div>'
+            body += f'<div class="rj-cost rj-summary {NOMATH}" style="opacity:.75;font-size:90%">{_e(line)}</div>'
             texts.append("cell total: " + line)
             firsts = [(next((f for f in p.files if f.is_image), None), lab) for p, lab in zip(self.predictions, self.labels)]
             if all(f is not None for f, _ in firsts):
