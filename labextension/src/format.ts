@@ -4,12 +4,27 @@
  */
 
 let currencyDecimals = 4;
+const listeners = new Set<() => void>();
 
 /** Set by the settings plugin; the card and the lines read it. */
 export function setCurrencyDecimals(decimals: number): void {
-  if (Number.isFinite(decimals)) {
-    currencyDecimals = Math.max(0, Math.min(10, Math.round(decimals)));
+  if (!Number.isFinite(decimals)) {
+    return;
   }
+  const next = Math.max(0, Math.min(10, Math.round(decimals)));
+  if (next !== currencyDecimals) {
+    currencyDecimals = next;
+    listeners.forEach(listener => listener());
+  }
+}
+
+/**
+ * Call `listener` when the decimals change (cards rendered before the
+ * settings loaded re-render). Returns the function that unsubscribes.
+ */
+export function onFormatChanged(listener: () => void): () => void {
+  listeners.add(listener);
+  return () => listeners.delete(listener);
 }
 
 export function getCurrencyDecimals(): number {

@@ -8,6 +8,7 @@
 import { IRenderMime } from '@jupyterlab/rendermime-interfaces';
 import { Widget } from '@lumino/widgets';
 import { IFoldState, readFolds, renderCard } from './card';
+import { onFormatChanged } from './format';
 import { IPrediction, MIME_TYPE } from './types';
 
 export class PredictionRenderer extends Widget implements IRenderMime.IRenderer {
@@ -17,9 +18,21 @@ export class PredictionRenderer extends Widget implements IRenderMime.IRenderer 
     super();
     this._mimeType = options.mimeType;
     this.addClass('jp-RenderedReplicatePrediction');
+    this._unsubscribe = onFormatChanged(() => {
+      if (this._model) {
+        void this.renderModel(this._model);
+      }
+    });
+  }
+
+  dispose(): void {
+    this._unsubscribe();
+    this._model = null;
+    super.dispose();
   }
 
   renderModel(model: IRenderMime.IMimeModel): Promise<void> {
+    this._model = model;
     let data: unknown = model.data[this._mimeType];
     if (typeof data === 'string') {
       try {
@@ -35,6 +48,8 @@ export class PredictionRenderer extends Widget implements IRenderMime.IRenderer 
   }
 
   private _mimeType: string;
+  private _model: IRenderMime.IMimeModel | null = null;
+  private _unsubscribe: () => void;
 }
 
 export const rendererFactory: IRenderMime.IRendererFactory = {

@@ -298,5 +298,12 @@ def test_settings_hide_line_and_set_decimals(lab, page):
         assert line.count() == 1 and not line.is_visible()
         # The metadata is written all the same, at full precision.
         assert cell_metadata(page, 0)["cost_usd"] == pytest.approx(0.0225)
+        # Cards rendered on open (maybe before the settings loaded) use them too.
+        save(page)
+        open_notebook(page, lab, name, wait_kernel=False)
+        page.wait_for_function(
+            "() => document.querySelector('.rj-card .rj-metric-cost .rj-metric-value')?.textContent === '$0.02'",
+            timeout=TIMEOUT_MS,
+        )
     finally:
         settings.unlink()
