@@ -130,6 +130,7 @@ class Server:
         env["COG_PREDICT_TYPE_STUB"] = f"{SHIM_MODULE}.py:Predictor"
         env["PORT"] = str(self.port)
         env["COG_MAX_CONCURRENCY"] = str(self.concurrency)
+        env["RJ_PROGRESS_RELAY"] = "1"  # progress/previews travel as tagged log lines (progress.py)
         env.setdefault("PYTHONUNBUFFERED", "1")
         return env
 

@@ -173,6 +173,34 @@ def test_streamed_tokens_arrive_in_order(workers):
     assert p.metrics["worker"] in (workers[0].url, workers[1].url)
 
 
+def test_progress_travels_from_the_worker_and_stays_out_of_the_logs(workers):
+    from replicate_jupyter.events import Progress
+
+    p = api.create("local/tokens", {"n": 8, "delay": 0.01}, on="workers")
+    events = list(p.events(timeout=30))
+    steps = [(e.step, e.total) for e in events if isinstance(e, Progress)]
+    assert steps == [(i, 8) for i in range(1, 9)]
+    assert p.status == "succeeded" and "[rj-progress]" not in p.logs
+
+
+def test_relayed_previews_round_trip(monkeypatch, capsys):
+    from PIL import Image
+
+    from replicate_jupyter import progress
+    from replicate_jupyter.events import Preview, Progress
+
+    monkeypatch.setenv(progress.RELAY_ENV, "1")
+    monkeypatch.setitem(progress._relay_state, "last_preview", 0.0)
+    progress.progress(3, 10)
+    progress.preview(lambda: Image.new("RGB", (400, 200), (10, 200, 30)), step=3)
+    printed = capsys.readouterr().out
+    events, rest = progress.parse_relayed("model says hi\n" + printed)
+    assert rest == "model says hi\n"
+    assert isinstance(events[0], Progress) and (events[0].step, events[0].total) == (3, 10)
+    assert isinstance(events[1], Preview) and events[1].step == 3
+    assert events[1].image.size == (192, 96) and events[1].image.getpixel((5, 5))[:3] == (10, 200, 30)
+
+
 def test_image_output_is_a_file(workers):
     out = rj.run("local/image", {"color": "green", "count": 2}, on="workers")
     assert len(out) == 2 and all(isinstance(f, FileOutput) for f in out)

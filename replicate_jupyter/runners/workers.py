@@ -27,6 +27,7 @@ import httpx
 
 from ..errors import BackendError, BackendTimeout, ModelNotFound
 from ..events import Completed, Log, Output, Started
+from ..progress import parse_relayed
 from ..files import FileOutput, InputFile
 from .base import ModelHandle, Runner
 from .cog_client import REATTACH_PROBE, CogClient
@@ -331,7 +332,13 @@ class WorkersRunner(Runner):
                 text = data.get("data") if data else (ev.data if isinstance(ev.data, str) else "")
                 if text:
                     run.saw_logs = True
-                    p.emit(Log(text=text))
+                    relayed, text = parse_relayed(text)
+                    for event in relayed:
+                        if p.cancel_event.is_set():
+                            break
+                        p.emit(event)
+                    if text:
+                        p.emit(Log(text=text))
             elif ev.event == "completed":
                 return self._complete(w, run, data)
         return None
@@ -342,7 +349,9 @@ class WorkersRunner(Runner):
         error = data.get("error")
         predict_time = (data.get("metrics") or {}).get("predict_time")
         if not run.saw_logs and data.get("logs"):
-            p.emit(Log(text=data["logs"]))
+            logs = parse_relayed(data["logs"])[1]
+            if logs:
+                p.emit(Log(text=logs))
         crashed = status == "failed" and "crash" in str(error or "").lower()
         if status == "failed" and not crashed:
             # coglet words a dead predictor process several ways; the worker's health says it plainly
