@@ -12,7 +12,8 @@ import {
   ICellCost,
   IPrediction,
   MIME_TYPE,
-  RUNNING_STATUSES
+  RUNNING_STATUSES,
+  SWEEP_MIME_TYPE
 } from './types';
 import { formatCost, formatSeconds, plural } from './format';
 
@@ -56,21 +57,43 @@ export function isRunning(status: string): boolean {
   return RUNNING_STATUSES.includes(status);
 }
 
-/** The prediction JSON in an output, if it carries our mime type. */
-export function predictionOf(output: IHasData | null | undefined): IPrediction | null {
-  if (!output || !isObject(output.data)) {
-    return null;
-  }
-  let value: unknown = output.data[MIME_TYPE];
+function jsonOf(value: unknown): unknown {
   if (typeof value === 'string') {
     // nbformat allows JSON mime data serialised as a string.
     try {
-      value = JSON.parse(value);
+      return JSON.parse(value);
     } catch {
       return null;
     }
   }
+  return value;
+}
+
+/** The prediction JSON in an output, if it carries the prediction mime type. */
+export function predictionOf(output: IHasData | null | undefined): IPrediction | null {
+  if (!output || !isObject(output.data)) {
+    return null;
+  }
+  const value = jsonOf(output.data[MIME_TYPE]);
   return isObject(value) ? (value as IPrediction) : null;
+}
+
+/** Every prediction in an output: one, or a sweep's several. */
+export function predictionsOf(output: IHasData | null | undefined): IPrediction[] {
+  const single = predictionOf(output);
+  if (single) {
+    return [single];
+  }
+  if (!output || !isObject(output.data)) {
+    return [];
+  }
+  const sweep = jsonOf(output.data[SWEEP_MIME_TYPE]);
+  if (!isObject(sweep) || !Array.isArray(sweep.predictions)) {
+    return [];
+  }
+  return sweep.predictions
+    .map(entry => (isObject(entry) && isObject(entry.prediction) ? (entry.prediction as IPrediction) : null))
+    .filter((p): p is IPrediction => p !== null);
 }
 
 /** Reduce one prediction JSON to what cost needs. */
@@ -111,10 +134,9 @@ export function recordsOfOutputs(
   const records = new Map<string, IPredictionRecord>();
   let index = 0;
   for (const output of outputs) {
-    const prediction = predictionOf(output);
-    if (prediction) {
-      addRecord(records, recordOf(prediction, `${keyPrefix}#${index}`));
-    }
+    predictionsOf(output).forEach((prediction, position) => {
+      addRecord(records, recordOf(prediction, `${keyPrefix}#${index}.${position}`));
+    });
     index += 1;
   }
   return records;

@@ -9,10 +9,12 @@ import { IRenderMime } from '@jupyterlab/rendermime-interfaces';
 import { Widget } from '@lumino/widgets';
 import { IFoldState, readFolds, renderCard } from './card';
 import { onFormatChanged } from './format';
-import { IPrediction, MIME_TYPE } from './types';
+import { IPrediction, MIME_TYPE, SWEEP_MIME_TYPE } from './types';
+
+const CLOSED: IFoldState = { logs: false, inputs: false };
 
 export class PredictionRenderer extends Widget implements IRenderMime.IRenderer {
-  private _folds: IFoldState = { logs: false, inputs: false };
+  private _folds: IFoldState[] = [];
 
   constructor(options: IRenderMime.IRendererOptions) {
     super();
@@ -41,10 +43,42 @@ export class PredictionRenderer extends Widget implements IRenderMime.IRenderer 
         data = {};
       }
     }
-    const prediction = (typeof data === 'object' && data !== null ? data : {}) as IPrediction;
-    this._folds = readFolds(this.node, this._folds);
-    renderCard(this.node, prediction, this._folds);
+    const object = (typeof data === 'object' && data !== null ? data : {}) as Record<string, unknown>;
+    if (this._mimeType === SWEEP_MIME_TYPE) {
+      this._renderSweep(Array.isArray(object.predictions) ? object.predictions : []);
+    } else {
+      this._folds[0] = readFolds(this.node, this._folds[0] ?? CLOSED);
+      renderCard(this.node, object as IPrediction, this._folds[0]);
+    }
     return Promise.resolve();
+  }
+
+  /** A sweep: one card per prediction, labelled, in a grid. */
+  private _renderSweep(entries: unknown[]): void {
+    const old = Array.from(this.node.querySelectorAll<HTMLElement>(':scope > .rj-sweep-grid > .rj-sweep-item'));
+    old.forEach((item, i) => {
+      this._folds[i] = readFolds(item, this._folds[i] ?? CLOSED);
+    });
+    const grid = document.createElement('div');
+    grid.className = 'rj-sweep-grid';
+    entries.forEach((entry, i) => {
+      const record = (typeof entry === 'object' && entry !== null ? entry : {}) as Record<string, unknown>;
+      const item = document.createElement('div');
+      item.className = 'rj-sweep-item';
+      const label = document.createElement('div');
+      label.className = 'rj-sweep-label';
+      label.textContent = typeof record.label === 'string' ? record.label : `#${i + 1}`;
+      const host = document.createElement('div');
+      const prediction = record.prediction;
+      renderCard(
+        host,
+        (typeof prediction === 'object' && prediction !== null ? prediction : {}) as IPrediction,
+        this._folds[i] ?? CLOSED
+      );
+      item.append(label, host);
+      grid.appendChild(item);
+    });
+    this.node.replaceChildren(grid);
   }
 
   private _mimeType: string;
@@ -55,7 +89,7 @@ export class PredictionRenderer extends Widget implements IRenderMime.IRenderer 
 export const rendererFactory: IRenderMime.IRendererFactory = {
   // Nothing from the data is ever parsed as HTML, so untrusted notebooks may use it.
   safe: true,
-  mimeTypes: [MIME_TYPE],
+  mimeTypes: [MIME_TYPE, SWEEP_MIME_TYPE],
   defaultRank: 10,
   createRenderer: options => new PredictionRenderer(options)
 };

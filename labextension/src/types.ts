@@ -5,6 +5,12 @@
  */
 export const MIME_TYPE = 'application/vnd.replicate.prediction+json';
 
+/**
+ * A `--sweep` cell: `{"predictions": [{"label": "seed=1", "prediction": {...}}, ...]}`,
+ * each prediction in the shape above.
+ */
+export const SWEEP_MIME_TYPE = 'application/vnd.replicate.sweep+json';
+
 /** Statuses after which a prediction never changes again (and is billed). */
 export const FINAL_STATUSES = ['succeeded', 'failed', 'canceled'];
 

@@ -11,7 +11,7 @@ import {
   summarizeOutputs
 } from '../src/cost';
 import { formatCost, formatSeconds } from '../src/format';
-import { MIME_TYPE } from '../src/types';
+import { MIME_TYPE, SWEEP_MIME_TYPE } from '../src/types';
 
 function bundle(p: Record<string, unknown>): { data: Record<string, unknown> } {
   return { data: { [MIME_TYPE]: p, 'text/plain': 'prediction' } };
@@ -120,4 +120,22 @@ test('the cell line reads like the status bar and the card', () => {
   assert.equal(formatCost(0.000000001), '$0.00');
   assert.equal(formatCost(0), '$0.00');
   assert.equal(formatSeconds(125), '2 min 5 s');
+});
+
+test('a sweep output counts each of its predictions', () => {
+  const sweep = {
+    data: {
+      [SWEEP_MIME_TYPE]: {
+        predictions: [
+          { label: 'seed=1', prediction: { id: 's1', status: 'succeeded', metrics: { predict_time: 1, cost_usd: 0.001 } } },
+          { label: 'seed=2', prediction: { id: 's2', status: 'processing' } },
+          { label: 'bad', prediction: 'x' }
+        ]
+      }
+    }
+  };
+  const s = summarizeOutputs([sweep, done('s1', 1, 0.001)]);
+  assert.equal(s.predictions, 2);
+  assert.equal(s.running, 1);
+  assert.equal(s.cost_usd, 0.001);
 });

@@ -125,3 +125,17 @@ def prediction_cell(prompt: str, seed: int) -> str:
         setup_time=1.2 if seed == 1 else None,
     )
     return display_source(pred, display_id=f"p-test-{seed}")
+
+
+SWEEP_MIME = "application/vnd.replicate.sweep+json"
+
+
+def sweep_source(preds: list[tuple[str, dict]]) -> str:
+    """A cell displaying a `--sweep` grid bundle (labels and predictions)."""
+    payload = json.dumps(
+        {
+            SWEEP_MIME: {"predictions": [{"label": label, "prediction": p} for label, p in preds]},
+            "text/plain": "\n".join(label for label, _ in preds),
+        }
+    )
+    return f"from IPython.display import display\nimport json\ndisplay(json.loads({payload!r}), raw=True);"

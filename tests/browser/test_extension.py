@@ -34,6 +34,7 @@ from browser_payloads import (
     prediction,
     prediction_cell,
     setup_cell,
+    sweep_source,
 )
 
 pytestmark = pytest.mark.browser
@@ -307,3 +308,25 @@ def test_settings_hide_line_and_set_decimals(lab, page):
         )
     finally:
         settings.unlink()
+
+
+def test_sweep_grid_and_its_cost(lab, page, artifacts):
+    """A --sweep output: one labelled card per prediction; the cell line counts each of them."""
+    name = "sweep.ipynb"
+    preds = [(f"seed={i}", prediction(f"p-sweep-{i}", "a circle", i, predict_time=1.0 + i)) for i in (1, 2, 3)]
+    write_notebook(lab.root, name, [sweep_source(preds)])
+    open_notebook(page, lab, name)
+    run_all(page)
+    grid = cell(page, 0).locator(".rj-sweep-grid")
+    grid.wait_for(timeout=TIMEOUT_MS)
+    assert grid.locator(".rj-card").count() == 3
+    assert grid.locator(".rj-sweep-label").all_inner_texts() == ["seed=1", "seed=2", "seed=3"]
+    assert grid.locator(".rj-image img").count() == 3
+    line = cell(page, 0).locator(".rj-cell-cost")
+    page.wait_for_function(
+        "(el) => el.textContent.includes('3 predictions')", arg=line.element_handle(), timeout=TIMEOUT_MS
+    )
+    total = sum(p["metrics"]["cost_usd"] for _, p in preds)
+    assert format_cost(total) in line.inner_text()
+    assert cell_metadata(page, 0)["predictions"] == 3
+    cell(page, 0).screenshot(path=str(artifacts / "sweep.png"))
