@@ -347,7 +347,7 @@ class FakeReplicate:
         if isinstance(value, os.PathLike):
             path = pathlib.Path(value)
             data = path.read_bytes()
-            key = f"{p.id}/{index}-{path.name}"
+            key = f"{p.id}/{index}/{path.name}"
             ctype = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
             with self._lock:
                 self.delivery[key] = (data, ctype)
