@@ -149,8 +149,9 @@ class FakeReplicate:
     """Replicate's HTTP API on 127.0.0.1, for tests. `models` maps "owner/name" → predictor reference."""
 
     def __init__(self, models: dict[str, Any], token: str = "r8_fake_token", boot_delay: float = 0.05,
-                 hardware: dict[str, str] | None = None) -> None:
+                 hardware: dict[str, str] | None = None, no_stream: set[str] | frozenset = frozenset()) -> None:
         self.token = token
+        self.no_stream = set(no_stream)  # models without streaming support: no urls.stream, clients must poll
         self.boot_delay = boot_delay
         self.models = {name: _Model(name, ref, (hardware or {}).get(name)) for name, ref in models.items()}
         self.predictions: dict[str, _Prediction] = {}
@@ -228,7 +229,7 @@ class FakeReplicate:
                        "description": pr.message or f"{pr.rule}: allowed {pr.allowed}"} for pr in exc.problems]
             detail = "".join(f"- {f['field']}: {f['description']}\n" for f in fields)
             raise _Problem(422, "Input validation failed", detail, fields) from None
-        p = _Prediction(self, model, raw_input, bool(body.get("stream")))
+        p = _Prediction(self, model, raw_input, bool(body.get("stream")) and model.name not in self.no_stream)
         with self._lock:
             self.predictions[p.id] = p
         threading.Thread(target=self._run, args=(p, clean), daemon=True, name=f"fake-replicate-{p.id}").start()
