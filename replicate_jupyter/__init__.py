@@ -24,6 +24,7 @@ from .errors import (
     ModelNotFound,
     ReplicateJupyterError,
 )
+from ._labextension import _jupyter_labextension_paths  # noqa: F401  (JupyterLab finds the prebuilt extension)
 from .files import FileOutput
 from .prediction import Prediction
 from .session import session
