@@ -300,3 +300,18 @@ def test_magic_in_a_real_kernel_with_login_never_saves_the_token(fake, run_cells
     assert all(o["url"].startswith("data:image/png;base64,") for o in record["output"])
     assert "succeeded t0 t1 t2 t3  gpu-t4" in text_of(nb.cells[4])
     assert fake.root + "/delivery" not in saved  # no expiring links in the notebook
+
+
+def test_kernel_interrupt_cancels_on_replicate(fake, run_cells, monkeypatch):
+    nb = run_cells([
+        "%load_ext replicate_jupyter",
+        ("%%replicate acme/sleep --on replicate\nseconds: 30\ntag: interrupted", ["raises-exception"]),
+        "from replicate_jupyter import api\np = api.predictions.list()[-1]\nprint(p.status, p.metrics['predict_time'] < 10)",
+    ], env={"REPLICATE_API_TOKEN": TOKEN, "REPLICATE_API_BASE_URL": fake.url}, timeout=60, interrupt={1: 2.0})
+    from conftest import nb_json, text_of
+
+    remote = [p for p in fake.predictions.values() if p.input.get("tag") == "interrupted"][-1]
+    assert fake.wait_status(remote.id) == "canceled"
+    assert ("POST", f"/v1/predictions/{remote.id}/cancel") in fake.requests
+    assert "canceled True" in text_of(nb.cells[2])
+    assert TOKEN not in nb_json(nb)
