@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-import sys
 import time
 
 import httpx
@@ -170,10 +169,10 @@ def test_wrong_or_missing_token_is_a_clear_error_that_never_shows_the_token(fake
     wrong = "r8_WrongButStillSecret_777"
     rj.schema("acme/echo", on=on)  # resolved while the token was right
     monkeypatch.setenv("REPLICATE_API_TOKEN", wrong)
-    # resolving anew (a fresh runner has no cache) answers 401
+    # resolving a model not seen yet answers 401
     runner = create("replicate", base_url=fake.url)
     with pytest.raises(BackendError) as info:
-        runner.resolve("acme/image")
+        runner.resolve("acme/never-resolved")
     msg = str(info.value)
     assert "401" in msg and "%replicate login" in msg
     assert wrong not in msg and wrong not in repr(info.value) and wrong not in repr(runner)
@@ -189,7 +188,7 @@ def test_wrong_or_missing_token_is_a_clear_error_that_never_shows_the_token(fake
     monkeypatch.delenv("REPLICATE_API_TOKEN")
     before = len(fake.requests)
     with pytest.raises(BackendError, match="No Replicate API token.*%replicate login"):
-        create("replicate", base_url=fake.url).resolve("acme/echo")
+        create("replicate", base_url=fake.url).resolve("acme/not-cached")
     assert len(fake.requests) == before
     with pytest.raises(ValueError, match="never takes a token"):
         create("replicate", base_url=fake.url, token="r8_x")
@@ -315,3 +314,13 @@ def test_kernel_interrupt_cancels_on_replicate(fake, run_cells, monkeypatch):
     assert ("POST", f"/v1/predictions/{remote.id}/cancel") in fake.requests
     assert "canceled True" in text_of(nb.cells[2])
     assert TOKEN not in nb_json(nb)
+
+
+def test_prefer_wait_returns_a_finished_prediction_without_streaming(fake, on):
+    session.use("replicate", base_url=fake.url, wait=10)
+    session.default_backend = "local"
+    p = rj.predictions.create("acme/echo", input={"text": "w"}, on=on).wait(20)
+    assert p.status == "succeeded" and p.output == ">w"
+    remote = remote_of(fake, "acme/echo")
+    assert ("GET", f"/stream/{remote.id}") not in fake.requests  # the create answer was already final
+    assert p.metrics["predict_time"] == pytest.approx(remote.metrics["predict_time"], abs=1e-6)

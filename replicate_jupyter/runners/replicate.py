@@ -39,6 +39,18 @@ __all__ = ["ReplicateRunner", "parse_ref"]
 TERMINAL = ("succeeded", "failed", "canceled")
 NOTE = "[replicate-jupyter] "
 
+#: (base_url, ref) → ModelHandle, for the whole process: a version's schema never changes, and
+#: resolving is on every run's path (a pinned `owner/name:version` is cached for good; a bare
+#: `owner/name` keeps the latest version seen until the kernel restarts or `forget()` is called).
+_HANDLES: dict[tuple[str, str], ModelHandle] = {}
+_HANDLES_LOCK = threading.Lock()
+
+
+def forget() -> None:
+    """Drop the cached model versions (to pick up a newly pushed latest version)."""
+    with _HANDLES_LOCK:
+        _HANDLES.clear()
+
 
 def parse_ref(ref: str) -> tuple[str, str, str | None]:
     """`owner/name` or `owner/name:version` → (owner, name, version)."""
@@ -102,7 +114,6 @@ class ReplicateRunner(Runner):
         self.poll_interval = float(poll_interval)
         self.wait = float(wait) if wait else None
         self.api = ReplicateAPI(self.base_url, timeout=float(timeout))
-        self._handles: dict[str, ModelHandle] = {}
         self._runs: dict[str, _Run] = {}
         self._lock = threading.Lock()
         self._hardware_noted: set[str] = set()
@@ -118,7 +129,7 @@ class ReplicateRunner(Runner):
             raise ModelNotFound(repr(ref), backend="replicate",
                                 detail="the replicate backend takes model names (owner/name[:version])")
         ref = ref.strip()
-        cached = self._handles.get(ref)
+        cached = _HANDLES.get((self.base_url, ref))
         if cached is not None:
             return cached
         owner, name, version = parse_ref(ref)
@@ -133,7 +144,7 @@ class ReplicateRunner(Runner):
         except APIError as exc:
             if exc.status == 404:
                 what = f"version {version} of {model_name}" if version else model_name
-                known = sorted({h.name for h in self._handles.values()})
+                known = sorted({h.name for h in self.models()})
                 raise ModelNotFound(ref, suggestions=difflib.get_close_matches(model_name, known, n=3, cutoff=0.5),
                                     backend="replicate",
                                     detail=f"Replicate has no {what} at {self.base_url} "
@@ -146,11 +157,15 @@ class ReplicateRunner(Runner):
         handle = ModelHandle(name=model_name, version=v.get("id") or version, schema=schema,
                              description=str(model.get("description") or ""),
                              extra={"pinned": bool(version), "url": model.get("url"), "cog_version": v.get("cog_version")})
-        self._handles[ref] = handle
+        with _HANDLES_LOCK:
+            _HANDLES[(self.base_url, ref)] = handle
         return handle
 
     def models(self) -> list[ModelHandle]:
-        return list({h.name + (h.version or ""): h for h in self._handles.values()}.values())
+        """The models resolved on this service so far (Replicate has no short list of "all models")."""
+        with _HANDLES_LOCK:
+            mine = [h for (base, _), h in _HANDLES.items() if base == self.base_url]
+        return list({h.name + (h.version or ""): h for h in mine}.values())
 
     # ----- hardware --------------------------------------------------------------------------
     def hardware_for(self, model: str) -> tuple[str, bool]:
@@ -298,8 +313,11 @@ class ReplicateRunner(Runner):
         run.p.emit(Started(hardware=sku))
 
     def _watch_start(self, run: _Run, sku: str, stop: threading.Event) -> None:
-        """While the stream is quiet, poll lightly until Replicate says `processing`."""
-        while not stop.wait(self.poll_interval):
+        """While the stream is quiet, poll lightly (backing off to 2 s: Replicate rate-limits)
+        until Replicate says `processing`."""
+        delay = self.poll_interval
+        while not stop.wait(delay):
+            delay = min(delay * 1.5, max(2.0, self.poll_interval))
             if run.started or run.p.done:
                 return
             try:
