@@ -152,6 +152,7 @@ class FakeReplicate:
                  hardware: dict[str, str] | None = None, no_stream: set[str] | frozenset = frozenset()) -> None:
         self.token = token
         self.no_stream = set(no_stream)  # models without streaming support: no urls.stream, clients must poll
+        self.drop_streams_after: int | None = None  # cut every SSE connection after this many events
         self.boot_delay = boot_delay
         self.models = {name: _Model(name, ref, (hardware or {}).get(name)) for name, ref in models.items()}
         self.predictions: dict[str, _Prediction] = {}
@@ -562,6 +563,10 @@ class _Handler(BaseHTTPRequestHandler):
                         return
                 batch = p.events[i:]
             for event, data in batch:
+                drop = self.server_fake.drop_streams_after
+                if drop is not None and i - start >= drop:
+                    self.wfile.flush()
+                    return  # the connection just ends, as a flaky network would
                 lines = "".join(f"data: {line}\n" for line in data.split("\n"))
                 self.wfile.write(f"event: {event}\nid: {stamp}:{i}\n{lines}\n".encode())
                 i += 1

@@ -324,3 +324,14 @@ def test_prefer_wait_returns_a_finished_prediction_without_streaming(fake, on):
     remote = remote_of(fake, "acme/echo")
     assert ("GET", f"/stream/{remote.id}") not in fake.requests  # the create answer was already final
     assert p.metrics["predict_time"] == pytest.approx(remote.metrics["predict_time"], abs=1e-6)
+
+
+def test_a_stream_that_ends_early_falls_back_to_polling(fake, on):
+    fake.drop_streams_after = 3
+    try:
+        p = rj.predictions.create("acme/tokens", input={"n": 10, "delay": 0.03}, on=on).wait(30)
+    finally:
+        fake.drop_streams_after = None
+    assert p.status == "succeeded"
+    assert "".join(p.output) == "".join(f"t{i} " for i in range(10))
+    assert "ended before `done`" in p.logs

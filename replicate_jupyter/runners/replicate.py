@@ -343,6 +343,7 @@ class ReplicateRunner(Runner):
                          name=f"rj-replicate-start-{p.id}").start()
         iterator = _is_iterator(p.schema)
         error_detail = None
+        saw_done = False
         try:
             with self.api.stream(stream_url) as events:
                 for ev in events:
@@ -363,9 +364,13 @@ class ReplicateRunner(Runner):
                         except (ValueError, AttributeError):
                             error_detail = ev.data
                     elif ev.event == "done":
+                        saw_done = True
                         break
         finally:
             stop.set()
+        if not saw_done:  # the stream ended early: the prediction may still be running
+            p.emit(Log(text=f"{NOTE}the stream of {run.id} ended before `done`; following it by polling\n"))
+            return self._poll(run, sku)
         final = self._final(run)
         if error_detail and not final.get("error"):
             final["error"] = error_detail
