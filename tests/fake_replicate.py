@@ -69,7 +69,7 @@ def _pred_id() -> str:
 
 
 class _Model:
-    def __init__(self, name: str, ref: Any, hardware: str | None) -> None:
+    def __init__(self, name: str, ref: Any) -> None:
         self.name = name
         self.owner, self.short = name.split("/", 1)
         self.spec = predictors.load(ref, name=name)
@@ -77,7 +77,6 @@ class _Model:
         text = json.dumps(self.schema, sort_keys=True, default=str)
         self.version = hashlib.sha256(f"{name}\n{text}".encode()).hexdigest()
         self.created_at = _now()
-        self.hardware = hardware
         self.instance = None
         self.lock = threading.Lock()
 
@@ -149,12 +148,12 @@ class FakeReplicate:
     """Replicate's HTTP API on 127.0.0.1, for tests. `models` maps "owner/name" → predictor reference."""
 
     def __init__(self, models: dict[str, Any], token: str = "r8_fake_token", boot_delay: float = 0.05,
-                 hardware: dict[str, str] | None = None, no_stream: set[str] | frozenset = frozenset()) -> None:
+                 no_stream: set[str] | frozenset = frozenset()) -> None:
         self.token = token
         self.no_stream = set(no_stream)  # models without streaming support: no urls.stream, clients must poll
         self.drop_streams_after: int | None = None  # cut every SSE connection after this many events
         self.boot_delay = boot_delay
-        self.models = {name: _Model(name, ref, (hardware or {}).get(name)) for name, ref in models.items()}
+        self.models = {name: _Model(name, ref) for name, ref in models.items()}
         self.predictions: dict[str, _Prediction] = {}
         self.files: dict[str, tuple[bytes, str, str]] = {}  # id → (data, name, content type)
         self.delivery: dict[str, tuple[bytes, str]] = {}  # path → (data, content type)
