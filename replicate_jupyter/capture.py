@@ -30,8 +30,16 @@ class _Proxy:
         return self._target.write(text)
 
     def flush(self) -> None:
-        if getattr(_local, "sink", None) is None:
-            self._target.flush()
+        if getattr(_local, "sink", None) is not None:
+            return
+        t = self._target
+        # ipykernel's OutStream.flush from a non-IO thread waits for a round trip through its IO
+        # thread even with nothing buffered; IPython flushes both streams before every display
+        # message, so a live display would pay that per update. Nothing pending: nothing to do.
+        if getattr(t, "_flush_pending", True) is False and getattr(t, "_subprocess_flush_pending", False) is False \
+                and getattr(t, "echo", None) is None:
+            return
+        t.flush()
 
     def __getattr__(self, name):
         return getattr(self._target, name)

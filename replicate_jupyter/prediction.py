@@ -76,7 +76,7 @@ class Prediction:
         if self._iterator:
             self.output = []
         self._lock = threading.RLock()
-        self._listeners: list[Listener] = []
+        self._listeners: tuple[Listener, ...] = ()
         self._history: list[Event] = []
         self._done = threading.Event()
         self.cancel_event = threading.Event()
@@ -86,64 +86,69 @@ class Prediction:
 
     # ----- events -------------------------------------------------------------------------
     def emit(self, event: Event) -> None:
-        """Fold one event into the state, then notify listeners (in the emitting thread)."""
+        """Fold one event into the state, then notify listeners (in the emitting thread).
+        This runs for every token and step, so it stays a lock, a dict lookup and a loop."""
         with self._lock:
             if self._done.is_set():
                 return  # exactly one Completed; nothing after it
-            self._apply(event)
+            _APPLY[event.__class__](self, event)
             self._history.append(event)
-            listeners = list(self._listeners)
+            listeners = self._listeners  # a tuple, replaced (never mutated) by subscribe
         for fn in listeners:
             try:
                 fn(self, event)
             except Exception as exc:  # a broken listener must never kill a prediction
                 self.logs += f"[replicate-jupyter] listener error: {exc!r}\n"
-        if isinstance(event, Completed):
+        if event.__class__ is Completed:
             self._done.set()
 
-    def _apply(self, e: Event) -> None:
-        if isinstance(e, Output):
-            if self._iterator and e.index is not None:
-                self.output.append(e.value)
-            else:
-                self.output = e.value
-        elif isinstance(e, Log):
-            self.logs += e.text
-        elif isinstance(e, Progress):
-            self.progress = (e.step, e.total)
-        elif isinstance(e, Preview):
-            self.preview = e.image
-        elif isinstance(e, Started):
-            self.status = "processing"
-            self.started_at = _now()
-            self._t_started = time.monotonic()
-            if e.hardware:
-                self.metrics["hardware"] = e.hardware
-        elif isinstance(e, Metric):
-            self.metrics[e.name] = e.value
-        elif isinstance(e, Completed):
-            self.status = e.status
-            self.error = e.error
-            self.traceback = e.traceback
-            self.completed_at = _now()
-            self.metrics.update(e.metrics)
-            pt = self.metrics.get("predict_time")
-            if pt is not None:
-                self.metrics["cost_usd"] = cost.cost_of(pt, self.metrics.get("hardware"))
-            self.preview = None
+    def _on_output(self, e: Output) -> None:
+        if self._iterator and e.index is not None:
+            self.output.append(e.value)
+        else:
+            self.output = e.value
+
+    def _on_log(self, e: Log) -> None:
+        self.logs += e.text
+
+    def _on_progress(self, e: Progress) -> None:
+        self.progress = (e.step, e.total)
+
+    def _on_preview(self, e: Preview) -> None:
+        self.preview = e.image
+
+    def _on_started(self, e: Started) -> None:
+        self.status = "processing"
+        self.started_at = _now()
+        self._t_started = time.monotonic()
+        if e.hardware:
+            self.metrics["hardware"] = e.hardware
+
+    def _on_metric(self, e: Metric) -> None:
+        self.metrics[e.name] = e.value
+
+    def _on_completed(self, e: Completed) -> None:
+        self.status = e.status
+        self.error = e.error
+        self.traceback = e.traceback
+        self.completed_at = _now()
+        self.metrics.update(e.metrics)
+        pt = self.metrics.get("predict_time")
+        if pt is not None:
+            self.metrics["cost_usd"] = cost.cost_of(pt, self.metrics.get("hardware"))
+        self.preview = None
 
     def subscribe(self, fn: Listener, replay: bool = True) -> None:
         """Add a listener; with `replay`, it first sees every event so far (same order)."""
         with self._lock:
             history = list(self._history) if replay else []
-            self._listeners.append(fn)
+            self._listeners = self._listeners + (fn,)
             for event in history:
                 fn(self, event)
 
     def unsubscribe(self, fn: Listener) -> None:
         with self._lock:
-            if fn in self._listeners:
-                self._listeners.remove(fn)
+            self._listeners = tuple(f for f in self._listeners if f is not fn)
 
     def events(self, timeout: float | None = None) -> Iterator[Event]:
         """Every event from the start, then live ones, until Completed."""
@@ -263,6 +268,17 @@ class Prediction:
 
     def __repr__(self) -> str:
         return f"<Prediction {self.id} {self.model} {self.status}>"
+
+
+_APPLY: dict[type, Callable[["Prediction", Any], None]] = {
+    Output: Prediction._on_output,
+    Log: Prediction._on_log,
+    Progress: Prediction._on_progress,
+    Preview: Prediction._on_preview,
+    Started: Prediction._on_started,
+    Metric: Prediction._on_metric,
+    Completed: Prediction._on_completed,
+}
 
 
 def encode_preview(image: Any) -> str | None:
