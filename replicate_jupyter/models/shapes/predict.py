@@ -1,0 +1,133 @@
+"""`local/shapes`: a tiny text-to-image diffusion model trained here on drawn shapes (CPU-friendly).
+
+A Cog predictor that runs unchanged in a Jupyter kernel, on a Cog worker (`coglet`) or on
+Replicate: it imports only cog, torch and diffusers, and reports progress/previews through
+`replicate_jupyter.progress` when that package is present (no-ops otherwise).
+"""
+from __future__ import annotations
+
+import random
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+from cog import BasePredictor, Input
+from cog import Path as CogPath
+from PIL import Image
+
+_HERE = Path(__file__).resolve().parent
+
+try:
+    from replicate_jupyter.models.shapes import net as _net
+    from replicate_jupyter.models.shapes import prompt as _prompt
+except ImportError:  # served from a copied folder (cog push): load the siblings by path
+    sys.path.insert(0, str(_HERE))
+    import net as _net  # type: ignore[no-redef]
+    import prompt as _prompt  # type: ignore[no-redef]
+
+try:
+    from replicate_jupyter import progress as _progress
+except ImportError:  # not installed under cog: progress reporting is simply absent
+
+    class _progress:  # type: ignore[no-redef]
+        @staticmethod
+        def progress(step: int, total: int | None = None) -> None: ...
+
+        @staticmethod
+        def preview(image, step: int | None = None) -> None: ...
+
+        @staticmethod
+        def log(text: str) -> None:
+            print(text)
+
+
+OUT_SIZE = 256
+
+
+def _to_images(x: torch.Tensor, size: int, resample: Image.Resampling) -> list[Image.Image]:
+    arr = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    return [Image.fromarray(a).resize((size, size), resample) for a in arr]
+
+
+def _preview_strip(x0: torch.Tensor) -> Image.Image:
+    """The current clean-image estimate of up to 4 outputs side by side, 128 px each."""
+    tiles = _to_images(x0[:4], 128, Image.Resampling.NEAREST)
+    strip = Image.new("RGB", (128 * len(tiles), 128))
+    for i, t in enumerate(tiles):
+        strip.paste(t, (128 * i, 0))
+    return strip
+
+
+class Predictor(BasePredictor):
+    def setup(self) -> None:
+        torch.set_grad_enabled(False)
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.net, self.config, self.scheduler = _net.load(_HERE)
+        self.net.to(self.device)
+        vocab = self.config["vocab"]
+        self.index = {k: {name: i for i, name in enumerate(vocab[k])} for k in ("colors", "shapes", "backgrounds")}
+
+    def _labels(self, parsed: "_prompt.Parsed") -> list[int]:
+        null = self.net.null_labels
+        return [
+            self.index["colors"].get(parsed.color, null[0]) if parsed.color else null[0],
+            self.index["shapes"].get(parsed.shape, null[1]) if parsed.shape else null[1],
+            self.index["backgrounds"].get(parsed.background, null[2]) if parsed.background else null[2],
+        ]
+
+    def predict(
+        self,
+        prompt: str = Input(
+            description="What to draw: 'a {colour} {shape} on a {background} background'. Colours: red, orange, "
+            "yellow, green, cyan, blue, purple, pink; shapes: circle, square, triangle, ring, star; backgrounds: "
+            "white, black, gray, cream. Unknown words are ignored; missing parts are chosen at random.",
+            default="a red circle on a white background",
+        ),
+        negative_prompt: str = Input(
+            description="What to steer away from (same vocabulary), e.g. 'white background'", default=""
+        ),
+        num_outputs: int = Input(description="Number of images to generate", default=1, ge=1, le=16),
+        num_inference_steps: int = Input(description="Number of denoising steps", default=20, ge=1, le=100),
+        guidance_scale: float = Input(description="Scale for classifier-free guidance", default=3.0, ge=0, le=20),
+        seed: int = Input(description="Random seed. Leave blank to randomize", default=None),
+        output_format: str = Input(description="Format of the output images", default="png", choices=["png", "webp"]),
+    ) -> list[CogPath]:
+        if seed is None:
+            seed = random.SystemRandom().randrange(2**31)
+        parsed, negative = _prompt.parse(prompt), _prompt.parse(negative_prompt)
+        _progress.log(f"Using seed: {seed}")
+        _progress.log(parsed.describe())
+        if negative_prompt.strip():
+            _progress.log("negative " + negative.describe())
+
+        n = num_outputs
+        cond = torch.tensor([self._labels(parsed)] * n, device=self.device)
+        uncond = torch.tensor([self._labels(negative)] * n, device=self.device)
+        size = self.config["model"]["size"]
+        gen = torch.Generator().manual_seed(seed)
+        x = torch.randn((n, 3, size, size), generator=gen).to(self.device)
+
+        self.scheduler.set_timesteps(num_inference_steps)
+        timesteps = self.scheduler.timesteps
+        g = float(guidance_scale)
+        for i, t in enumerate(timesteps):
+            tt = t.to(self.device).expand(n)
+            if g == 1.0:
+                x0 = self.net(x, tt, cond)
+            else:
+                both = self.net(torch.cat([x, x]), torch.cat([tt, tt]), torch.cat([uncond, cond]))
+                x0_u, x0_c = both.chunk(2)
+                x0 = x0_u + g * (x0_c - x0_u)
+            x0 = x0.clamp(-1, 1)
+            x = self.scheduler.step(x0, t, x, eta=0.0).prev_sample
+            _progress.progress(i + 1, len(timesteps))
+            _progress.preview(lambda x0=x0: _preview_strip(x0.cpu()), step=i + 1)
+
+        out_dir = Path(tempfile.mkdtemp(prefix="shapes-"))
+        paths = []
+        for k, img in enumerate(_to_images(x.cpu(), OUT_SIZE, Image.Resampling.BICUBIC)):
+            p = out_dir / f"out-{k}.{output_format}"
+            img.save(p, format=output_format.upper(), **({"lossless": True} if output_format == "webp" else {}))
+            paths.append(CogPath(p))
+        return paths
