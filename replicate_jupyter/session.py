@@ -41,11 +41,14 @@ class Session:
             return r
 
     def use(self, name: str, **options: Any) -> Runner:
-        """Make `name` the default backend, (re)configured with `options` when given."""
+        """Make `name` the default backend, (re)configured with `options` when given. Options
+        are kept only if the runner accepts them, so a bad option never sticks."""
         if options:
+            merged = {**self.backend_options.get(name, {}), **options}
+            runner = create(name, **merged)  # raises on a bad option: nothing changes
             with self._lock:
-                self.backend_options[name] = {**self.backend_options.get(name, {}), **options}
-                old = self._runners.pop(name, None)
+                self.backend_options[name] = merged
+                old, self._runners[name] = self._runners.get(name), runner
             if old is not None:
                 old.close()
         runner = self.runner(name)
