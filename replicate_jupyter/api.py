@@ -8,7 +8,7 @@ runner. Display, ledger and cost guard only ever see the Prediction's events.
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 from . import cost
 from .errors import BudgetExceeded, InputError, ModelError, Problem

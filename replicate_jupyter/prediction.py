@@ -7,7 +7,6 @@ history, so a display attached to an `--async` prediction misses nothing.
 from __future__ import annotations
 
 import itertools
-import os
 import secrets
 import threading
 import time
@@ -15,7 +14,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Iterator
 
 from . import cost
-from .events import Completed, Error, Event, Log, Metric, Output, Preview, Progress, Started
+from .events import Completed, Event, Log, Metric, Output, Preview, Progress, Started
 from .files import FileOutput, InputFile
 
 __all__ = ["Prediction", "TERMINAL"]

@@ -21,52 +21,28 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
 from typing import Any, Iterator
 
 import httpx
 
-__all__ = ["CogClient", "SSEEvent", "iter_sse", "REATTACH_PROBE"]
+from .sse import SSEEvent, iter_sse
+
+__all__ = ["CogClient", "iter_json_sse", "REATTACH_PROBE"]
 
 #: an input no schema accepts (not an object): attaches to a live prediction, never starts one
 REATTACH_PROBE = "__replicate_jupyter_reattach__"
 
 
-@dataclass
-class SSEEvent:
-    event: str
-    data: Any
-
-
-def iter_sse(lines: Iterator[str]) -> Iterator[SSEEvent]:
-    """Server-sent events from text lines (`event:`/`data:` fields, blank line ends one)."""
-    event, data = "message", []
-    for line in lines:
-        if not line:
-            if data:
-                raw = "\n".join(data)
-                try:
-                    payload = json.loads(raw)
-                except ValueError:
-                    payload = raw
-                yield SSEEvent(event, payload)
-            event, data = "message", []
+def iter_json_sse(lines: Iterator[str]) -> Iterator[SSEEvent]:
+    """Cog's SSE: every event's data is JSON (kept as text if it is not); empty events skipped."""
+    for ev in iter_sse(lines):
+        if not ev.data:
             continue
-        if line.startswith(":"):
-            continue
-        field, _, value = line.partition(":")
-        if value.startswith(" "):
-            value = value[1:]
-        if field == "event":
-            event = value
-        elif field == "data":
-            data.append(value)
-    if data:
-        raw = "\n".join(data)
         try:
-            yield SSEEvent(event, json.loads(raw))
+            ev.data = json.loads(ev.data)
         except ValueError:
-            yield SSEEvent(event, raw)
+            pass
+        yield ev
 
 
 class CogClient:
@@ -138,7 +114,7 @@ class CogClient:
 
     @staticmethod
     def iter_events(resp: httpx.Response) -> Iterator[SSEEvent]:
-        return iter_sse(resp.iter_lines())
+        return iter_json_sse(resp.iter_lines())
 
     def close(self) -> None:
         self._http.close()

@@ -16,9 +16,9 @@ from typing import Any, Iterator
 import httpx
 
 from ..errors import BackendError
-from .cog_client import SSEEvent
+from .sse import SSEEvent, iter_sse
 
-__all__ = ["ReplicateAPI", "APIError", "DEFAULT_BASE_URL", "TOKEN_ENV", "scrub", "iter_replicate_sse"]
+__all__ = ["ReplicateAPI", "APIError", "DEFAULT_BASE_URL", "TOKEN_ENV", "scrub"]
 
 DEFAULT_BASE_URL = "https://api.replicate.com/v1"
 TOKEN_ENV = "REPLICATE_API_TOKEN"
@@ -49,30 +49,6 @@ class APIError(BackendError):
         self.body = body
         text = f"{self.title}: {self.detail}" if self.title and self.detail else (self.title or self.detail)
         super().__init__(f"Replicate answered {status} for {url}: {text}", url=url, tried=[url])
-
-
-def iter_replicate_sse(lines: Iterator[str]) -> Iterator[SSEEvent]:
-    """Replicate's SSE: `output`/`logs` data are plain text (lines joined by newline), `error` and
-    `done` carry JSON. The data is kept as text here; callers decode per event type."""
-    event, data = None, []
-    for line in lines:
-        line = line.rstrip("\r")
-        if not line:
-            if event is not None or data:
-                yield SSEEvent(event or "message", "\n".join(data))
-            event, data = None, []
-            continue
-        if line.startswith(":"):
-            continue
-        field, _, value = line.partition(":")
-        if value.startswith(" "):
-            value = value[1:]
-        if field == "event":
-            event = value
-        elif field == "data":
-            data.append(value)
-    if event is not None or data:
-        yield SSEEvent(event or "message", "\n".join(data))
 
 
 class ReplicateAPI:
@@ -174,7 +150,7 @@ class ReplicateAPI:
                 if resp.status_code >= 400:
                     resp.read()
                     raise self._error(resp, url)
-                yield iter_replicate_sse(resp.iter_lines())
+                yield iter_sse(resp.iter_lines())
         except httpx.HTTPError as exc:
             raise BackendError(f"The stream from {url} failed ({type(exc).__name__}: {scrub(exc)})",
                                url=url, tried=[url]) from None

@@ -20,7 +20,6 @@ from __future__ import annotations
 import difflib
 import secrets
 import threading
-import time
 from typing import Any
 
 import httpx
