@@ -48,8 +48,10 @@ def _start(args: list[str], log: pathlib.Path, env: dict) -> subprocess.Popen:
 def _stop(proc: subprocess.Popen) -> None:
     try:
         os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(15)
+        proc.wait(3)
     except (ProcessLookupError, subprocess.TimeoutExpired):
+        pass
+    finally:
         try:
             os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError:
@@ -237,8 +239,7 @@ def test_killed_actor_fails_the_run_then_restarts(rj):
 def test_two_nodes_place_and_stream(rj, cluster):
     from replicate_jupyter.runners.ray import RayRunner
 
-    import ray
-
+    ray = _runner()._ray()  # connected as a driver
     deadline = time.monotonic() + 60
     while len([n for n in ray.nodes() if n["Alive"]]) < 2:
         assert time.monotonic() < deadline, "the worker node did not join"

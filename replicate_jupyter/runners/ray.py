@@ -37,6 +37,7 @@ from .base import ModelHandle, Runner
 __all__ = ["RayRunner"]
 
 _ACTOR_PREFIX = "rj-model-"
+_current_address: str | None = None  # the cluster this process is a driver of (set by our ray.init)
 
 
 class _Run:
@@ -118,12 +119,18 @@ class RayRunner(Runner):
         typo in another option), and return the ray module."""
         import ray
 
+        global _current_address
         with self._lock:
-            if ray.is_initialized():
-                if self._connected_to is None:
-                    self._connected_to = "existing"
-                return ray
             address = self.address or os.environ.get("RAY_ADDRESS") or None
+            if ray.is_initialized():
+                if not self.address or self.address == _current_address or _current_address is None:
+                    if self._connected_to is None:
+                        self._connected_to = _current_address or "existing"
+                    return ray
+                # another cluster than the one this kernel is connected to: a process is the
+                # driver of one cluster at a time, so switch (the previous runner was closed by use())
+                _check_reachable(self.address)
+                ray.shutdown()
             if address and address.startswith("ray://"):
                 raise BackendError("Ray Client addresses (ray://) cannot stream results; set the cluster's "
                                    "GCS address (HEAD_IP:6379) instead", url=address)
@@ -142,7 +149,7 @@ class RayRunner(Runner):
                                    f"{str(exc).splitlines()[0] if str(exc) else ''}",
                                    url=address, tried=[f"ray.init(address={address or 'local'!r})"]) from None
             self._owns_ray = True
-            self._connected_to = address or "local"
+            self._connected_to = _current_address = address or "local"
             return ray
 
     def _gpus_per_actor(self, ray) -> float:
@@ -222,7 +229,9 @@ class RayRunner(Runner):
                 return entry
             if entry is not None:  # the predictor changed on disk: a fresh actor loads the new code
                 self._drop(key)
-            name = _ACTOR_PREFIX + hashlib.sha1(f"{key}@{version}".encode()).hexdigest()[:16]
+            # the placement is part of the name: a runner pinned elsewhere gets its own actor
+            placement = (self._gpus_per_actor(ray), self.num_cpus, sorted(self.resources.items()), self.hardware)
+            name = _ACTOR_PREFIX + hashlib.sha1(f"{key}@{version}|{placement}".encode()).hexdigest()[:16]
             options: dict[str, Any] = dict(
                 name=name, get_if_exists=True, max_restarts=self.max_restarts, max_task_retries=3,
                 num_gpus=self._gpus_per_actor(ray),
@@ -419,7 +428,7 @@ class RayRunner(Runner):
             keys = list(self._actors)
         for k in keys:
             self._drop(k)
-        if self._owns_ray and self._connected_to == "local":
+        if self._owns_ray:  # only a connection this runner made
             try:
                 import ray
 
@@ -428,6 +437,12 @@ class RayRunner(Runner):
                 pass
             self._owns_ray = False
             self._connected_to = None
+            _forget_connection()
+
+
+def _forget_connection() -> None:
+    global _current_address
+    _current_address = None
 
 
 def _remote_ref(spec: predictors.PredictorSpec, ref: Any) -> Any:
