@@ -1,7 +1,7 @@
 """Realistic prediction bundles, and the cells that produce them.
 
-Until the `%%replicate` magic lands, the browser tests emit the mime bundle
-themselves from a cell, exactly as `display.py` will: an IPython display of
+The main browser tests run the real `%%replicate local/shapes` magic; the others emit the bundle
+themselves from a cell, exactly as `display.py` does: an IPython display of
 `application/vnd.replicate.prediction+json` (with text/plain beside it) and a
 display id for live updates.
 
@@ -21,7 +21,7 @@ from PIL import Image, ImageDraw
 MIME = "application/vnd.replicate.prediction+json"
 
 # "emit": cells display a bundle built here. "magic": cells run `%%replicate local/shapes`.
-DRIVER = os.environ.get("RJ_BROWSER_DRIVER", "emit")
+DRIVER = os.environ.get("RJ_BROWSER_DRIVER", "magic")
 
 T4_USD_PER_S = 0.000225
 
