@@ -56,6 +56,7 @@ def _stop(proc: subprocess.Popen) -> None:
             os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+        proc.wait()
 
 
 @pytest.fixture(scope="module")
