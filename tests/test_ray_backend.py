@@ -141,6 +141,8 @@ def test_image_outputs_are_file_outputs(rj):
     out = rj.run(IMAGE, input={"color": "blue", "count": 2}, on="ray")
     assert len(out) == 2 and all(isinstance(f, FileOutput) for f in out)
     assert out[0].content_type == "image/png" and out[0].image().getpixel((0, 0)) == (0, 0, 255)
+    # and a file given as input reaches the actor as a file on its node
+    assert rj.run(f"{PRED / 'file_in.py'}:Predictor", input={"image": b"12345"}, on="ray") == "5 bytes"
 
 
 def test_progress_and_previews_arrive_as_events(rj):

@@ -150,17 +150,22 @@ class ModelCore:
         worker = threading.Thread(target=self._work, args=(prediction_id, inputs, secret_fields, q, cancel, finished),
                                   name=f"rj-ray-predict-{prediction_id}", daemon=True)
         worker.start()
+        checked = time.monotonic()
         try:
             while True:
                 try:
                     item = q.get(timeout=0.1)
                 except queue.Empty:
-                    if is_canceled is not None and not cancel.is_set():
-                        try:
-                            if is_canceled():
-                                cancel.set()
-                        except Exception:
-                            pass
+                    item = None
+                now = time.monotonic()
+                if is_canceled is not None and not cancel.is_set() and (item is None or now - checked >= 0.1):
+                    checked = now  # ray.cancel on this stream: seen here within 0.1 s, busy or not
+                    try:
+                        if is_canceled():
+                            cancel.set()
+                    except Exception:
+                        pass
+                if item is None:
                     continue
                 if item is _END:
                     self._finished.pop(prediction_id, None)  # delivered in full: nobody asks result()
