@@ -289,3 +289,40 @@ def test_magic_in_a_real_kernel(run_cells, cluster):
     ], env={"RAY_ADDRESS": cluster["address"], "RAY_AUTH_MODE": "disabled"}, timeout=90)
     assert "Using backend 'ray'" in text_of(nb.cells[1])
     assert "succeeded ray 't0 t1 t2 t3 ' cpu" in text_of(nb.cells[3])
+
+
+SLOW_SETUP = '''
+import time
+from cog import BasePredictor
+
+
+class Predictor(BasePredictor):
+    def setup(self):
+        time.sleep(1.5)
+
+    def predict(self) -> str:
+        return "ready"
+'''
+
+
+def test_actor_lost_before_the_run_started_is_retried(rj, tmp_path):
+    """Killed during setup (nothing ran yet): Ray restarts the actor and the run is submitted again."""
+    import ray
+
+    path = tmp_path / "slow_setup.py"
+    path.write_text(SLOW_SETUP)
+    ref = f"{path}:Predictor"
+    runner = _runner()
+    p = rj.predictions.create(ref, on="ray")
+    deadline = time.monotonic() + 30
+    while True:  # wait until the actor is inside setup() for this prediction
+        info = runner.actor_info(ref)
+        if info["running"] == p.id:
+            break
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    os.kill(info["pid"], signal.SIGKILL)
+    p.wait(60)
+    assert p.status == "succeeded" and p.output == "ready"
+    assert "submitting it again (1/" in p.logs and "before the run started" in p.logs
+    assert runner.actor_info(ref)["pid"] != info["pid"]
