@@ -112,6 +112,7 @@ class RayRunner(Runner):
         self._runs: dict[str, _Run] = {}
         self._owns_ray = False
         self._connected_to: str | None = None
+        self._remote_tried: str | None = None  # the last ref looked for on the cluster (for the message)
 
     # ----- connection ----------------------------------------------------------------------
     def _ray(self):
@@ -173,15 +174,18 @@ class RayRunner(Runner):
             remote = self._resolve_remote(ref)  # a path that exists only on the cluster
             if remote is None:
                 raise ModelNotFound(exc.ref, suggestions=exc.suggestions, backend="ray",
-                                    detail="not loadable here nor on the Ray cluster") from None
+                                    detail="no such predictor here nor on the Ray cluster"
+                                    if self._remote_tried == ref else "") from None
             return remote
         return ModelHandle(name=spec.name, version=spec.version, schema=spec.schema,
                            extra={"spec": spec, "ray_ref": _remote_ref(spec, ref), "key": spec.key})
 
     def _resolve_remote(self, ref: str) -> ModelHandle | None:
-        if not (ref.endswith(".py") or ".py:" in ref or "/" in ref):
+        # only paths (a file on the cluster's filesystem): an unknown owner/name is a typo, not remote
+        if not (ref.endswith(".py") or ".py:" in ref or ref.startswith(("/", "./", "../")) or ref.endswith("cog.yaml")):
             return None
         ray = self._ray()
+        self._remote_tried = ref
         key = f"remote:{ref}"
         try:
             entry = self._actor(key, ref, None, None)
