@@ -79,7 +79,7 @@ def test_ledger_bundle_by_cell_and_model():
         ledger.record(p)
     b = d.ledger_bundle(ledger)
     assert "By cell" in b["text/plain"] and "By model" in b["text/plain"]
-    assert f"Total: 3 predictions" in b["text/plain"]
+    assert "Total: 3 predictions" in b["text/plain"]
     assert b["application/json"]["total_usd"] == ledger.total()
 
 

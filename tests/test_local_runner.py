@@ -16,7 +16,7 @@ from cog import BasePredictor, Input
 
 import replicate_jupyter as rj
 from replicate_jupyter import cost, devices
-from replicate_jupyter.events import Completed, Log, Output, Progress, Started
+from replicate_jupyter.events import Completed, Progress, Started
 from replicate_jupyter.runners.local import LocalRunner
 from replicate_jupyter.session import session
 

@@ -7,10 +7,9 @@ import json
 import re
 from datetime import datetime
 
-import pytest
 from PIL import Image
 
-from conftest import nb_json, text_of
+from kernel_helpers import nb_json, text_of
 
 MIME = "application/vnd.replicate.prediction+json"
 P = "../tests/predictors"

@@ -279,7 +279,7 @@ def test_bad_address_names_it_quickly():
 
 
 def test_magic_in_a_real_kernel(run_cells, cluster):
-    from conftest import text_of
+    from kernel_helpers import text_of
 
     nb = run_cells([
         "%load_ext replicate_jupyter",
@@ -307,7 +307,6 @@ class Predictor(BasePredictor):
 
 def test_actor_lost_before_the_run_started_is_retried(rj, tmp_path):
     """Killed during setup (nothing ran yet): Ray restarts the actor and the run is submitted again."""
-    import ray
 
     path = tmp_path / "slow_setup.py"
     path.write_text(SLOW_SETUP)

@@ -286,7 +286,7 @@ def test_magic_in_a_real_kernel_with_login_never_saves_the_token(fake, run_cells
         "p = _\nprint(p.status, ''.join(p.output), p.metrics['hardware'])",
     ], env={"REPLICATE_API_TOKEN": "", "REPLICATE_API_BASE_URL": fake.url, secret_env: TOKEN},
         timeout=120)
-    from conftest import nb_json, outputs_of, text_of
+    from kernel_helpers import nb_json, outputs_of, text_of
 
     saved = nb_json(nb)
     assert TOKEN not in saved
@@ -307,7 +307,7 @@ def test_kernel_interrupt_cancels_on_replicate(fake, run_cells, monkeypatch):
         ("%%replicate acme/sleep --on replicate\nseconds: 30\ntag: interrupted", ["raises-exception"]),
         "from replicate_jupyter import api\np = api.predictions.list()[-1]\nprint(p.status, p.metrics['predict_time'] < 10)",
     ], env={"REPLICATE_API_TOKEN": TOKEN, "REPLICATE_API_BASE_URL": fake.url}, timeout=60, interrupt={1: 2.0})
-    from conftest import nb_json, text_of
+    from kernel_helpers import nb_json, text_of
 
     remote = [p for p in fake.predictions.values() if p.input.get("tag") == "interrupted"][-1]
     assert fake.wait_status(remote.id) == "canceled"

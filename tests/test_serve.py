@@ -1,12 +1,10 @@
 """`replicate-jupyter serve`: a real coglet server per predictor, supervised."""
 from __future__ import annotations
 
-import os
 import pathlib
 import signal
 import subprocess
 import sys
-import time
 
 import httpx
 import psutil
