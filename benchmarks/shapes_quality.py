@@ -167,16 +167,20 @@ def _background_name(rgb: np.ndarray) -> str:
 def score(items: list[tuple[tuple[str, str, str], Image.Image]], show_errors: int = 0) -> dict[str, float]:
     ok_c = ok_s = ok_b = 0
     shown = 0
+    per_shape: dict[str, list[int]] = {name: [0, 0] for name in draw.SHAPES}
     for (c, s, b), img in items:
         r = analyse(img)
         ok_c += r["color"] == c
         ok_s += r["shape"] == s
+        per_shape[s][0] += r["shape"] == s
+        per_shape[s][1] += 1
         ok_b += _background_name(r["background_rgb"]) == b
         if (r["color"] != c or r["shape"] != s) and shown < show_errors:
             shown += 1
             print(f"    miss: wanted {c} {s} on {b}; judged {r['color']} {r['shape']} {r['features']}")
     n = len(items)
-    return {"color": ok_c / n, "shape": ok_s / n, "background": ok_b / n}
+    by_shape = {k: v[0] / v[1] for k, v in per_shape.items() if v[1]}
+    return {"color": ok_c / n, "shape": ok_s / n, "background": ok_b / n, "by_shape": by_shape}
 
 
 def validate_analyser(n: int, seed: int) -> dict[str, float]:
@@ -190,11 +194,27 @@ def validate_analyser(n: int, seed: int) -> dict[str, float]:
     return score(items, show_errors=5)
 
 
+def save_grid(p, path: Path, seed: int) -> None:
+    """One image per (shape row, colour column) at default settings; backgrounds cycle."""
+    bgs = list(draw.BACKGROUNDS)
+    cell = 64
+    grid = Image.new("RGB", (cell * len(draw.COLORS), cell * len(draw.SHAPES)), "white")
+    for r, shape in enumerate(draw.SHAPES):
+        for c, color in enumerate(draw.COLORS):
+            prompt = draw.prompt_for(color, shape, bgs[(r + c) % len(bgs)])
+            (out,) = p.predict(prompt=prompt, negative_prompt="", num_outputs=1, num_inference_steps=20,
+                               guidance_scale=3.0, seed=seed + 10 * r + c, output_format="png")
+            grid.paste(Image.open(out).convert("RGB").resize((cell, cell), Image.Resampling.BICUBIC), (c * cell, r * cell))
+    grid.save(path)
+    print(f"grid saved to {path}")
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description="local/shapes quality benchmark")
     ap.add_argument("--n", type=int, default=200)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--validate", type=int, default=500, help="drawn images to validate the analyser on")
+    ap.add_argument("--grid", type=Path, default=None, help="also save a shapes × colours grid PNG here")
     a = ap.parse_args(argv)
 
     v = validate_analyser(a.validate, a.seed)
@@ -210,6 +230,12 @@ def main(argv: list[str] | None = None) -> None:
     p = Predictor()
     p.setup()
     setup_s = time.perf_counter() - t0
+    # run inside a silent RunContext so the predictor's per-call log lines don't flood the report
+    import threading
+
+    from replicate_jupyter import progress
+
+    progress._set(progress.RunContext(emit=lambda e: None, cancel_event=threading.Event(), wants_preview=lambda: False))
     rng = random.Random(a.seed)
     items, times = [], []
     for i in range(a.n):
@@ -219,9 +245,12 @@ def main(argv: list[str] | None = None) -> None:
                             guidance_scale=3.0, seed=a.seed * 100_000 + i, output_format="png")
         times.append(time.perf_counter() - t0)
         items.append((spec, Image.open(path).convert("RGB")))
+    if a.grid:
+        save_grid(p, a.grid, a.seed)
     r = score(items, show_errors=10)
     print(f"model on {a.n} random prompts (20 steps, guidance 3): colour {r['color']:.1%}  shape {r['shape']:.1%}  "
           f"background {r['background']:.1%}")
+    print("shape accuracy by shape: " + ", ".join(f"{k} {v:.0%}" for k, v in r["by_shape"].items()))
     print(f"time per image (num_outputs=1, defaults): median {np.median(times):.2f}s  mean {np.mean(times):.2f}s; "
           f"setup {setup_s:.2f}s")
     print(f"targets: colour >= 95% {'OK' if r['color'] >= 0.95 else 'MISSED'}; shape >= 90% "
