@@ -23,7 +23,7 @@ from typing import Any, Callable
 from .errors import Canceled
 
 __all__ = ["progress", "preview", "log", "canceled", "device", "diffusers_callback", "RunContext", "current",
-           "parse_relayed"]
+           "parse_relayed", "activate"]
 
 # On a Cog worker started by `replicate-jupyter serve`, there is no RunContext: progress and
 # previews travel in the predictor's log stream as tagged lines, which the workers backend turns
@@ -51,10 +51,15 @@ def current() -> RunContext | None:
     return getattr(_local, "ctx", None)
 
 
-def _set(ctx: RunContext | None) -> RunContext | None:
+def activate(ctx: RunContext | None) -> RunContext | None:
+    """Make `ctx` this thread's running prediction (None: none); returns the previous one, for a
+    runner to restore in a `finally`."""
     prev = getattr(_local, "ctx", None)
     _local.ctx = ctx
     return prev
+
+
+_set = activate  # the name tests and benchmarks used first
 
 
 def canceled() -> bool:

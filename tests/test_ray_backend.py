@@ -101,8 +101,12 @@ def rj(cluster):
     import replicate_jupyter as rj
     from replicate_jupyter.session import session
 
+    previous = session.default_backend
     session.use("ray", address=cluster["address"], **OPTS)
-    return rj
+    yield rj
+    # other test modules share this process: leave the default backend as it was
+    session.default_backend = previous
+    session.backend_options.pop("ray", None)
 
 
 def _runner():

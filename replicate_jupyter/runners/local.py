@@ -7,12 +7,10 @@ predictor and stops it at once.
 """
 from __future__ import annotations
 
-import asyncio
 import inspect
 import os
 import threading
 import time
-import traceback as tb
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
@@ -21,9 +19,20 @@ from .. import devices, predictors
 from ..capture import capture
 from ..errors import Canceled
 from ..events import Completed, Log, Output, Started
-from ..files import FileOutput, InputFile
-from ..progress import RunContext, _set as _set_context
+from ..progress import RunContext, activate
 from .base import ModelHandle, Runner
+from .invoke import (
+    call_params,
+    close_stream,
+    is_oom,
+    is_stream,
+    iterate_async,
+    model_traceback,
+    run_coroutine,
+    takes_kwargs,
+    to_output,
+    to_predictor_input,
+)
 
 __all__ = ["LocalRunner"]
 
@@ -94,7 +103,7 @@ class LocalRunner(Runner):
             with capture(lambda s: p.emit(Log(text=s))):
                 result = setup()
                 if inspect.iscoroutine(result):
-                    _run_coroutine(result)
+                    run_coroutine(result)
         devices.synchronize()
         setup_time = time.perf_counter() - t0
         after = devices.memory_in_use()
@@ -102,15 +111,7 @@ class LocalRunner(Runner):
         if size is None:
             size = (after - before) if (after is not None and before is not None) else estimate_bytes(instance)
         call = predictors.predict_method(instance)
-        params = {}
-        for pname, param in inspect.signature(call).parameters.items():
-            if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
-                continue
-            default = param.default
-            if type(default).__name__ == "FieldInfo":
-                default = default.default
-            params[pname] = None if default is inspect.Parameter.empty else default
-        warm = _Warm(instance=instance, size=int(size), setup_time=setup_time, call=call, params=params)
+        warm = _Warm(instance=instance, size=int(size), setup_time=setup_time, call=call, params=call_params(call))
         self._warm[spec.key] = warm
         self._evict_to_budget(keep=spec.key)
         return warm
@@ -153,7 +154,7 @@ class LocalRunner(Runner):
                 p.emit(Completed(status="canceled", error="canceled during setup", metrics={"hardware": devices.current_sku()}))
                 raise
             except BaseException as exc:  # noqa: BLE001 — the model's own error, shown as such
-                p.emit(Completed(status="failed", error=f"setup failed: {exc!r}", traceback=_model_traceback(exc),
+                p.emit(Completed(status="failed", error=f"setup failed: {exc!r}", traceback=model_traceback(exc),
                                  metrics={"hardware": devices.current_sku()}))
                 return
             hardware = devices.current_sku()
@@ -162,7 +163,7 @@ class LocalRunner(Runner):
             if cold:
                 metrics["setup_time"] = round(warm.setup_time, 4)
             kwargs = dict(warm.params)
-            kwargs.update({k: _to_local(v) for k, v in p.input.items() if k in warm.params or _takes_kwargs(warm.call)})
+            kwargs.update({k: to_predictor_input(v) for k, v in p.input.items() if k in warm.params or takes_kwargs(warm.call)})
             for k in p.secret_fields & kwargs.keys():
                 if isinstance(kwargs[k], str):
                     from cog import Secret
@@ -185,24 +186,24 @@ class LocalRunner(Runner):
         emitted = [False]
         t0 = time.perf_counter()
         interrupted: BaseException | None = None
-        prev = _set_context(ctx)
+        prev = activate(ctx)
         try:
             with capture(lambda s: p.emit(Log(text=s))):
                 result = warm.call(**kwargs)
                 if inspect.iscoroutine(result):
-                    result = _run_coroutine(result)
+                    result = run_coroutine(result)
                 if inspect.isasyncgen(result):
-                    result = _iterate_async(result)
-                if _is_stream(result):
+                    result = iterate_async(result)
+                if is_stream(result):
                     for i, item in enumerate(result):
                         emitted[0] = True
-                        p.emit(Output(value=_to_output(item, i), index=i))
+                        p.emit(Output(value=to_output(item, i), index=i))
                         if p.cancel_event.is_set():
-                            _close(result)
+                            close_stream(result)
                             raise Canceled()
                 else:
                     emitted[0] = True
-                    p.emit(Output(value=_to_output(result), index=None))
+                    p.emit(Output(value=to_output(result), index=None))
             devices.synchronize()
             status, error, trace = "succeeded", None, None
         except (Canceled, KeyboardInterrupt) as exc:
@@ -212,23 +213,23 @@ class LocalRunner(Runner):
         except BaseException as exc:  # noqa: BLE001
             if type(exc).__name__ == "CancelationException":
                 status, error, trace = "canceled", p.cancel_reason, None
-            elif _is_oom(exc) and retry_oom and not emitted[0]:
-                _set_context(prev)
+            elif is_oom(exc) and retry_oom and not emitted[0]:
+                activate(prev)
                 freed = [k for k in list(self._warm) if self._warm.get(k) is not warm]
                 for k in freed:
                     self.evict(k)
                 devices.free_device_memory()
                 p.emit(Log(text=f"[replicate-jupyter] out of device memory: evicted {len(freed)} warm model(s), retrying once\n"))
                 return self._predict(p, warm, kwargs, metrics, retry_oom=False)
-            elif _is_oom(exc):
-                status, trace = "failed", _model_traceback(exc)
+            elif is_oom(exc):
+                status, trace = "failed", model_traceback(exc)
                 error = (f"Out of device memory running {p.model}, even after freeing the warm models and retrying once "
                          f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}). "
                          "Try fewer outputs, a smaller size, or another backend (--on workers).")
             else:
-                status, error, trace = "failed", f"{type(exc).__name__}: {exc}", _model_traceback(exc)
+                status, error, trace = "failed", f"{type(exc).__name__}: {exc}", model_traceback(exc)
         finally:
-            _set_context(prev)
+            activate(prev)
         metrics["predict_time"] = round(time.perf_counter() - t0, 6)
         p.emit(Completed(status=status, error=error, traceback=trace, metrics=metrics))
         if interrupted is not None:
@@ -236,113 +237,6 @@ class LocalRunner(Runner):
 
     def close(self) -> None:
         self.evict()
-
-
-# ----- helpers ---------------------------------------------------------------------------------
-def _takes_kwargs(fn) -> bool:
-    return any(p.kind is p.VAR_KEYWORD for p in inspect.signature(fn).parameters.values())
-
-
-def _is_stream(value: Any) -> bool:
-    return inspect.isgenerator(value) or (
-        hasattr(value, "__next__") and hasattr(value, "__iter__") and not isinstance(value, (str, bytes, dict))
-    )
-
-
-def _close(gen) -> None:
-    close = getattr(gen, "close", None)
-    if callable(close):
-        try:
-            close()
-        except Exception:
-            pass
-
-
-def _to_local(value: Any) -> Any:
-    """Validated input → what a Cog predictor expects (files as cog.Path)."""
-    if isinstance(value, InputFile):
-        from cog import Path
-
-        return Path(value.as_path())
-    if isinstance(value, list):
-        return [_to_local(v) for v in value]
-    return value
-
-
-def _to_output(value: Any, index: int | None = None) -> Any:
-    """A predictor's return value → JSON values and FileOutput objects."""
-    if isinstance(value, FileOutput):
-        return value
-    if isinstance(value, os.PathLike):
-        return FileOutput.from_path(value)
-    if isinstance(value, (list, tuple)):
-        return [_to_output(v, i) for i, v in enumerate(value)]
-    if isinstance(value, dict):
-        return {k: _to_output(v) for k, v in value.items()}
-    mod = type(value).__module__
-    if mod.startswith("PIL"):
-        import io
-
-        buf = io.BytesIO()
-        value.save(buf, format="PNG")
-        return FileOutput(buf.getvalue(), name=f"output-{index or 0}.png", content_type="image/png")
-    if hasattr(value, "model_dump"):
-        return _to_output(value.model_dump())
-    if hasattr(value, "__dataclass_fields__"):
-        import dataclasses
-
-        return _to_output(dataclasses.asdict(value))
-    if mod == "numpy" and hasattr(value, "tolist"):
-        return value.tolist()
-    return value
-
-
-def _is_oom(exc: BaseException) -> bool:
-    return type(exc).__name__ == "OutOfMemoryError" or (
-        isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
-    )
-
-
-def _model_traceback(exc: BaseException) -> str:
-    """The model's own frames: ours (the runner, capture, progress) are left out."""
-    frames = [
-        f for f in tb.extract_tb(exc.__traceback__)
-        if not f.filename.startswith(_PKG_DIR) or f.filename.startswith(_MODELS_DIR)
-    ]
-    lines = ["Traceback (most recent call last):\n"] + tb.format_list(frames)
-    lines += tb.format_exception_only(type(exc), exc)
-    return "".join(lines)
-
-
-_loop_lock = threading.Lock()
-_loop: asyncio.AbstractEventLoop | None = None
-
-
-def _background_loop() -> asyncio.AbstractEventLoop:
-    """One private event loop on its own thread: the kernel's loop is already running in the
-    main thread, so `asyncio.run` cannot be used for async predictors there."""
-    global _loop
-    with _loop_lock:
-        if _loop is None:
-            _loop = asyncio.new_event_loop()
-            threading.Thread(target=_loop.run_forever, name="rj-async-predict", daemon=True).start()
-        return _loop
-
-
-def _run_coroutine(coro) -> Any:
-    return asyncio.run_coroutine_threadsafe(coro, _background_loop()).result()
-
-
-def _iterate_async(agen):
-    loop = _background_loop()
-    try:
-        while True:
-            try:
-                yield asyncio.run_coroutine_threadsafe(agen.__anext__(), loop).result()
-            except StopAsyncIteration:
-                return
-    finally:
-        asyncio.run_coroutine_threadsafe(agen.aclose(), loop).result()
 
 
 def estimate_bytes(obj: Any, depth: int = 2) -> int:

@@ -24,35 +24,22 @@ from .. import devices, predictors
 from ..capture import capture
 from ..errors import Canceled
 from ..events import Completed, Log, Output, Started
-from ..progress import RunContext, _set as _set_context  # private: the runner-side context switch
-from .local import (  # private helpers of the local runner, shared on purpose (same conversions)
-    _close,
-    _is_stream,
-    _iterate_async,
-    _model_traceback,
-    _run_coroutine,
-    _takes_kwargs,
-    _to_local,
-    _to_output,
+from ..progress import RunContext, activate
+from .invoke import (
+    call_params,
+    close_stream,
+    is_stream,
+    iterate_async,
+    model_traceback,
+    run_coroutine,
+    takes_kwargs,
+    to_output,
+    to_predictor_input,
 )
 
-__all__ = ["ModelCore", "actor_class", "call_params"]
+__all__ = ["ModelCore", "actor_class"]
 
 _END = object()
-
-
-def call_params(call: Any) -> dict[str, Any]:
-    """Parameter → default for a predict/run method, so every parameter is always passed
-    (the same rule as the local runner's warm cache)."""
-    params: dict[str, Any] = {}
-    for pname, param in inspect.signature(call).parameters.items():
-        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
-            continue
-        default = param.default
-        if type(default).__name__ == "FieldInfo":
-            default = default.default
-        params[pname] = None if default is inspect.Parameter.empty else default
-    return params
 
 
 class ModelCore:
@@ -132,7 +119,7 @@ class ModelCore:
                 with capture(lambda s: emit(Log(text=s))):
                     result = setup()
                     if inspect.iscoroutine(result):
-                        _run_coroutine(result)
+                        run_coroutine(result)
             devices.synchronize()
             self.setup_time = time.perf_counter() - t0
             self.call = predictors.predict_method(instance)
@@ -192,7 +179,7 @@ class ModelCore:
                         setup_time = self._ensure_setup(emit)
                     except BaseException as exc:  # noqa: BLE001 — the model's own error
                         self._finish(pid, emit, Completed(status="failed", error=f"setup failed: {exc!r}",
-                                                          traceback=_model_traceback(exc), metrics=metrics))
+                                                          traceback=model_traceback(exc), metrics=metrics))
                         return
                     if setup_time is not None:
                         metrics["setup_time"] = round(setup_time, 4)
@@ -212,8 +199,8 @@ class ModelCore:
     def _predict(self, pid: str, inputs: dict, secret_fields: frozenset, emit, cancel: threading.Event,
                  metrics: dict) -> None:
         kwargs = dict(self.params)
-        takes_kwargs = _takes_kwargs(self.call)
-        kwargs.update({k: _to_local(v) for k, v in inputs.items() if k in self.params or takes_kwargs})
+        any_kwargs = takes_kwargs(self.call)
+        kwargs.update({k: to_predictor_input(v) for k, v in inputs.items() if k in self.params or any_kwargs})
         for k in set(secret_fields) & kwargs.keys():
             if isinstance(kwargs[k], str):
                 from cog import Secret
@@ -231,22 +218,22 @@ class ModelCore:
 
         ctx = RunContext(emit=emit, cancel_event=cancel, wants_preview=wants_preview)
         t0 = time.perf_counter()
-        prev = _set_context(ctx)
+        prev = activate(ctx)
         try:
             with capture(lambda s: emit(Log(text=s))):
                 result = self.call(**kwargs)
                 if inspect.iscoroutine(result):
-                    result = _run_coroutine(result)
+                    result = run_coroutine(result)
                 if inspect.isasyncgen(result):
-                    result = _iterate_async(result)
-                if _is_stream(result):
+                    result = iterate_async(result)
+                if is_stream(result):
                     for i, item in enumerate(result):
-                        emit(Output(value=_to_output(item, i), index=i))
+                        emit(Output(value=to_output(item, i), index=i))
                         if cancel.is_set():
-                            _close(result)
+                            close_stream(result)
                             raise Canceled()
                 else:
-                    emit(Output(value=_to_output(result), index=None))
+                    emit(Output(value=to_output(result), index=None))
             devices.synchronize()
             status, error, trace = "succeeded", None, None
         except Canceled:
@@ -255,9 +242,9 @@ class ModelCore:
             if type(exc).__name__ == "CancelationException":
                 status, error, trace = "canceled", None, None
             else:
-                status, error, trace = "failed", f"{type(exc).__name__}: {exc}", _model_traceback(exc)
+                status, error, trace = "failed", f"{type(exc).__name__}: {exc}", model_traceback(exc)
         finally:
-            _set_context(prev)
+            activate(prev)
         metrics["predict_time"] = round(time.perf_counter() - t0, 6)
         self._finish(pid, emit, Completed(status=status, error=error, traceback=trace, metrics=metrics))
 

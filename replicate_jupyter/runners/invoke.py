@@ -1,0 +1,144 @@
+"""Calling a Cog predictor in this process: the conversions every in-process runner shares.
+
+The local runner and the Ray actor both set a predictor up, pass it every parameter, turn what
+it returns (values, paths, PIL images, iterators, async generators) into output values, and
+tell its own traceback apart from ours. One module, so both behave the same.
+"""
+from __future__ import annotations
+
+import asyncio
+import inspect
+import os
+import threading
+import traceback as tb
+from typing import Any
+
+from ..files import FileOutput, InputFile
+
+__all__ = ["call_params", "takes_kwargs", "is_stream", "close_stream", "to_predictor_input", "to_output",
+           "is_oom", "model_traceback", "run_coroutine", "iterate_async"]
+
+_PKG_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_MODELS_DIR = os.path.join(_PKG_DIR, "models")
+
+
+def call_params(call: Any) -> dict[str, Any]:
+    """Parameter → default for a predict/run method. Every parameter is always passed, because a
+    parameter left out would receive cog's `Input(...)` object itself as its value."""
+    params: dict[str, Any] = {}
+    for pname, param in inspect.signature(call).parameters.items():
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            continue
+        default = param.default
+        if type(default).__name__ == "FieldInfo":
+            default = default.default
+        params[pname] = None if default is inspect.Parameter.empty else default
+    return params
+
+
+def takes_kwargs(fn) -> bool:
+    return any(p.kind is p.VAR_KEYWORD for p in inspect.signature(fn).parameters.values())
+
+
+def is_stream(value: Any) -> bool:
+    return inspect.isgenerator(value) or (
+        hasattr(value, "__next__") and hasattr(value, "__iter__") and not isinstance(value, (str, bytes, dict))
+    )
+
+
+def close_stream(gen) -> None:
+    close = getattr(gen, "close", None)
+    if callable(close):
+        try:
+            close()
+        except Exception:
+            pass
+
+
+def to_predictor_input(value: Any) -> Any:
+    """Validated input → what a Cog predictor expects (files as cog.Path)."""
+    if isinstance(value, InputFile):
+        from cog import Path
+
+        return Path(value.as_path())
+    if isinstance(value, list):
+        return [to_predictor_input(v) for v in value]
+    return value
+
+
+def to_output(value: Any, index: int | None = None) -> Any:
+    """A predictor's return value → JSON values and FileOutput objects."""
+    if isinstance(value, FileOutput):
+        return value
+    if isinstance(value, os.PathLike):
+        return FileOutput.from_path(value)
+    if isinstance(value, (list, tuple)):
+        return [to_output(v, i) for i, v in enumerate(value)]
+    if isinstance(value, dict):
+        return {k: to_output(v) for k, v in value.items()}
+    mod = type(value).__module__
+    if mod.startswith("PIL"):
+        import io
+
+        buf = io.BytesIO()
+        value.save(buf, format="PNG")
+        return FileOutput(buf.getvalue(), name=f"output-{index or 0}.png", content_type="image/png")
+    if hasattr(value, "model_dump"):
+        return to_output(value.model_dump())
+    if hasattr(value, "__dataclass_fields__"):
+        import dataclasses
+
+        return to_output(dataclasses.asdict(value))
+    if mod == "numpy" and hasattr(value, "tolist"):
+        return value.tolist()
+    return value
+
+
+def is_oom(exc: BaseException) -> bool:
+    return type(exc).__name__ == "OutOfMemoryError" or (
+        isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+    )
+
+
+def model_traceback(exc: BaseException) -> str:
+    """The model's own frames: ours (the runner, capture, progress) are left out."""
+    frames = [
+        f for f in tb.extract_tb(exc.__traceback__)
+        if not f.filename.startswith(_PKG_DIR) or f.filename.startswith(_MODELS_DIR)
+    ]
+    lines = ["Traceback (most recent call last):\n"] + tb.format_list(frames)
+    lines += tb.format_exception_only(type(exc), exc)
+    return "".join(lines)
+
+
+_loop_lock = threading.Lock()
+_loop: asyncio.AbstractEventLoop | None = None
+
+
+def _background_loop() -> asyncio.AbstractEventLoop:
+    """One private event loop on its own thread: the kernel's loop is already running in the
+    main thread, so `asyncio.run` cannot be used for async predictors there."""
+    global _loop
+    with _loop_lock:
+        if _loop is None:
+            _loop = asyncio.new_event_loop()
+            threading.Thread(target=_loop.run_forever, name="rj-async-predict", daemon=True).start()
+        return _loop
+
+
+def run_coroutine(coro) -> Any:
+    return asyncio.run_coroutine_threadsafe(coro, _background_loop()).result()
+
+
+def iterate_async(agen):
+    loop = _background_loop()
+    try:
+        while True:
+            try:
+                yield asyncio.run_coroutine_threadsafe(agen.__anext__(), loop).result()
+            except StopAsyncIteration:
+                return
+    finally:
+        asyncio.run_coroutine_threadsafe(agen.aclose(), loop).result()
+
+
