@@ -194,7 +194,7 @@ def validate_analyser(n: int, seed: int) -> dict[str, float]:
     return score(items, show_errors=5)
 
 
-def save_grid(p, path: Path, seed: int) -> None:
+def save_grid(p, path: Path, seed: int, steps: int, guidance: float) -> None:
     """One image per (shape row, colour column) at default settings; backgrounds cycle."""
     bgs = list(draw.BACKGROUNDS)
     cell = 64
@@ -202,8 +202,8 @@ def save_grid(p, path: Path, seed: int) -> None:
     for r, shape in enumerate(draw.SHAPES):
         for c, color in enumerate(draw.COLORS):
             prompt = draw.prompt_for(color, shape, bgs[(r + c) % len(bgs)])
-            (out,) = p.predict(prompt=prompt, negative_prompt="", num_outputs=1, num_inference_steps=20,
-                               guidance_scale=3.0, seed=seed + 10 * r + c, output_format="png")
+            (out,) = p.predict(prompt=prompt, negative_prompt="", num_outputs=1, num_inference_steps=steps,
+                               guidance_scale=guidance, seed=seed + 10 * r + c, output_format="png")
             grid.paste(Image.open(out).convert("RGB").resize((cell, cell), Image.Resampling.BICUBIC), (c * cell, r * cell))
     grid.save(path)
     print(f"grid saved to {path}")
@@ -215,6 +215,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--validate", type=int, default=500, help="drawn images to validate the analyser on")
     ap.add_argument("--grid", type=Path, default=None, help="also save a shapes × colours grid PNG here")
+    ap.add_argument("--steps", type=int, default=None, help="num_inference_steps (default: the predictor's)")
+    ap.add_argument("--guidance", type=float, default=None, help="guidance_scale (default: the predictor's)")
     a = ap.parse_args(argv)
 
     v = validate_analyser(a.validate, a.seed)
@@ -225,6 +227,11 @@ def main(argv: list[str] | None = None) -> None:
 
     torch.set_num_threads(2)
     from replicate_jupyter.models.shapes.predict import Predictor
+    from replicate_jupyter.schema import build_schema
+
+    defaults = build_schema(Predictor)["components"]["schemas"]["Input"]["properties"]
+    steps = a.steps or defaults["num_inference_steps"]["default"]
+    guidance = a.guidance if a.guidance is not None else defaults["guidance_scale"]["default"]
 
     t0 = time.perf_counter()
     p = Predictor()
@@ -241,14 +248,14 @@ def main(argv: list[str] | None = None) -> None:
     for i in range(a.n):
         spec = draw.random_spec(rng)
         t0 = time.perf_counter()
-        (path,) = p.predict(prompt=draw.prompt_for(*spec), negative_prompt="", num_outputs=1, num_inference_steps=20,
-                            guidance_scale=3.0, seed=a.seed * 100_000 + i, output_format="png")
+        (path,) = p.predict(prompt=draw.prompt_for(*spec), negative_prompt="", num_outputs=1, num_inference_steps=steps,
+                            guidance_scale=guidance, seed=a.seed * 100_000 + i, output_format="png")
         times.append(time.perf_counter() - t0)
         items.append((spec, Image.open(path).convert("RGB")))
     if a.grid:
-        save_grid(p, a.grid, a.seed)
+        save_grid(p, a.grid, a.seed, steps, guidance)
     r = score(items, show_errors=10)
-    print(f"model on {a.n} random prompts (20 steps, guidance 3): colour {r['color']:.1%}  shape {r['shape']:.1%}  "
+    print(f"model on {a.n} random prompts ({steps} steps, guidance {guidance:g}): colour {r['color']:.1%}  shape {r['shape']:.1%}  "
           f"background {r['background']:.1%}")
     print("shape accuracy by shape: " + ", ".join(f"{k} {v:.0%}" for k, v in r["by_shape"].items()))
     print(f"time per image (num_outputs=1, defaults): median {np.median(times):.2f}s  mean {np.mean(times):.2f}s; "
