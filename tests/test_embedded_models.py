@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-pytest.importorskip("torch")
-pytest.importorskip("diffusers")
-pytest.importorskip("transformers")
+import diffusers  # noqa: F401,E402  (the [local] extra: missing must fail, not skip)
+import torch  # noqa: F401,E402
+import transformers  # noqa: F401,E402
 
 from replicate_jupyter import errors, events, progress  # noqa: E402
 from replicate_jupyter.models import DESCRIPTIONS, EMBEDDED  # noqa: E402

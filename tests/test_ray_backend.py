@@ -19,7 +19,7 @@ import time
 
 import pytest
 
-pytest.importorskip("ray")
+import ray  # noqa: F401  (the [test] extra installs it: a missing ray must fail, not skip)
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 PRED = ROOT / "tests" / "predictors"
