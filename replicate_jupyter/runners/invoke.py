@@ -10,13 +10,15 @@ import asyncio
 import inspect
 import os
 import threading
+import time
 import traceback as tb
-from typing import Any
+from typing import Any, Callable
 
 from ..files import FileOutput, InputFile
 
 __all__ = ["call_params", "takes_kwargs", "is_stream", "close_stream", "to_predictor_input", "to_output",
-           "is_oom", "model_traceback", "run_coroutine", "iterate_async"]
+           "is_oom", "model_traceback", "run_coroutine", "iterate_async", "build_kwargs", "preview_throttle",
+           "call_and_emit"]
 
 _PKG_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _MODELS_DIR = os.path.join(_PKG_DIR, "models")
@@ -142,3 +144,54 @@ def iterate_async(agen):
         asyncio.run_coroutine_threadsafe(agen.aclose(), loop).result()
 
 
+
+
+def build_kwargs(params: dict[str, Any], call: Any, inputs: dict[str, Any], secret_fields: frozenset) -> dict:
+    """Validated input → the keyword arguments of one call: every parameter (defaults filled),
+    files as `cog.Path`, secrets as `cog.Secret`."""
+    kwargs = dict(params)
+    any_kwargs = takes_kwargs(call)
+    kwargs.update({k: to_predictor_input(v) for k, v in inputs.items() if k in params or any_kwargs})
+    for k in set(secret_fields) & kwargs.keys():
+        if isinstance(kwargs[k], str):
+            from cog import Secret
+
+            kwargs[k] = Secret(kwargs[k])
+    return kwargs
+
+
+def preview_throttle(rate: float) -> Callable[[], bool]:
+    """`wants_preview` for a RunContext: yes at most `rate` times a second, so a predictor skips
+    rendering previews nobody would see."""
+    gap = 1.0 / rate if rate > 0 else 0.0
+    last = [0.0]
+
+    def wants_preview() -> bool:
+        now = time.monotonic()
+        if now - last[0] >= gap:
+            last[0] = now
+            return True
+        return False
+
+    return wants_preview
+
+
+def call_and_emit(call: Any, kwargs: dict, emit: Callable[[Any], None], cancel: threading.Event) -> None:
+    """Call the predictor and emit its output: each item of a stream (sync, async, generator) as
+    it comes, or the whole value. A cancel between items closes the stream and raises Canceled."""
+    from ..errors import Canceled
+    from ..events import Output
+
+    result = call(**kwargs)
+    if inspect.iscoroutine(result):
+        result = run_coroutine(result)
+    if inspect.isasyncgen(result):
+        result = iterate_async(result)
+    if is_stream(result):
+        for i, item in enumerate(result):
+            emit(Output(value=to_output(item, i), index=i))
+            if cancel.is_set():
+                close_stream(result)
+                raise Canceled()
+    else:
+        emit(Output(value=to_output(result), index=None))

@@ -22,23 +22,16 @@ from ..events import Completed, Log, Output, Started
 from ..progress import RunContext, activate
 from .base import ModelHandle, Runner
 from .invoke import (
+    build_kwargs,
+    call_and_emit,
     call_params,
-    close_stream,
     is_oom,
-    is_stream,
-    iterate_async,
     model_traceback,
+    preview_throttle,
     run_coroutine,
-    takes_kwargs,
-    to_output,
-    to_predictor_input,
 )
 
 __all__ = ["LocalRunner"]
-
-_PKG_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_MODELS_DIR = os.path.join(_PKG_DIR, "models")
-
 
 @dataclass
 class _Warm:
@@ -162,48 +155,23 @@ class LocalRunner(Runner):
             metrics: dict[str, Any] = {"hardware": hardware}
             if cold:
                 metrics["setup_time"] = round(warm.setup_time, 4)
-            kwargs = dict(warm.params)
-            kwargs.update({k: to_predictor_input(v) for k, v in p.input.items() if k in warm.params or takes_kwargs(warm.call)})
-            for k in p.secret_fields & kwargs.keys():
-                if isinstance(kwargs[k], str):
-                    from cog import Secret
-
-                    kwargs[k] = Secret(kwargs[k])
+            kwargs = build_kwargs(warm.params, warm.call, p.input, p.secret_fields)
             self._predict(p, warm, kwargs, metrics, retry_oom=True)
 
     def _predict(self, p, warm: _Warm, kwargs: dict, metrics: dict, retry_oom: bool) -> None:
-        last_preview = [0.0]
-        min_gap = 1.0 / self.preview_rate if self.preview_rate > 0 else 0.0
-
-        def wants_preview() -> bool:
-            now = time.monotonic()
-            if now - last_preview[0] >= min_gap:
-                last_preview[0] = now
-                return True
-            return False
-
-        ctx = RunContext(emit=p.emit, cancel_event=p.cancel_event, wants_preview=wants_preview)
         emitted = [False]
+
+        def emit(event) -> None:
+            emitted[0] = emitted[0] or isinstance(event, Output)
+            p.emit(event)
+
+        ctx = RunContext(emit=p.emit, cancel_event=p.cancel_event, wants_preview=preview_throttle(self.preview_rate))
         t0 = time.perf_counter()
         interrupted: BaseException | None = None
         prev = activate(ctx)
         try:
             with capture(lambda s: p.emit(Log(text=s))):
-                result = warm.call(**kwargs)
-                if inspect.iscoroutine(result):
-                    result = run_coroutine(result)
-                if inspect.isasyncgen(result):
-                    result = iterate_async(result)
-                if is_stream(result):
-                    for i, item in enumerate(result):
-                        emitted[0] = True
-                        p.emit(Output(value=to_output(item, i), index=i))
-                        if p.cancel_event.is_set():
-                            close_stream(result)
-                            raise Canceled()
-                else:
-                    emitted[0] = True
-                    p.emit(Output(value=to_output(result), index=None))
+                call_and_emit(warm.call, kwargs, emit, p.cancel_event)
             devices.synchronize()
             status, error, trace = "succeeded", None, None
         except (Canceled, KeyboardInterrupt) as exc:

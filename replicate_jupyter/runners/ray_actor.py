@@ -23,18 +23,15 @@ from typing import Any, Iterator
 from .. import devices, predictors
 from ..capture import capture
 from ..errors import Canceled
-from ..events import Completed, Log, Output, Started
+from ..events import Completed, Log, Started
 from ..progress import RunContext, activate
 from .invoke import (
+    build_kwargs,
+    call_and_emit,
     call_params,
-    close_stream,
-    is_stream,
-    iterate_async,
     model_traceback,
+    preview_throttle,
     run_coroutine,
-    takes_kwargs,
-    to_output,
-    to_predictor_input,
 )
 
 __all__ = ["ModelCore", "actor_class"]
@@ -198,42 +195,13 @@ class ModelCore:
 
     def _predict(self, pid: str, inputs: dict, secret_fields: frozenset, emit, cancel: threading.Event,
                  metrics: dict) -> None:
-        kwargs = dict(self.params)
-        any_kwargs = takes_kwargs(self.call)
-        kwargs.update({k: to_predictor_input(v) for k, v in inputs.items() if k in self.params or any_kwargs})
-        for k in set(secret_fields) & kwargs.keys():
-            if isinstance(kwargs[k], str):
-                from cog import Secret
-
-                kwargs[k] = Secret(kwargs[k])
-        last_preview = [0.0]
-        min_gap = 1.0 / self.preview_rate if self.preview_rate > 0 else 0.0
-
-        def wants_preview() -> bool:
-            now = time.monotonic()
-            if now - last_preview[0] >= min_gap:
-                last_preview[0] = now
-                return True
-            return False
-
-        ctx = RunContext(emit=emit, cancel_event=cancel, wants_preview=wants_preview)
+        kwargs = build_kwargs(self.params, self.call, inputs, secret_fields)
+        ctx = RunContext(emit=emit, cancel_event=cancel, wants_preview=preview_throttle(self.preview_rate))
         t0 = time.perf_counter()
         prev = activate(ctx)
         try:
             with capture(lambda s: emit(Log(text=s))):
-                result = self.call(**kwargs)
-                if inspect.iscoroutine(result):
-                    result = run_coroutine(result)
-                if inspect.isasyncgen(result):
-                    result = iterate_async(result)
-                if is_stream(result):
-                    for i, item in enumerate(result):
-                        emit(Output(value=to_output(item, i), index=i))
-                        if cancel.is_set():
-                            close_stream(result)
-                            raise Canceled()
-                else:
-                    emit(Output(value=to_output(result), index=None))
+                call_and_emit(self.call, kwargs, emit, cancel)
             devices.synchronize()
             status, error, trace = "succeeded", None, None
         except Canceled:
