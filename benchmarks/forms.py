@@ -11,12 +11,10 @@ streams 400 tokens, and the display updates that carry the tokens instead (throt
 from __future__ import annotations
 
 import os
-import queue
 import statistics
 import sys
 import textwrap
 import time
-from typing import Optional
 
 from cog import BasePredictor, Input, Path, Secret
 

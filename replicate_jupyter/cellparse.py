@@ -62,13 +62,56 @@ def _cell_parser() -> _Parser:
 _PARSER = _cell_parser()
 
 
+#: option → (field, type) for the common line; anything else goes through argparse
+_OPTIONS: dict[str, tuple[str, Any]] = {
+    "--on": ("on", str), "--seed": ("seed", int), "--max-cost": ("max_cost", float),
+    "-o": ("out", str), "--out": ("out", str), "--sweep": ("sweep", str),
+}
+
+
+def _quick_parse(words: list[str]) -> argparse.Namespace | None:
+    """The option line as argparse would read it, for lines of exact option names each with
+    one value; None for anything else (abbreviations, `--opt=v`, values starting with `-`,
+    bad numbers), which argparse then parses or explains. Runs on every cell, so it is kept
+    to a loop over the words."""
+    ns = argparse.Namespace(model=None, on=None, run_async=False, seed=None, max_cost=None, out=None, sweep=[])
+    i, n = 0, len(words)
+    while i < n:
+        w = words[i]
+        if w == "--async":
+            ns.run_async = True
+        elif w in _OPTIONS:
+            if i + 1 >= n or words[i + 1].startswith("-"):
+                return None
+            name, kind = _OPTIONS[w]
+            i += 1
+            try:
+                value = kind(words[i])
+            except ValueError:
+                return None
+            if name == "sweep":
+                ns.sweep.append(value)
+            else:
+                setattr(ns, name, value)
+        elif w.startswith("-") or ns.model is not None:
+            return None
+        else:
+            ns.model = w
+        i += 1
+    return ns
+
+
 def parse_line(line: str) -> CellArgs:
     """`MODEL [options]` → CellArgs. Raises LineError with a one-line reason."""
-    try:
-        words = shlex.split(line or "")
-    except ValueError as exc:
-        raise LineError(f"cannot split the option line: {exc}") from None
-    ns = _PARSER.parse_args(words)
+    line = line or ""
+    if line.isascii() and not any(c in line for c in "'\"\\"):
+        words = line.split()  # what shlex.split gives when nothing is quoted or escaped
+    else:
+        try:
+            words = shlex.split(line)
+        except ValueError as exc:
+            raise LineError(f"cannot split the option line: {exc}") from None
+    ns = _quick_parse(words) or _PARSER.parse_args(words)
     if ns.out is not None and not ns.out.isidentifier():
         raise LineError(f"-o/--out needs a Python name, got {ns.out!r}")
     return CellArgs(model=ns.model, on=ns.on, run_async=ns.run_async, seed=ns.seed, max_cost=ns.max_cost,
@@ -216,6 +259,38 @@ def _is_input_mapping(value: Any) -> bool:
         isinstance(k, str) and k.isidentifier() for k in value)
 
 
+_SIMPLE_LINE = re.compile(r"([A-Za-z_]\w*):[ ]+([\w$\u2063][\w $/()+\-.,'!?\u2063&*%=;~\"]*)")
+_INT = re.compile(r"[-+]?(?:0|[1-9][0-9]*)")
+_FLOAT = re.compile(r"[-+]?(?:0|[1-9][0-9]*)\.[0-9]+")
+_YAML_WORDS = frozenset({"yes", "no", "true", "false", "on", "off", "null"})
+
+
+def _simple_mapping(text: str) -> dict[str, Any] | None:
+    """`name: value` lines read exactly as YAML reads them, for the bodies people type most
+    (plain words, prompts, decimal numbers); None for anything else, which YAML then parses.
+    Every value this accepts is one YAML would give the same type and text, so the two paths
+    never disagree (tests/test_cellparse.py checks them against each other)."""
+    out: dict[str, Any] = {}
+    for raw in text.split("\n"):
+        if not raw.strip() or raw.startswith("#"):
+            continue
+        m = _SIMPLE_LINE.fullmatch(raw.rstrip(" "))
+        if m is None:
+            return None
+        key, value = m.group(1), m.group(2)
+        if key in out or key.lower() in _YAML_WORDS:  # `on:` is the key True to YAML
+            return None
+        if _INT.fullmatch(value):
+            out[key] = int(value)
+        elif _FLOAT.fullmatch(value):
+            out[key] = float(value)
+        elif value[0].isdigit() or value.lower() in _YAML_WORDS:
+            return None  # octal, dates, 1_000, yes/no…: YAML's own rules
+        else:
+            out[key] = value
+    return out or None
+
+
 def parse_body(body: str, ns: Mapping[str, Any] | None = None, text_field: str | None = None,
                model: str | None = None) -> dict[str, Any]:
     """The cell body → an input dict (not yet validated).
@@ -234,10 +309,12 @@ def parse_body(body: str, ns: Mapping[str, Any] | None = None, text_field: str |
     if all(not ln.strip() or ln.lstrip().startswith("#") for ln in text.splitlines()):
         return {}  # blank or only comments: the model's defaults (a sweep may set the rest)
     protected, fields = _protect(text)
-    try:
-        parsed = yaml.load(protected, Loader=_LOADER)
-    except yaml.YAMLError:
-        parsed = None
+    parsed = _simple_mapping(protected)
+    if parsed is None:
+        try:
+            parsed = yaml.load(protected, Loader=_LOADER)
+        except yaml.YAMLError:
+            parsed = None
     if _is_input_mapping(parsed):
         return {k: _resolve(v, fields, ns, k) for k, v in parsed.items()}
     if text_field is None:

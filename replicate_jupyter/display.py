@@ -6,9 +6,7 @@ for the JupyterLab extension, and `text/html`, `image/png` (when there is an ima
 outputs and the cost line. HTML never holds a script, and every string that came from a model
 or a user is escaped.
 
-The live display listens to the prediction's events only — it never asks which runner ran —
-and throttles by time: text at most `session.text_rate` updates/s, previews at most
-`session.preview_rate`/s; the final update is always sent and always exact.
+Nothing here knows which runner ran. Live, in-place displays are `live.py`.
 """
 from __future__ import annotations
 
@@ -16,18 +14,14 @@ import base64
 import html
 import io
 import json
-import threading
-import time
-import weakref
 from typing import Any, Callable, Iterable, Sequence
 
-from .events import Completed, Event
 from .files import FileOutput
 from .prediction import TERMINAL
 
 __all__ = [
     "MIME", "prediction_bundle", "file_bundle", "ledger_bundle", "table_bundle", "error_bundle",
-    "cost_line", "summary_line", "usd", "LiveDisplay", "GridDisplay", "flush_finished",
+    "cost_line", "summary_line", "usd", "render", "compose_grid",
 ]
 
 MIME = "application/vnd.replicate.prediction+json"
@@ -73,16 +67,9 @@ def _finished(p) -> bool:
 
 
 def _total_through(p) -> float:
-    """The notebook's running total as of this prediction (ledger order), so a bundle rendered
-    again later shows the same figure it showed when the prediction finished."""
     from .session import session
 
-    total = 0.0
-    for entry in session.ledger.entries:
-        total += entry.cost_usd
-        if entry.id == p.id:
-            return round(total, 8)
-    return session.ledger.total()
+    return session.ledger.total_through(p.id)
 
 
 # ----- cost lines --------------------------------------------------------------------------------
@@ -218,7 +205,8 @@ def _progress_html(prog: dict | None) -> str:
     return f'<div class="rj-progress">{bar}<span>{_e(label)}</span></div>'
 
 
-def _card_html(p, data: dict, *, final: bool, compact: bool = False, text: str | None = None) -> str:
+def _card_html(p, data: dict, *, final: bool, compact: bool = False, text: str | None = None,
+               line: str | None = None) -> str:
     status = data["status"]
     color = _STATUS_COLOR.get(status, "#888")
     head = (f'<div class="rj-head"><b>{_e(str(p.model))}</b> '
@@ -241,11 +229,11 @@ def _card_html(p, data: dict, *, final: bool, compact: bool = False, text: str |
         parts.append(f'<details class="rj-logs"><summary>Logs ({n} line{"s" if n != 1 else ""})</summary>'
                      f'<pre>{_e(p.logs[-20000:])}</pre></details>')
     if final:
-        parts.append(f'<div class="rj-cost" style="opacity:.75;font-size:90%">{_e(cost_line(p))}</div>')
+        parts.append(f'<div class="rj-cost" style="opacity:.75;font-size:90%">{_e(line or cost_line(p))}</div>')
     return f'<div class="rj-prediction {NOMATH}" data-id="{_e(p.id)}" data-status="{_e(status)}">{"".join(parts)}</div>'
 
 
-def _card_text(p, *, final: bool, text: str | None = None) -> str:
+def _card_text(p, *, final: bool, text: str | None = None, line: str | None = None) -> str:
     lines = [f"{p.model} · {p.status} · {p.id}"]
     if not final and p.progress:
         step, total = p.progress
@@ -260,7 +248,7 @@ def _card_text(p, *, final: bool, text: str | None = None) -> str:
     if out:
         lines.append(out)
     if final:
-        lines.append("cost: " + cost_line(p))
+        lines.append("cost: " + (line or cost_line(p)))
     return "\n".join(lines)
 
 
@@ -287,8 +275,9 @@ def render(p, *, final: bool | None = None, preview_uri: Any = ...) -> dict[str,
         data["progress"] = None
         data["preview"] = None
     text = p.text
-    bundle: dict[str, Any] = {MIME: data, "text/html": _card_html(p, data, final=final, text=text),
-                              "text/plain": _card_text(p, final=final, text=text)}
+    line = cost_line(p) if final else None
+    bundle: dict[str, Any] = {MIME: data, "text/html": _card_html(p, data, final=final, text=text, line=line),
+                              "text/plain": _card_text(p, final=final, text=text, line=line)}
     if final:
         png = _images_png(p, text)
         if png:
@@ -363,244 +352,3 @@ def ledger_bundle(ledger) -> dict[str, Any]:
 def error_bundle(message: str, title: str = "Error") -> dict[str, Any]:
     return {"text/html": f"<pre class='rj-error' style='color:#cf222e;white-space:pre-wrap'>{_e(title)}: {_e(message)}</pre>",
             "text/plain": f"{title}: {message}"}
-
-
-# ----- live displays ----------------------------------------------------------------------------
-_pending_async: "weakref.WeakSet[_Live]" = weakref.WeakSet()
-
-
-class _Live:
-    """Throttled, in-place display (one display id). Subclasses say what to draw."""
-
-    def __init__(self, text_rate: float | None = None, preview_rate: float | None = None,
-                 publish: Callable[[dict], Any] | None = None) -> None:
-        from .session import session
-
-        text_rate = session.text_rate if text_rate is None else text_rate
-        preview_rate = session.preview_rate if preview_rate is None else preview_rate
-        self.gap = 1.0 / text_rate if text_rate and text_rate > 0 else 0.0
-        self.preview_gap = 1.0 / preview_rate if preview_rate and preview_rate > 0 else 0.0
-        self._publish_fn = publish
-        self.handle: Any = None
-        self._lock = threading.RLock()
-        self._last = 0.0
-        self._next = 0.0  # the earliest moment the next live update may go out
-        self._t0 = time.monotonic()
-        self._timer: threading.Timer | None = None
-        self._final = False
-        self.updates = 0  # display messages sent (first display included)
-        self.async_mode = False
-
-    # what to draw
-    def bundle(self, final: bool) -> dict[str, Any]:
-        raise NotImplementedError
-
-    def is_done(self) -> bool:
-        raise NotImplementedError
-
-    # sending
-    def _send(self, bundle: dict[str, Any]) -> None:
-        self.updates += 1
-        if self._publish_fn is not None:
-            self._publish_fn(bundle)
-        elif self.handle is None:
-            from IPython.display import display
-
-            self.handle = display(bundle, raw=True, display_id=True)
-        else:
-            self.handle.update(bundle, raw=True)
-
-    def show(self) -> "_Live":
-        with self._lock:
-            self._last = self._t0 = time.monotonic()
-            self._next = self._last + self.gap
-            self._send(self.bundle(final=self.is_done()))
-        return self
-
-    #: no trailing-flush timer in a prediction's first half second: a short run ends with its
-    #: exact final update anyway, and a timer thread would cost more than the run
-    trail_after = 0.5
-
-    def _on_event(self, _p, event: Event, _clock=time.monotonic) -> None:
-        # called for every token and step: the common path is a class check, a clock read
-        # and a compare
-        if event.__class__ is Completed:
-            if self.is_done_after(event):
-                self.finish()
-                return
-        elif self._final:
-            return
-        now = _clock()
-        if now < self._next and self._timer is not None:
-            return
-        if now >= self._next:
-            self._render_now()
-        elif self._timer is None and now - self._t0 >= self.trail_after:
-            t = threading.Timer(self._last + self.gap - now, self._render_later)
-            t.daemon = True
-            self._timer = t
-            t.start()
-
-    def is_done_after(self, event: Completed) -> bool:
-        return True
-
-    def _render_later(self) -> None:
-        with self._lock:
-            self._timer = None
-            if not self._final:
-                self._render_now()
-
-    def _render_now(self) -> None:
-        with self._lock:
-            if self._final:
-                return
-            self._last = time.monotonic()
-            self._next = self._last + self.gap
-            self._send(self.bundle(final=False))
-
-    def finish(self) -> None:
-        """Send the exact final state (once)."""
-        with self._lock:
-            if self._final:
-                return
-            self._final = True
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
-            self._send(self.bundle(final=True))
-
-    def resend_final(self) -> None:
-        with self._lock:
-            if self._final:
-                self._send(self.bundle(final=True))
-
-
-class LiveDisplay(_Live):
-    """One prediction's display, updated in place from its events (any thread)."""
-
-    def __init__(self, p, **kw: Any) -> None:
-        super().__init__(**kw)
-        self.p = p
-        self._shown_preview: Any = None  # the preview image object currently on screen
-        self._shown_uri: str | None = None
-        self._preview_at = 0.0
-
-    def is_done(self) -> bool:
-        return _finished(self.p)
-
-    def _preview_uri(self) -> str | None:
-        img = self.p.preview
-        if img is None or img is self._shown_preview:
-            return self._shown_uri
-        now = time.monotonic()
-        if self._shown_uri is None or now - self._preview_at >= self.preview_gap:
-            from .prediction import encode_preview
-
-            self._shown_preview, self._shown_uri, self._preview_at = img, encode_preview(img), now
-        return self._shown_uri
-
-    def bundle(self, final: bool) -> dict[str, Any]:
-        if final:
-            return render(self.p, final=True)
-        return render(self.p, final=False, preview_uri=self._preview_uri())
-
-    def attach(self) -> "LiveDisplay":
-        """Show now, then follow the prediction (replaying what already happened)."""
-        self.show()
-        self.p._rj_live_cell = _current_cell()
-        if self.async_mode:
-            _pending_async.add(self)
-        self.p.subscribe(self._on_event, replay=False)
-        if _finished(self.p):
-            self.finish()
-        return self
-
-
-class GridDisplay(_Live):
-    """Several predictions (a sweep) as one labelled grid, one display id, one summary line."""
-
-    def __init__(self, predictions: Sequence[Any], labels: Sequence[str], **kw: Any) -> None:
-        super().__init__(**kw)
-        self.predictions = list(predictions)
-        self.labels = list(labels)
-        self._previews: dict[str, tuple[Any, str | None]] = {}
-        self._preview_at = 0.0
-
-    def is_done(self) -> bool:
-        return all(_finished(p) for p in self.predictions)
-
-    def is_done_after(self, event: Completed) -> bool:
-        return self.is_done()
-
-    def _preview(self, p) -> str | None:
-        img = p.preview
-        shown = self._previews.get(p.id)
-        if img is None:
-            return None
-        if shown and shown[0] is img:
-            return shown[1]
-        now = time.monotonic()
-        if shown is None or now - self._preview_at >= self.preview_gap:
-            from .prediction import encode_preview
-
-            self._previews[p.id] = (img, encode_preview(img))
-            self._preview_at = now
-        return self._previews[p.id][1]
-
-    def bundle(self, final: bool) -> dict[str, Any]:
-        cells_html, texts, payload = [], [], []
-        for p, label in zip(self.predictions, self.labels):
-            done = _finished(p)
-            data = render(p, final=done, preview_uri=None if done else self._preview(p))
-            cells_html.append(f'<div class="rj-sweep-cell" style="border:1px solid #ddd;padding:4px">'
-                              f'<div class="rj-label"><code>{_e(label)}</code></div>{data["text/html"]}</div>')
-            texts.append(f"[{label}]\n{data['text/plain']}")
-            payload.append({"label": label, "prediction": data[MIME]})
-        cols = min(len(self.predictions), 4)
-        body = (f'<div class="rj-sweep {NOMATH}" style="display:grid;grid-template-columns:repeat({cols},auto);gap:6px">'
-                f'{"".join(cells_html)}</div>')
-        bundle: dict[str, Any] = {SWEEP_MIME: {"predictions": payload}}
-        if final:
-            line = summary_line(self.predictions)
-            body += f'<div class="rj-cost rj-summary {NOMATH}" style="opacity:.75;font-size:90%">{_e(line)}</div>'
-            texts.append("cell total: " + line)
-            firsts = [(next((f for f in p.files if f.is_image), None), lab) for p, lab in zip(self.predictions, self.labels)]
-            if all(f is not None for f, _ in firsts):
-                try:
-                    bundle["image/png"] = _b64(compose_grid([f for f, _ in firsts], [lab for _, lab in firsts], cols=cols))
-                except Exception:
-                    pass
-        bundle["text/html"] = body
-        bundle["text/plain"] = "\n\n".join(texts)
-        return bundle
-
-    def attach(self) -> "GridDisplay":
-        self.show()
-        cell = _current_cell()
-        for p in self.predictions:
-            p._rj_live_cell = cell
-            p.subscribe(self._on_event, replay=False)
-        if self.is_done():
-            self.finish()
-        return self
-
-
-def _current_cell() -> int | None:
-    from .session import session
-
-    return session.current_cell
-
-
-def flush_finished() -> int:
-    """Re-send the final state of `--async` displays that finished since the last cell.
-
-    A display update sent while no cell runs still reaches JupyterLab, but tools that record
-    outputs per executing cell (nbclient, nbconvert) only see updates sent during a cell; this
-    one extra message per prediction makes the saved notebook hold the final output too."""
-    sent = 0
-    for live in list(_pending_async):
-        if live.is_done() and live._final:
-            _pending_async.discard(live)
-            live.resend_final()
-            sent += 1
-    return sent

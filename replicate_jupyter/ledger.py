@@ -31,6 +31,8 @@ class Entry:
 class Ledger:
     def __init__(self) -> None:
         self._entries: list[Entry] = []
+        self._through: dict[str, float] = {}  # id → the total once that prediction was recorded
+        self._sum = 0.0
         self._lock = threading.Lock()
 
     def listen(self, prediction, event: Event) -> None:
@@ -54,7 +56,16 @@ class Ledger:
         )
         with self._lock:
             self._entries.append(entry)
+            self._sum += entry.cost_usd
+            self._through[entry.id] = round(self._sum, 8)
         return entry
+
+    def total_through(self, id: str) -> float:
+        """The notebook total as of prediction `id` (ledger order), so a cost line drawn again
+        later shows the figure it showed when that prediction finished; the current total for
+        a prediction not recorded (yet)."""
+        through = self._through.get(id)
+        return self.total() if through is None else through
 
     @property
     def entries(self) -> list[Entry]:
@@ -70,6 +81,8 @@ class Ledger:
     def reset(self) -> None:
         with self._lock:
             self._entries.clear()
+            self._through.clear()
+            self._sum = 0.0
 
     def by(self, key: str) -> dict[Any, dict[str, float]]:
         """Sums grouped by an Entry field (`cell`, `model`, `hardware`, `backend`)."""

@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import os
 import shlex
-from typing import Any, Callable
+from collections import ChainMap
+from typing import Any, Callable, Mapping
 
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class, needs_local_scope
 from IPython.display import display
 from traitlets import Dict, Float, Unicode, observe
 
-from . import api, cost, display as rjdisplay
+from . import api, cost, display as rjdisplay, live as rjlive
 from .cellparse import LineError, parse_body, parse_line, parse_options, sweep_grid
 from .errors import ReplicateJupyterError
 from .session import session
@@ -115,9 +116,8 @@ class ReplicateMagics(Magics):
     @cell_magic("replicate")
     def replicate_cell(self, line: str = "", cell: str = "", local_ns=None):
         """Run a model on the cell's inputs; the cell's value is the Prediction."""
-        ns = dict(self.shell.user_ns) if self.shell is not None else {}
-        if local_ns:
-            ns.update(local_ns)
+        # names as the cell sees them, without copying the whole namespace on every run
+        ns = ChainMap(local_ns or {}, self.shell.user_ns if self.shell is not None else {})
         try:
             args = parse_line(line)
         except LineError as exc:
@@ -133,7 +133,7 @@ class ReplicateMagics(Magics):
             self.shell.user_ns[args.out] = result
         return result
 
-    def _inputs(self, args, cell: str, ns: dict, extra: dict | None = None) -> tuple[Any, dict]:
+    def _inputs(self, args, cell: str, ns: Mapping[str, Any], extra: dict | None = None) -> tuple[Any, dict]:
         from .schema import first_string_input
 
         model = args.model or session.default_model
@@ -143,10 +143,10 @@ class ReplicateMagics(Magics):
             given.update(extra)
         return model, given
 
-    def _run_one(self, args, cell: str, ns: dict):
+    def _run_one(self, args, cell: str, ns: Mapping[str, Any]):
         model, given = self._inputs(args, cell, ns)
         p = api.prepare(model, given, on=args.on, seed=args.seed, max_cost=args.max_cost)
-        live = rjdisplay.LiveDisplay(p)
+        live = rjlive.LiveDisplay(p)
         live.async_mode = args.run_async
         live.attach()
         if args.run_async:
@@ -160,7 +160,7 @@ class ReplicateMagics(Magics):
         live.finish()
         return p
 
-    def _run_sweep(self, args, cell: str, ns: dict):
+    def _run_sweep(self, args, cell: str, ns: Mapping[str, Any]):
         combos = sweep_grid(args.sweep)
         swept_seed = any(k == "seed" for k, _ in args.sweep)
         preds = []
@@ -169,7 +169,7 @@ class ReplicateMagics(Magics):
             preds.append(api.prepare(model, given, on=args.on, seed=None if swept_seed else args.seed,
                                      max_cost=args.max_cost))
         labels = [", ".join(f"{k}={v}" for k, v in c.items()) for c in combos]
-        grid = rjdisplay.GridDisplay(preds, labels)
+        grid = rjlive.GridDisplay(preds, labels)
         grid.async_mode = args.run_async
         grid.attach()
         if args.run_async:
@@ -394,7 +394,7 @@ def _post_run_cell(result=None) -> None:
     count = getattr(result, "execution_count", None)
     if pending is not None and pending[1] and count is not None:
         _installed["offset"] = pending[0] - count
-    rjdisplay.flush_finished()
+    rjlive.flush_finished()
 
 
 def load_ipython_extension(ipython) -> None:

@@ -76,6 +76,7 @@ class Prediction:
             self.output = []
         self._lock = threading.RLock()
         self._listeners: tuple[Listener, ...] = ()
+        self._done_callbacks: list[Callable[["Prediction"], None]] | None = []  # None once fired
         self._history: list[Event] = []
         self._done = threading.Event()
         self.cancel_event = threading.Event()
@@ -88,18 +89,43 @@ class Prediction:
         """Fold one event into the state, then notify listeners (in the emitting thread).
         This runs for every token and step, so it stays a lock, a dict lookup and a loop."""
         with self._lock:
-            if self._done.is_set():
+            if self._done_callbacks is None:
                 return  # exactly one Completed; nothing after it
             _APPLY[event.__class__](self, event)
             self._history.append(event)
             listeners = self._listeners  # a tuple, replaced (never mutated) by subscribe
+            if event.__class__ is Completed:
+                callbacks, self._done_callbacks = self._done_callbacks or [], None
         for fn in listeners:
             try:
                 fn(self, event)
             except Exception as exc:  # a broken listener must never kill a prediction
                 self.logs += f"[replicate-jupyter] listener error: {exc!r}\n"
         if event.__class__ is Completed:
+            for cb in callbacks:
+                self._call_done(cb)
             self._done.set()
+
+    def on_done(self, fn: Callable[["Prediction"], None]) -> None:
+        """Call `fn(prediction)` once it is final: in the thread that completed it, after the
+        listeners and before `wait()` returns; at once if it is final already. For code that
+        only cares about the end (a display's final draw), so it costs nothing per token."""
+        with self._lock:
+            if self._done_callbacks is not None:
+                self._done_callbacks.append(fn)
+                return
+        self._call_done(fn)
+
+    def _call_done(self, fn: Callable[["Prediction"], None]) -> None:
+        try:
+            fn(self)
+        except Exception as exc:
+            self.logs += f"[replicate-jupyter] done-callback error: {exc!r}\n"
+
+    @property
+    def seq(self) -> int:
+        """How many events this prediction has had: a display redraws only when it moved."""
+        return len(self._history)
 
     def _on_output(self, e: Output) -> None:
         if self._iterator and e.index is not None:
@@ -216,10 +242,14 @@ class Prediction:
     @property
     def text(self) -> str | None:
         """The output as one string for text models (token streams joined)."""
-        if isinstance(self.output, str):
-            return self.output
-        if isinstance(self.output, list) and self.output and all(isinstance(x, str) for x in self.output):
-            return "".join(self.output) if self._concatenate else "\n".join(self.output)
+        out = self.output
+        if isinstance(out, str):
+            return out
+        if isinstance(out, list) and out:
+            try:  # join itself checks every item is a str, in C (2,000 tokens: ~10 µs, not 80)
+                return "".join(out) if self._concatenate else "\n".join(out)
+            except TypeError:
+                return None
         return None
 
     @property
@@ -301,9 +331,11 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        if all(type(v) is str for v in value):  # token streams: thousands of chunks, every update
+        try:  # token streams: thousands of str chunks; join checks them all in C
+            "".join(value)
             return list(value)
-        return [_jsonable(v) for v in value]
+        except TypeError:
+            return [_jsonable(v) for v in value]
     if value is None or isinstance(value, (str, int, float, bool)):
         return value
     if hasattr(value, "get_secret_value"):

@@ -7,7 +7,7 @@ import time
 
 from PIL import Image
 
-from replicate_jupyter import display as d
+from replicate_jupyter import display as d, live as live_mod
 from replicate_jupyter.events import Completed, Log, Output, Preview, Progress, Started
 from replicate_jupyter.files import FileOutput
 from replicate_jupyter.ledger import Ledger
@@ -86,7 +86,7 @@ def test_ledger_bundle_by_cell_and_model():
 def test_text_is_coalesced_and_exact_at_the_end():
     sent: list[dict] = []
     p = Prediction("test/stream", {}, schema=STREAM)
-    live = d.LiveDisplay(p, text_rate=10, preview_rate=4, publish=sent.append).attach()
+    live = live_mod.LiveDisplay(p, text_rate=10, preview_rate=4, publish=sent.append).attach()
     p.emit(Started(hardware="cpu"))
     t0 = time.monotonic()
     expected = ""
@@ -107,7 +107,7 @@ def test_text_is_coalesced_and_exact_at_the_end():
 def test_previews_are_throttled_latest_wins():
     sent: list[dict] = []
     p = Prediction("test/steps", {})
-    d.LiveDisplay(p, text_rate=10, preview_rate=4, publish=sent.append).attach()
+    live_mod.LiveDisplay(p, text_rate=10, preview_rate=4, publish=sent.append).attach()
     p.emit(Started(hardware="cpu"))
     t0 = time.monotonic()
     for i in range(50):
@@ -128,7 +128,7 @@ def test_previews_are_throttled_latest_wins():
 def test_grid_display_labels_and_summary():
     sent: list[dict] = []
     preds = [Prediction("test/img", {"seed": s}) for s in (1, 2)]
-    d.GridDisplay(preds, ["seed=1", "seed=2"], publish=sent.append).attach()
+    live_mod.GridDisplay(preds, ["seed=1", "seed=2"], publish=sent.append).attach()
     for p in preds:
         p.emit(Started(hardware="cpu"))
         p.emit(Output(value=[FileOutput(png(), "x.png")]))

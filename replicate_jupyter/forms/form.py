@@ -20,7 +20,7 @@ from typing import Any
 
 import ipywidgets as W
 
-from .. import api, display as rjdisplay
+from .. import api, display as rjdisplay, live as rjlive
 from ..errors import InputError, Problem, ReplicateJupyterError
 from ..files import InputFile
 from ..session import session
@@ -209,7 +209,7 @@ class Form:
             entry = self.history.add(kept, changed, p)
             self._sync_buttons()
             self._say(f"● running {p.id}…", "#1f6feb")
-            live = rjdisplay.LiveDisplay(p, publish=self._publish)
+            live = rjlive.LiveDisplay(p, publish=self._publish)
             live.async_mode = True  # re-sent after the next cell too, for tools that record per cell
             p.subscribe(lambda _p, e, entry=entry: self._on_event(entry, e), replay=False)
             live.attach()

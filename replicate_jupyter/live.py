@@ -1,0 +1,290 @@
+"""Live displays: one display id per prediction (or per sweep), redrawn in place while it runs.
+
+The display never sits on the event path. A prediction streaming thousands of tokens calls no
+display code per token; instead one kernel-wide ticker thread looks at every running display
+once per interval (`session.text_rate`, 10/s by default) and redraws those whose prediction
+moved since the last draw (`Prediction.seq`). Previews are held to `session.preview_rate`.
+The final state is drawn once, exactly, by `finish()`, which the prediction calls through
+`on_done` in the thread that completed it, before `wait()` returns.
+
+A run that ends within one interval is drawn once, final; a longer one shows its first state
+after one interval (a `--async` display is shown at once, since its cell ends right away and
+tools that record outputs per cell must see it there).
+"""
+from __future__ import annotations
+
+import threading
+import time
+import weakref
+from typing import Any, Callable, Sequence
+
+from .display import MIME, NOMATH, SWEEP_MIME, _b64, _e, _finished, compose_grid, render, summary_line
+
+__all__ = ["LiveDisplay", "GridDisplay", "flush_finished"]
+
+#: the ticker never redraws more often than this, whatever rate is configured
+_MIN_GAP = 0.01
+
+
+class _Ticker:
+    """One daemon thread for every live display in the kernel: wakes at the earliest due
+    display, redraws the ones that are due, sleeps again; sleeps without a timeout when no
+    display is live."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._live: set[_Live] = set()
+        self._thread: threading.Thread | None = None
+        self._wake_at = float("inf")  # when the thread wakes by itself next
+
+    def add(self, live: "_Live") -> None:
+        with self._cond:
+            self._live.add(live)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._loop, name="rj-live-display", daemon=True)
+                self._thread.start()
+            elif live.due < self._wake_at:
+                self._cond.notify()
+
+    def discard(self, live: "_Live") -> None:
+        with self._cond:
+            self._live.discard(live)
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                now = time.monotonic()
+                due = [lv for lv in self._live if lv.due <= now]
+                if not due:
+                    self._wake_at = min((lv.due for lv in self._live), default=float("inf"))
+                    self._cond.wait(None if self._wake_at == float("inf") else self._wake_at - now)
+                    self._wake_at = float("inf")
+                    continue
+            for lv in due:
+                try:
+                    lv.tick(now)
+                except Exception:  # a display that cannot draw must not stop the others
+                    self.discard(lv)
+
+
+_TICKER = _Ticker()
+_pending_async: "weakref.WeakSet[_Live]" = weakref.WeakSet()
+
+
+class _Live:
+    """Throttled, in-place display (one display id). Subclasses say what to draw and how far
+    their predictions have moved."""
+
+    def __init__(self, text_rate: float | None = None, preview_rate: float | None = None,
+                 publish: Callable[[dict], Any] | None = None) -> None:
+        from .session import session
+
+        text_rate = session.text_rate if text_rate is None else text_rate
+        preview_rate = session.preview_rate if preview_rate is None else preview_rate
+        self.gap = max(_MIN_GAP, 1.0 / text_rate if text_rate and text_rate > 0 else 0.0)
+        self.preview_gap = 1.0 / preview_rate if preview_rate and preview_rate > 0 else 0.0
+        self._publish_fn = publish
+        self.handle: Any = None
+        self._lock = threading.RLock()
+        self._final = False
+        self._drawn_seq = -1  # the predictions' event count at the last draw
+        self.due = float("inf")  # when the ticker looks at this display next
+        self.updates = 0  # display messages sent (first display included)
+        self.async_mode = False
+
+    # what to draw
+    def bundle(self, final: bool) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def is_done(self) -> bool:
+        raise NotImplementedError
+
+    def _predictions(self) -> Sequence[Any]:
+        raise NotImplementedError
+
+    def _seq(self) -> int:
+        return sum(p.seq for p in self._predictions())
+
+    def _preview_waiting(self, now: float) -> bool:
+        """A newer preview than the one on screen may be shown now."""
+        return False
+
+    # sending
+    def _send(self, bundle: dict[str, Any]) -> None:
+        self.updates += 1
+        if self._publish_fn is not None:
+            self._publish_fn(bundle)
+        elif self.handle is None:
+            from IPython.display import display
+
+            self.handle = display(bundle, raw=True, display_id=True)
+        else:
+            self.handle.update(bundle, raw=True)
+
+    def _draw(self) -> None:
+        self._drawn_seq = self._seq()
+        self._send(self.bundle(final=False))
+
+    def attach(self) -> "_Live":
+        """Start following the predictions (what already happened included)."""
+        from .session import session
+
+        cell = session.current_cell
+        for p in self._predictions():
+            p._rj_live_cell = cell
+        with self._lock:
+            if self.async_mode:
+                _pending_async.add(self)
+                self._draw()
+            self.due = time.monotonic() + self.gap
+        _TICKER.add(self)
+        for p in self._predictions():
+            p.on_done(self._one_done)
+        return self
+
+    def _one_done(self, _p: Any) -> None:
+        if self.is_done():
+            self.finish()
+
+    def tick(self, now: float) -> None:
+        """Called by the ticker when due: redraw if anything moved."""
+        with self._lock:
+            if self._final:
+                return
+            if self._seq() != self._drawn_seq or self._preview_waiting(now):
+                self._draw()
+            self.due = now + self.gap
+
+    def finish(self) -> None:
+        """Send the exact final state (once)."""
+        _TICKER.discard(self)
+        with self._lock:
+            if self._final:
+                return
+            self._final = True
+            self._send(self.bundle(final=True))
+
+    def resend_final(self) -> None:
+        with self._lock:
+            if self._final:
+                self._send(self.bundle(final=True))
+
+
+class LiveDisplay(_Live):
+    """One prediction's display, updated in place while it runs (any backend, any thread)."""
+
+    def __init__(self, p, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.p = p
+        self._shown_preview: Any = None  # the preview image object currently on screen
+        self._shown_uri: str | None = None
+        self._preview_at = 0.0
+
+    def _predictions(self) -> Sequence[Any]:
+        return (self.p,)
+
+    def _seq(self) -> int:
+        return self.p.seq
+
+    def is_done(self) -> bool:
+        return _finished(self.p)
+
+    def _preview_waiting(self, now: float) -> bool:
+        img = self.p.preview
+        return img is not None and img is not self._shown_preview and now - self._preview_at >= self.preview_gap
+
+    def _preview_uri(self) -> str | None:
+        img = self.p.preview
+        if img is None or img is self._shown_preview:
+            return self._shown_uri
+        now = time.monotonic()
+        if self._shown_uri is None or now - self._preview_at >= self.preview_gap:
+            from .prediction import encode_preview
+
+            self._shown_preview, self._shown_uri, self._preview_at = img, encode_preview(img), now
+        return self._shown_uri
+
+    def bundle(self, final: bool) -> dict[str, Any]:
+        if final:
+            return render(self.p, final=True)
+        return render(self.p, final=False, preview_uri=self._preview_uri())
+
+
+class GridDisplay(_Live):
+    """Several predictions (a sweep) as one labelled grid, one display id, one summary line."""
+
+    def __init__(self, predictions: Sequence[Any], labels: Sequence[str], **kw: Any) -> None:
+        super().__init__(**kw)
+        self.predictions = list(predictions)
+        self.labels = list(labels)
+        self._previews: dict[str, tuple[Any, str | None]] = {}
+        self._preview_at = 0.0
+
+    def _predictions(self) -> Sequence[Any]:
+        return self.predictions
+
+    def is_done(self) -> bool:
+        return all(_finished(p) for p in self.predictions)
+
+    def _preview_waiting(self, now: float) -> bool:
+        if now - self._preview_at < self.preview_gap:
+            return False
+        return any(p.preview is not None and self._previews.get(p.id, (None,))[0] is not p.preview
+                   for p in self.predictions)
+
+    def _preview(self, p) -> str | None:
+        img = p.preview
+        shown = self._previews.get(p.id)
+        if img is None:
+            return None
+        if shown and shown[0] is img:
+            return shown[1]
+        now = time.monotonic()
+        if shown is None or now - self._preview_at >= self.preview_gap:
+            from .prediction import encode_preview
+
+            self._previews[p.id] = (img, encode_preview(img))
+            self._preview_at = now
+        return self._previews[p.id][1]
+
+    def bundle(self, final: bool) -> dict[str, Any]:
+        cells_html, texts, payload = [], [], []
+        for p, label in zip(self.predictions, self.labels):
+            done = _finished(p)
+            data = render(p, final=done, preview_uri=None if done else self._preview(p))
+            cells_html.append(f'<div class="rj-sweep-cell" style="border:1px solid #ddd;padding:4px">'
+                              f'<div class="rj-label"><code>{_e(label)}</code></div>{data["text/html"]}</div>')
+            texts.append(f"[{label}]\n{data['text/plain']}")
+            payload.append({"label": label, "prediction": data[MIME]})
+        cols = min(len(self.predictions), 4)
+        body = (f'<div class="rj-sweep {NOMATH}" style="display:grid;grid-template-columns:repeat({cols},auto);gap:6px">'
+                f'{"".join(cells_html)}</div>')
+        bundle: dict[str, Any] = {SWEEP_MIME: {"predictions": payload}}
+        if final:
+            line = summary_line(self.predictions)
+            body += f'<div class="rj-cost rj-summary {NOMATH}" style="opacity:.75;font-size:90%">{_e(line)}</div>'
+            texts.append("cell total: " + line)
+            firsts = [(next((f for f in p.files if f.is_image), None), lab) for p, lab in zip(self.predictions, self.labels)]
+            if all(f is not None for f, _ in firsts):
+                try:
+                    bundle["image/png"] = _b64(compose_grid([f for f, _ in firsts], [lab for _, lab in firsts], cols=cols))
+                except Exception:
+                    pass
+        bundle["text/html"] = body
+        bundle["text/plain"] = "\n\n".join(texts)
+        return bundle
+
+
+def flush_finished() -> int:
+    """Re-send the final state of `--async` displays that finished since the last cell.
+
+    A display update sent while no cell runs still reaches JupyterLab, but tools that record
+    outputs per executing cell (nbclient, nbconvert) only see updates sent during a cell; this
+    one extra message per prediction makes the saved notebook hold the final output too."""
+    sent = 0
+    for live in list(_pending_async):
+        if live.is_done() and live._final:
+            _pending_async.discard(live)
+            live.resend_final()
+            sent += 1
+    return sent
