@@ -98,13 +98,30 @@ def main() -> int:
         def raw_first():
             t0 = time.perf_counter()
             while True:
-                # a fresh connection each time, as rj does: on a reused keep-alive connection coglet's
-                # first SSE event waits ~40 ms (Nagle on its side against our delayed ACK)
+                # plain httpx, a fresh connection each time (on a kept-alive one coglet's events
+                # wait ~40 ms each: Nagle on its side against our delayed ACK; see cog_client.py)
                 with httpx.stream("POST", tokens_url + "/predictions", json={"input": {"n": 3}},
                                   headers={"Accept": "text/event-stream"}, timeout=30) as r:
                     if r.status_code == 409:
                         r.read()
                         continue
+                    return _first(r, t0)
+
+        qa_client = httpx.Client(timeout=30)
+
+        def raw_first_quickack():
+            # the best a raw client can do: a kept-alive connection that ACKs at once (Linux)
+            import socket
+
+            t0 = time.perf_counter()
+            while True:
+                with qa_client.stream("POST", tokens_url + "/predictions", json={"input": {"n": 3}},
+                                      headers={"Accept": "text/event-stream"}) as r:
+                    if r.status_code == 409:
+                        r.read()
+                        continue
+                    sock = r.extensions["network_stream"].get_extra_info("socket")
+                    sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, "TCP_QUICKACK", 12), 1)
                     return _first(r, t0)
 
         def _first(r, t0):
@@ -123,16 +140,18 @@ def main() -> int:
             return first
 
         for _ in range(10):
-            raw_first(), ours_first()
-        raw_ft, ours_ft = [], []
+            raw_first(), ours_first(), raw_first_quickack()
+        raw_ft, ours_ft, qa_ft = [], [], []
         for _ in range(5):
             raw_ft.append(statistics.median(raw_first() for _ in range(20)))
             ours_ft.append(statistics.median(ours_first() for _ in range(20)))
-        f_raw, f_ours = min(raw_ft), min(ours_ft)
+            qa_ft.append(statistics.median(raw_first_quickack() for _ in range(20)))
+        f_raw, f_ours, f_qa = min(raw_ft), min(ours_ft), min(qa_ft)
         ratio3 = f_ours / f_raw
         ok &= ratio3 <= 1.2
         print(f"time to first token: rj.stream {f_ours * 1e3:.2f} ms, raw httpx SSE {f_raw * 1e3:.2f} ms, "
-              f"ratio {ratio3:.3f} (≤ 1.2)")
+              f"ratio {ratio3:.3f} (≤ 1.2); against raw httpx with quick ACKs on a kept-alive "
+              f"connection {f_qa * 1e3:.2f} ms, ratio {f_ours / f_qa:.3f} (not judged)")
     finally:
         for s in servers:
             try:

@@ -215,10 +215,10 @@ class Pool:
 
     def backoff(self, w: Worker) -> None:
         """After a 409. coglet frees a slot a moment *after* it sends `completed`, so the first
-        retries come quickly (5 ms, doubling); a worker someone else keeps busy settles at 0.25 s."""
+        retries come quickly (1 ms, doubling); a worker someone else keeps busy settles at 0.25 s."""
         with self._cond:
             w.conflicts += 1
-            w.busy_until = time.monotonic() + min(0.25, 0.005 * 2 ** (w.conflicts - 1))
+            w.busy_until = time.monotonic() + min(0.25, 0.001 * 2 ** (w.conflicts - 1))
             self._cond.notify_all()
 
     # ----- dispatch ------------------------------------------------------------------------
@@ -263,7 +263,10 @@ class Pool:
                                 f"No worker serving {model} is reachable after {unavailable_timeout:.0f}s"
                                 + (f" — {detail}" if detail else f" (excluded after failing: {', '.join(sorted(exclude))})"),
                                 url=tried[0] if tried else None, tried=tried)
-                    self._cond.wait(0.1)
+                    # wake when a worker's 409 back-off ends, not a poll later (a 1 ms back-off
+                    # waited out by a 100 ms poll was most of a quick prediction's dispatch time)
+                    backoffs = [w.busy_until - now for w in candidates if w.busy_until > now]
+                    self._cond.wait(min([0.1, *backoffs]))
         finally:
             with self._cond:
                 try:

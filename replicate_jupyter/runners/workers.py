@@ -20,7 +20,7 @@ from __future__ import annotations
 import difflib
 import secrets
 import threading
-from typing import Any
+from typing import Any, Iterator
 
 import httpx
 
@@ -31,6 +31,7 @@ from ..files import FileOutput, InputFile
 from .base import ModelHandle, Runner
 from .cog_client import REATTACH_PROBE, CogClient
 from .pool import Pool, Worker
+from .sse import SSEEvent
 
 __all__ = ["WorkersRunner", "pool", "encode_input", "decode_output"]
 
@@ -278,8 +279,10 @@ class WorkersRunner(Runner):
                 run.response = resp
                 if run.p.cancel_event.is_set():
                     self._send_cancel(run)
-                result = self._consume(w, client, run, resp)
+                events = client.iter_events(resp)
+                result = self._consume(w, run, events)
                 if result is not None:
+                    client.end_stream(resp, events)
                     return result
             except httpx.TimeoutException as exc:
                 if not run.started:
@@ -308,10 +311,10 @@ class WorkersRunner(Runner):
                                 f"({type(error).__name__ if error else 'ended without a result'}); re-attaching\n"))
             body = REATTACH_PROBE
 
-    def _consume(self, w: Worker, client: CogClient, run: _Run, resp: httpx.Response) -> tuple[float | None, bool] | None:
+    def _consume(self, w: Worker, run: _Run, events: Iterator[SSEEvent]) -> tuple[float | None, bool] | None:
         p = run.p
         iterator = _is_iterator(p.schema)
-        for ev in client.iter_events(resp):
+        for ev in events:
             data = ev.data if isinstance(ev.data, dict) else {}
             if ev.event == "start":
                 if not run.started:
