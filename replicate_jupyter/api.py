@@ -89,9 +89,10 @@ def execute(p: Prediction) -> Prediction:
 
 def start(p: Prediction) -> Prediction:
     """Run a prepared prediction on a background thread (for --async, forms, sweeps)."""
-    t = threading.Thread(target=execute, args=(p,), name=f"rj-prediction-{p.id}", daemon=True)
-    p._thread = t
-    t.start()
+    from . import threads
+
+    p._background = True
+    threads.submit(execute, p)
     return p
 
 
@@ -118,7 +119,7 @@ def stream(ref: Any = None, input: dict[str, Any] | None = None, *, on: str | No
     """Yield `output`, `logs`, `error` and `done` events as they happen (like `replicate.stream`)."""
     p = create(ref, input, on=on, seed=seed)
     try:
-        for e in p.events():
+        for e in p.events(kinds=(Output, Log)):
             if isinstance(e, Completed):
                 if e.status == "failed":
                     yield Error(message=e.error or "failed")

@@ -445,7 +445,7 @@ def _cancel_all(preds: list) -> None:
     for p in preds:
         if p.done:
             continue
-        if p.started_at is None and p._thread is None:
+        if p.started_at is None and not p._background:
             p.cancel_event.set()
             p.emit(Completed(status="canceled", error="interrupted before it started", metrics={"predict_time": 0.0}))
         else:

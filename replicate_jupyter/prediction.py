@@ -82,7 +82,7 @@ class Prediction:
         self.cancel_event = threading.Event()
         self._t_started: float | None = None
         self._t_created = time.monotonic()
-        self._thread: threading.Thread | None = None
+        self._background = False  # handed to a background thread by api.start
 
     # ----- events -------------------------------------------------------------------------
     def emit(self, event: Event) -> None:
@@ -175,16 +175,22 @@ class Prediction:
         with self._lock:
             self._listeners = tuple(f for f in self._listeners if f is not fn)
 
-    def events(self, timeout: float | None = None) -> Iterator[Event]:
-        """Every event from the start, then live ones, until Completed."""
+    def events(self, timeout: float | None = None, kinds: tuple[type, ...] | None = None) -> Iterator[Event]:
+        """Every event from the start, then live ones, until Completed (always included).
+        `kinds` keeps only those event classes, so the emitting thread does not wake the
+        reader for events it would skip (each wake is a GIL hand-off between threads)."""
         import queue
 
-        q: queue.Queue = queue.Queue()
-        self.subscribe(lambda _p, e: q.put(e))
+        q: queue.SimpleQueue = queue.SimpleQueue()
+        if kinds is None:
+            self.subscribe(lambda _p, e: q.put(e))
+        else:
+            wanted = frozenset(kinds) | {Completed}
+            self.subscribe(lambda _p, e: q.put(e) if e.__class__ in wanted else None)
         while True:
             e = q.get(timeout=timeout)
             yield e
-            if isinstance(e, Completed):
+            if e.__class__ is Completed:
                 return
 
     # ----- replicate-python surface ---------------------------------------------------------
