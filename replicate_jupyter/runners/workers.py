@@ -260,6 +260,8 @@ class WorkersRunner(Runner):
                 self.pool.mark(w, "UNREACHABLE", f"{type(exc).__name__}: {exc}")
                 raise _Retry(f"{type(exc).__name__}: {exc}") from None
             try:
+                if resp.status_code != 200:
+                    resp.read()  # a short JSON answer: read, its connection stays in the pool
                 if body is REATTACH_PROBE and resp.status_code in (409, 422, 404):
                     return self._lost(w, run, "the worker no longer holds it")
                 if resp.status_code == 409:
@@ -271,7 +273,6 @@ class WorkersRunner(Runner):
                     w.schema = dict(w.schema or {}, paths={})
                     return self._run_sync(w, client, run, payload)
                 if resp.status_code != 200:
-                    resp.read()
                     msg = _error_text(resp)
                     run.p.emit(Completed(status="failed", error=f"{w.url} refused the prediction ({resp.status_code}): {msg}",
                                          metrics=self._metrics(run, None)))
