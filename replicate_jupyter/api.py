@@ -13,7 +13,7 @@ from typing import Any, Iterator
 from . import cost
 from .errors import BudgetExceeded, InputError, ModelError, Problem
 from .events import Completed, Error, Event, Log, Output
-from .prediction import Prediction
+from .prediction import TERMINAL, Prediction
 from .session import session
 
 __all__ = ["run", "stream", "predictions", "schema", "models", "ledger", "form", "create", "Predictions"]
@@ -127,7 +127,7 @@ def stream(ref: Any = None, input: dict[str, Any] | None = None, *, on: str | No
             elif isinstance(e, (Output, Log)):
                 yield e
     finally:
-        if not p.done:
+        if p.status not in TERMINAL:  # left early (break, error): stop it; Completed seen: nothing to stop
             p.cancel()
 
 

@@ -104,8 +104,8 @@ def _quick_parse(words: list[str]) -> argparse.Namespace | None:
 def parse_line(line: str) -> CellArgs:
     """`MODEL [options]` → CellArgs. Raises LineError with a one-line reason."""
     line = line or ""
-    if line.isascii() and not any(c in line for c in "'\"\\"):
-        words = line.split()  # what shlex.split gives when nothing is quoted or escaped
+    if line.isascii() and not any(c in line for c in "'\"\\\v\f\x1c\x1d\x1e\x1f"):
+        words = line.split()  # what shlex.split gives: nothing quoted or escaped, only ' \t\r\n' between words
     else:
         try:
             words = shlex.split(line)

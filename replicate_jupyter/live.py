@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import threading
 import time
-import weakref
 from typing import Any, Callable, Sequence
 
 from .display import MIME, NOMATH, SWEEP_MIME, _b64, _e, _finished, compose_grid, render, summary_line
@@ -68,7 +67,9 @@ class _Ticker:
 
 
 _TICKER = _Ticker()
-_pending_async: "weakref.WeakSet[_Live]" = weakref.WeakSet()
+#: `--async` and form displays, newest last, until their final state has been re-sent after a
+#: cell (held strongly: nothing else keeps a finished display alive)
+_pending_async: dict["_Live", None] = {}
 
 
 class _Live:
@@ -88,6 +89,7 @@ class _Live:
         self._lock = threading.RLock()
         self._final = False
         self._drawn_seq = -1  # the predictions' event count at the last draw
+        self._ended: set[str] = set()  # ids whose done-callbacks have run
         self.due = float("inf")  # when the ticker looks at this display next
         self.updates = 0  # display messages sent (first display included)
         self.async_mode = False
@@ -134,7 +136,7 @@ class _Live:
             p._rj_live_cell = cell
         with self._lock:
             if self.async_mode:
-                _pending_async.add(self)
+                _pending_async[self] = None
                 self._draw()
             self.due = time.monotonic() + self.gap
         _TICKER.add(self)
@@ -142,8 +144,13 @@ class _Live:
             p.on_done(self._one_done)
         return self
 
-    def _one_done(self, _p: Any) -> None:
-        if self.is_done():
+    def _one_done(self, p: Any) -> None:
+        """A prediction's done-callback: its listeners (the ledger) have run. The final draw
+        waits for every prediction's, so a sweep's summary never misses a cost."""
+        with self._lock:
+            self._ended.add(p.id)
+            last = len(self._ended) == len(self._predictions())
+        if last:
             self.finish()
 
     def tick(self, now: float) -> None:
@@ -282,9 +289,9 @@ def flush_finished() -> int:
     outputs per executing cell (nbclient, nbconvert) only see updates sent during a cell; this
     one extra message per prediction makes the saved notebook hold the final output too."""
     sent = 0
-    for live in list(_pending_async):
+    for live in list(_pending_async):  # oldest first: a form's newest run is re-sent last
         if live.is_done() and live._final:
-            _pending_async.discard(live)
+            _pending_async.pop(live, None)
             live.resend_final()
             sent += 1
     return sent

@@ -76,7 +76,8 @@ class Prediction:
             self.output = []
         self._lock = threading.RLock()
         self._listeners: tuple[Listener, ...] = ()
-        self._done_callbacks: list[Callable[["Prediction"], None]] | None = []  # None once fired
+        self._final = False  # a Completed was applied: nothing is applied after it
+        self._done_callbacks: list[Callable[["Prediction"], None]] | None = []  # None once all ran
         self._history: list[Event] = []
         self._done = threading.Event()
         self.cancel_event = threading.Event()
@@ -89,21 +90,27 @@ class Prediction:
         """Fold one event into the state, then notify listeners (in the emitting thread).
         This runs for every token and step, so it stays a lock, a dict lookup and a loop."""
         with self._lock:
-            if self._done_callbacks is None:
+            if self._final:
                 return  # exactly one Completed; nothing after it
             _APPLY[event.__class__](self, event)
             self._history.append(event)
             listeners = self._listeners  # a tuple, replaced (never mutated) by subscribe
             if event.__class__ is Completed:
-                callbacks, self._done_callbacks = self._done_callbacks or [], None
+                self._final = True
         for fn in listeners:
             try:
                 fn(self, event)
             except Exception as exc:  # a broken listener must never kill a prediction
                 self.logs += f"[replicate-jupyter] listener error: {exc!r}\n"
         if event.__class__ is Completed:
-            for cb in callbacks:
-                self._call_done(cb)
+            while True:  # callbacks added meanwhile (even by a callback) run here too, in order
+                with self._lock:
+                    callbacks = self._done_callbacks
+                    self._done_callbacks = [] if callbacks else None
+                if not callbacks:
+                    break
+                for cb in callbacks:
+                    self._call_done(cb)
             self._done.set()
 
     def on_done(self, fn: Callable[["Prediction"], None]) -> None:

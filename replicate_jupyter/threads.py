@@ -43,11 +43,13 @@ def _work(fn: Callable[..., Any], args: tuple) -> None:
         fn = args = None  # type: ignore[assignment]  # hold nothing while idle
         with _lock:
             _idle += 1
-        try:
-            fn, args = _tasks.get(timeout=_IDLE_SECONDS)
-        except queue.Empty:
-            with _lock:
-                if _tasks.empty():  # nothing was promised to this thread: leave
-                    _idle -= 1
-                    return
-            fn, args = _tasks.get()
+        while True:
+            try:
+                fn, args = _tasks.get(timeout=_IDLE_SECONDS)
+                break
+            except queue.Empty:
+                with _lock:
+                    if _tasks.empty():  # nothing was promised to this thread: leave
+                        _idle -= 1
+                        return
+                # a task is queued: for this thread or for another idle one; wait again

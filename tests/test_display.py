@@ -144,3 +144,46 @@ def test_usd_format_round_trips_small_costs():
     assert d.usd(0) == "$0.00"
     assert d.usd(1.96e-06) == "$0.00000196"
     assert d.usd(0.5) == "$0.5000"
+
+
+def test_an_async_display_that_ends_between_cells_is_sent_again_after_the_next():
+    import gc
+
+    sent: list[dict] = []
+    p = Prediction("test/stream", {}, schema=STREAM)
+    live = live_mod.LiveDisplay(p, publish=sent.append)
+    live.async_mode = True
+    live.attach()
+    del live
+    gc.collect()  # nothing but the pending list holds the display now
+    p.emit(Started(hardware="cpu"))
+    p.emit(Output(value="hi", index=0))
+    p.emit(Completed(status="succeeded", metrics={"predict_time": 0.01, "hardware": "cpu"}))
+    finals = len(sent)
+    assert sent[-1][d.MIME]["status"] == "succeeded"
+    assert live_mod.flush_finished() == 1  # what the next cell's post-run hook calls
+    assert len(sent) == finals + 1 and sent[-1][d.MIME]["output"] == ["hi"]
+    assert live_mod.flush_finished() == 0  # once
+
+
+def test_a_sweep_summary_waits_for_every_cost_to_be_recorded():
+    from replicate_jupyter.session import session
+
+    session.ledger.reset()
+    sent: list[dict] = []
+    p1, p2 = (Prediction("test/img", {"seed": s}) for s in (1, 2))
+    for p in (p1, p2):
+        p.emit(Started(hardware="cpu"))
+    live_mod.GridDisplay([p1, p2], ["seed=1", "seed=2"], publish=sent.append).attach()
+    p1.subscribe(session.ledger.listen)
+    # p2 ends first, and while its listeners run (its ledger entry not written yet), p1 ends
+    p2.subscribe(lambda _p, e: isinstance(e, Completed) and p1.emit(
+        Completed(status="succeeded", metrics={"predict_time": 1.0, "hardware": "cpu"})))
+    p2.subscribe(session.ledger.listen)
+    p2.emit(Completed(status="succeeded", metrics={"predict_time": 2.0, "hardware": "cpu"}))
+    finals = [b for b in sent if "cell total" in b["text/plain"]]
+    assert len(finals) == 1  # drawn once, after both were recorded
+    total = session.ledger.total()
+    assert len(session.ledger) == 2 and total == round(p1.metrics["cost_usd"] + p2.metrics["cost_usd"], 8)
+    assert f"notebook total {d.usd(total)}" in finals[0]["text/plain"].splitlines()[-1]
+    session.ledger.reset()

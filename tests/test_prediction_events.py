@@ -76,3 +76,19 @@ def test_background_predictions_reuse_idle_threads():
     many = [api.create(Ident, {"tag": str(i)}) for i in range(4)]
     outs = [p.wait(30).output for p in many]
     assert all(isinstance(o, int) for o in outs) and threading.get_ident() not in outs
+
+
+def test_a_done_callback_added_while_listeners_run_still_runs_after_them():
+    p = Prediction("test/stream", {}, schema=STREAM)
+    order: list[str] = []
+
+    def first(_p, e):
+        if isinstance(e, Completed):
+            p.on_done(lambda q: order.append(f"late callback, done={q.done}"))
+            order.append("first listener")
+
+    p.subscribe(first)
+    p.subscribe(lambda _p, e: isinstance(e, Completed) and order.append("second listener"))
+    p.emit(Completed(status="succeeded"))
+    assert order == ["first listener", "second listener", "late callback, done=False"]
+    assert p.done

@@ -173,25 +173,6 @@ def test_streamed_tokens_arrive_in_order(workers):
     assert p.metrics["worker"] in (workers[0].url, workers[1].url)
 
 
-@pytest.mark.skipif(not hasattr(socket, "TCP_QUICKACK"), reason="kept-alive SSE needs quick ACKs (Linux)")
-def test_streams_reuse_kept_alive_connections(workers, monkeypatch):
-    """A loop of predictions does not open a socket per prediction: streams go over kept-alive
-    connections (quick ACKs stop coglet's events stalling ~40 ms on them; see cog_client)."""
-    connects: list = []
-    real = socket.create_connection
-
-    def counting(address, *args, **kwargs):
-        connects.append(address)
-        return real(address, *args, **kwargs)
-
-    rj.run("local/tokens", {"n": 2}, on="workers")  # whatever the earlier tests left in the pool
-    monkeypatch.setattr(socket, "create_connection", counting)
-    outs = [rj.run("local/tokens", {"n": 3, "prompt": str(i)}, on="workers") for i in range(12)]
-    assert all("".join(o) == "t0 t1 t2 " for o in outs)
-    # two workers serve local/tokens; the health poller may need a second connection to one
-    assert len(connects) <= 4, connects
-
-
 def test_progress_travels_from_the_worker_and_stays_out_of_the_logs(workers):
     from replicate_jupyter.events import Progress
 

@@ -18,12 +18,13 @@ Measured against coglet 0.23.1 (the `cog` 0.23.1 wheel), which the pool is built
 - `POST /predictions/{id}/cancel` → 200 if running, 404 otherwise.
 - coglet writes each SSE event as its own small TCP segment and waits (Nagle) for the ACK of
   the last before sending the next. On a kept-alive connection the client's kernel delays that
-  ACK up to 40 ms (it expects to piggyback it on a request), so every event after the first
-  stalls ~40 ms; a fresh connection starts in quick-ACK mode and does not. On Linux the stream
-  sets TCP_QUICKACK after each chunk it reads, which makes a kept-alive connection as fast as
-  a new one (1.26 ms per prediction against 44 ms, loopback), and the connection goes back to
-  the pool; elsewhere a stream is closed after its `completed` event, so the next one connects
-  afresh.
+  ACK up to 40 ms (it expects to piggyback it on a request), so every event stalls ~40 ms
+  (44 ms per prediction, loopback); a fresh connection starts in quick-ACK mode and does not.
+  A stream is therefore closed after its `completed` event (its connection is not reused: the
+  body's last bytes come a moment later and waiting for them cannot be bounded through
+  httpcore, which fixes a body's read timeout when it starts reading it), and on Linux it sets
+  TCP_QUICKACK after the headers and after every chunk, so a stream that does land on a
+  kept-alive connection (after a 409 on it) or runs long never waits on a delayed ACK.
 """
 from __future__ import annotations
 
@@ -127,21 +128,6 @@ class CogClient:
     @staticmethod
     def iter_events(resp: httpx.Response) -> Iterator[SSEEvent]:
         return iter_json_sse(_acked_lines(resp))
-
-    @staticmethod
-    def end_stream(resp: httpx.Response, events: Iterator[SSEEvent]) -> None:
-        """After `completed`: read the body's end so the connection returns to the pool, where
-        quick ACKs make it safe to reuse (see the module notes); elsewhere leave it to close."""
-        if _QUICKACK is None:
-            return
-        timeout = resp.request.extensions.get("timeout")
-        if isinstance(timeout, dict):
-            timeout["read"] = 2.0  # coglet ends the body right after `completed`
-        try:
-            for _ in events:
-                pass
-        except httpx.HTTPError:
-            pass  # the connection is dropped on close, as without quick ACKs
 
     def close(self) -> None:
         self._http.close()

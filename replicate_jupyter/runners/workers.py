@@ -283,7 +283,6 @@ class WorkersRunner(Runner):
                 events = client.iter_events(resp)
                 result = self._consume(w, run, events)
                 if result is not None:
-                    client.end_stream(resp, events)
                     return result
             except httpx.TimeoutException as exc:
                 if not run.started:
