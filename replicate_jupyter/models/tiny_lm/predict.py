@@ -9,6 +9,7 @@ concatenated chunks always equal the full decode.
 from __future__ import annotations
 
 import codecs
+import inspect
 import random
 from pathlib import Path
 import torch
@@ -60,6 +61,10 @@ class Predictor(BasePredictor):
             raise RuntimeError(f"tiny-lm weights do not match: missing {missing}, unexpected {unexpected}")
         model.tie_weights()
         self.model = model.to(self.device).eval()
+        # transformers 5.24 renamed the KV cache argument and output field `past_key_values` →
+        # `cache` (the old name warns, and goes in 5.40); use whichever this install has
+        params = inspect.signature(type(model).forward).parameters
+        self.cache_arg = "cache" if "cache" in params else "past_key_values"
         self.window = self.model.config.n_positions
         self.eos = self.tokenizer.token_to_id(EOS)
         dec = _byte_decoder()
@@ -69,8 +74,8 @@ class Predictor(BasePredictor):
             self.token_bytes[i] = b"" if piece == EOS else bytes(dec[ch] for ch in piece)
 
     def _forward(self, ids: list[int], past) -> tuple[torch.Tensor, object]:
-        out = self.model(torch.tensor([ids], device=self.device), past_key_values=past, use_cache=True)
-        return out.logits[0, -1].float(), out.past_key_values
+        out = self.model(torch.tensor([ids], device=self.device), use_cache=True, **{self.cache_arg: past})
+        return out.logits[0, -1].float(), getattr(out, self.cache_arg)
 
     def predict(
         self,
