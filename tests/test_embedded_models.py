@@ -159,6 +159,25 @@ def test_tiny_lm_streams_chunks_deterministically(tiny_lm):
     assert "".join(_lm(tiny_lm, seed=6)) != "".join(a)
 
 
+def test_tiny_lm_uses_no_deprecated_transformers_api(caplog):
+    """The embedded model must keep working when transformers moves on: 5.24 renamed the KV
+    cache (`past_key_values` → `cache`, removal announced for 5.40)."""
+    import logging
+    import warnings
+
+    from transformers.utils import logging as tlog
+
+    tlog.warning_once.cache_clear()  # once-per-process warnings another test may have used up
+    p = _load(EMBEDDED["local/tiny-lm"])()
+    with warnings.catch_warnings(record=True) as caught, caplog.at_level(logging.WARNING, logger="transformers"):
+        warnings.simplefilter("always")
+        p.setup()
+        _lm(p, max_new_tokens=8)
+    said = [str(w.message) for w in caught if issubclass(w.category, (DeprecationWarning, FutureWarning))]
+    said += [r.getMessage() for r in caplog.records if r.name.startswith("transformers")]
+    assert not [m for m in said if "deprecat" in m.lower()], said
+
+
 def test_tiny_lm_stream_equals_full_greedy_decode(tiny_lm):
     """Greedy-ish sampling through the KV-cache loop must match transformers' own greedy decode,
     and the concatenated chunks must equal the tokenizer's decode of the whole sequence."""
