@@ -124,7 +124,7 @@ def stream(ref: Any = None, input: dict[str, Any] | None = None, *, on: str | No
                 if e.status == "failed":
                     yield Error(message=e.error or "failed")
                 yield e
-            elif isinstance(e, (Output, Log)):
+            else:  # Output or Log: the only kinds asked for
                 yield e
     finally:
         if p.status not in TERMINAL:  # left early (break, error): stop it; Completed seen: nothing to stop

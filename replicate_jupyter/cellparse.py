@@ -47,26 +47,34 @@ class _Parser(argparse.ArgumentParser):
         raise LineError(message)
 
 
+#: the options that take a value, written once for argparse and for the quick path:
+#: (flags, dest, type, metavar); `--sweep` repeats, the others keep their last value
+_VALUE_OPTIONS: list[tuple[tuple[str, ...], str, Any, str | None]] = [
+    (("--on",), "on", str, "BACKEND"),
+    (("--seed",), "seed", int, None),
+    (("--max-cost",), "max_cost", float, "USD"),
+    (("-o", "--out"), "out", str, "NAME"),
+    (("--sweep",), "sweep", str, "KEY=V1,V2,..."),
+]
+
+
 def _cell_parser() -> _Parser:
     p = _Parser(prog="%%replicate", add_help=False)
     p.add_argument("model", nargs="?", default=None)
-    p.add_argument("--on", dest="on", default=None, metavar="BACKEND")
     p.add_argument("--async", dest="run_async", action="store_true")
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--max-cost", dest="max_cost", type=float, default=None, metavar="USD")
-    p.add_argument("-o", "--out", dest="out", default=None, metavar="NAME")
-    p.add_argument("--sweep", action="append", default=[], metavar="KEY=V1,V2,...")
+    for flags, dest, kind, metavar in _VALUE_OPTIONS:
+        if dest == "sweep":
+            p.add_argument(*flags, dest=dest, action="append", default=[], metavar=metavar)
+        else:
+            p.add_argument(*flags, dest=dest, type=kind, default=None, metavar=metavar)
     return p
 
 
 _PARSER = _cell_parser()
 
-
-#: option → (field, type) for the common line; anything else goes through argparse
-_OPTIONS: dict[str, tuple[str, Any]] = {
-    "--on": ("on", str), "--seed": ("seed", int), "--max-cost": ("max_cost", float),
-    "-o": ("out", str), "--out": ("out", str), "--sweep": ("sweep", str),
-}
+#: flag → (field, type), for the quick path
+_OPTIONS: dict[str, tuple[str, Any]] = {flag: (dest, kind) for flags, dest, kind, _ in _VALUE_OPTIONS
+                                        for flag in flags}
 
 
 def _quick_parse(words: list[str]) -> argparse.Namespace | None:

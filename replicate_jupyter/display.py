@@ -207,6 +207,7 @@ def _progress_html(prog: dict | None) -> str:
 
 def _card_html(p, data: dict, *, final: bool, compact: bool = False, text: str | None = None,
                line: str | None = None) -> str:
+    """`line`: the cost line, given once the prediction is final."""
     status = data["status"]
     color = _STATUS_COLOR.get(status, "#888")
     head = (f'<div class="rj-head"><b>{_e(str(p.model))}</b> '
@@ -228,8 +229,8 @@ def _card_html(p, data: dict, *, final: bool, compact: bool = False, text: str |
         n = p.logs.count("\n") or 1
         parts.append(f'<details class="rj-logs"><summary>Logs ({n} line{"s" if n != 1 else ""})</summary>'
                      f'<pre>{_e(p.logs[-20000:])}</pre></details>')
-    if final:
-        parts.append(f'<div class="rj-cost" style="opacity:.75;font-size:90%">{_e(line or cost_line(p))}</div>')
+    if line is not None:
+        parts.append(f'<div class="rj-cost" style="opacity:.75;font-size:90%">{_e(line)}</div>')
     return f'<div class="rj-prediction {NOMATH}" data-id="{_e(p.id)}" data-status="{_e(status)}">{"".join(parts)}</div>'
 
 
@@ -247,8 +248,8 @@ def _card_text(p, *, final: bool, text: str | None = None, line: str | None = No
     out = _value_text(p.output, p, text)
     if out:
         lines.append(out)
-    if final:
-        lines.append("cost: " + (line or cost_line(p)))
+    if line is not None:
+        lines.append("cost: " + line)
     return "\n".join(lines)
 
 

@@ -90,6 +90,8 @@ class _Live:
         self._final = False
         self._drawn_seq = -1  # the predictions' event count at the last draw
         self._ended: set[str] = set()  # ids whose done-callbacks have run
+        self._previews: dict[str, tuple[Any, str | None]] = {}  # id → (image, data URI) on screen
+        self._preview_at = 0.0  # when a preview was last put on screen
         self.due = float("inf")  # when the ticker looks at this display next
         self.updates = 0  # display messages sent (first display included)
         self.async_mode = False
@@ -109,7 +111,25 @@ class _Live:
 
     def _preview_waiting(self, now: float) -> bool:
         """A newer preview than the one on screen may be shown now."""
-        return False
+        if now - self._preview_at < self.preview_gap:
+            return False
+        return any(p.preview is not None and self._previews.get(p.id, (None,))[0] is not p.preview
+                   for p in self._predictions())
+
+    def _preview(self, p) -> str | None:
+        """The preview to show for `p` now: its latest one once `preview_rate` allows (its first
+        at once), else the one on screen."""
+        img = p.preview
+        shown = self._previews.get(p.id)
+        if img is None or (shown and shown[0] is img):
+            return shown[1] if shown else None
+        now = time.monotonic()
+        if shown is None or now - self._preview_at >= self.preview_gap:
+            from .prediction import encode_preview
+
+            self._previews[p.id] = shown = (img, encode_preview(img))
+            self._preview_at = now
+        return shown[1]
 
     # sending
     def _send(self, bundle: dict[str, Any]) -> None:
@@ -183,9 +203,6 @@ class LiveDisplay(_Live):
     def __init__(self, p, **kw: Any) -> None:
         super().__init__(**kw)
         self.p = p
-        self._shown_preview: Any = None  # the preview image object currently on screen
-        self._shown_uri: str | None = None
-        self._preview_at = 0.0
 
     def _predictions(self) -> Sequence[Any]:
         return (self.p,)
@@ -196,25 +213,10 @@ class LiveDisplay(_Live):
     def is_done(self) -> bool:
         return _finished(self.p)
 
-    def _preview_waiting(self, now: float) -> bool:
-        img = self.p.preview
-        return img is not None and img is not self._shown_preview and now - self._preview_at >= self.preview_gap
-
-    def _preview_uri(self) -> str | None:
-        img = self.p.preview
-        if img is None or img is self._shown_preview:
-            return self._shown_uri
-        now = time.monotonic()
-        if self._shown_uri is None or now - self._preview_at >= self.preview_gap:
-            from .prediction import encode_preview
-
-            self._shown_preview, self._shown_uri, self._preview_at = img, encode_preview(img), now
-        return self._shown_uri
-
     def bundle(self, final: bool) -> dict[str, Any]:
         if final:
             return render(self.p, final=True)
-        return render(self.p, final=False, preview_uri=self._preview_uri())
+        return render(self.p, final=False, preview_uri=self._preview(self.p))
 
 
 class GridDisplay(_Live):
@@ -224,35 +226,12 @@ class GridDisplay(_Live):
         super().__init__(**kw)
         self.predictions = list(predictions)
         self.labels = list(labels)
-        self._previews: dict[str, tuple[Any, str | None]] = {}
-        self._preview_at = 0.0
 
     def _predictions(self) -> Sequence[Any]:
         return self.predictions
 
     def is_done(self) -> bool:
         return all(_finished(p) for p in self.predictions)
-
-    def _preview_waiting(self, now: float) -> bool:
-        if now - self._preview_at < self.preview_gap:
-            return False
-        return any(p.preview is not None and self._previews.get(p.id, (None,))[0] is not p.preview
-                   for p in self.predictions)
-
-    def _preview(self, p) -> str | None:
-        img = p.preview
-        shown = self._previews.get(p.id)
-        if img is None:
-            return None
-        if shown and shown[0] is img:
-            return shown[1]
-        now = time.monotonic()
-        if shown is None or now - self._preview_at >= self.preview_gap:
-            from .prediction import encode_preview
-
-            self._previews[p.id] = (img, encode_preview(img))
-            self._preview_at = now
-        return self._previews[p.id][1]
 
     def bundle(self, final: bool) -> dict[str, Any]:
         cells_html, texts, payload = [], [], []
