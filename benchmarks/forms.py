@@ -61,7 +61,7 @@ class Thirty(BasePredictor):
 
 
 def build_time(n: int = 30) -> tuple[float, int]:
-    from replicate_jupyter.forms import form
+    from replicate_jupyter.notebook.forms import form
 
     form(Thirty)  # warm: schema and validator are built once per model
     times = []
@@ -74,7 +74,7 @@ def build_time(n: int = 30) -> tuple[float, int]:
 
 def full_build_time(n: int = 30) -> float:
     """The same with the folded "Advanced inputs" opened (their widgets made too)."""
-    from replicate_jupyter.forms import form
+    from replicate_jupyter.notebook.forms import form
 
     times = []
     for _ in range(n):

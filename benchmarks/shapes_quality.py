@@ -227,7 +227,7 @@ def main(argv: list[str] | None = None) -> None:
 
     torch.set_num_threads(2)
     from replicate_jupyter.models.shapes.predict import Predictor
-    from replicate_jupyter.schema import build_schema
+    from replicate_jupyter.model.schema import build_schema
 
     defaults = build_schema(Predictor)["components"]["schemas"]["Input"]["properties"]
     steps = a.steps or defaults["num_inference_steps"]["default"]
@@ -240,9 +240,9 @@ def main(argv: list[str] | None = None) -> None:
     # run inside a silent RunContext so the predictor's per-call log lines don't flood the report
     import threading
 
-    from replicate_jupyter import progress
+    from replicate_jupyter.runners import context
 
-    progress._set(progress.RunContext(emit=lambda e: None, cancel_event=threading.Event(), wants_preview=lambda: False))
+    context.activate(context.RunContext(emit=lambda e: None, cancel_event=threading.Event(), wants_preview=lambda: False))
     rng = random.Random(a.seed)
     items, times = [], []
     for i in range(a.n):

@@ -20,15 +20,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from replicate_jupyter import events, progress  # noqa: E402
+from replicate_jupyter.prediction import events
+from replicate_jupyter import progress  # noqa: E402
+from replicate_jupyter.runners import context  # noqa: E402
 
 
 def measure_stream(p, prompt: str, tokens: int, seed: int) -> tuple[float, float, int, str]:
     """(ttft seconds, tokens/s after the first chunk, tokens, text) for one streamed generation."""
     steps: list[int] = []
-    ctx = progress.RunContext(emit=lambda e: steps.append(e.step) if isinstance(e, events.Progress) else None,
+    ctx = context.RunContext(emit=lambda e: steps.append(e.step) if isinstance(e, events.Progress) else None,
                               cancel_event=threading.Event())
-    prev = progress._set(ctx)
+    prev = context.activate(ctx)
     try:
         t0 = time.perf_counter()
         it = iter(p.predict(prompt=prompt, max_new_tokens=tokens, temperature=0.8, top_p=0.95, seed=seed))
@@ -37,7 +39,7 @@ def measure_stream(p, prompt: str, tokens: int, seed: int) -> tuple[float, float
         chunks += list(it)
         t_end = time.perf_counter()
     finally:
-        progress._set(prev)
+        context.activate(prev)
     n = max(steps) if steps else len(chunks)
     return t_first - t0, (n - 1) / max(1e-9, t_end - t_first), n, "".join(chunks)
 

@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 import replicate_jupyter as rj  # noqa: E402
 from replicate_jupyter import api  # noqa: E402
-from replicate_jupyter.events import Output  # noqa: E402
+from replicate_jupyter.prediction.events import Output  # noqa: E402
 from test_workers import Serve  # noqa: E402
 
 PRED = ROOT / "tests" / "predictors"

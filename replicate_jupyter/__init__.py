@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from typing import Any
 
-# The submodules `schema` and `models` share their names with API functions. Python sets a
+# The embedded models package `models` shares its name with API functions. Python sets a
 # submodule as a package attribute when it is first imported, which would replace the function;
 # importing them here first, then binding the functions, keeps `rj.schema(...)` callable.
-from . import models as _models_pkg, schema as _schema_mod  # noqa: F401  (light modules)
-from .api import create, form, ledger, models, predictions, run, schema, stream
-from .errors import (
+from replicate_jupyter import models as _models_pkg  # noqa: F401  (before the API binds `models`)
+
+from replicate_jupyter.api import create, form, ledger, models, predictions, run, schema, stream
+from replicate_jupyter.errors import (
     BackendError,
     BudgetExceeded,
     Canceled,
@@ -24,10 +25,10 @@ from .errors import (
     ModelNotFound,
     ReplicateJupyterError,
 )
-from ._labextension import _jupyter_labextension_paths  # noqa: F401  (JupyterLab finds the prebuilt extension)
-from .files import FileOutput
-from .prediction import Prediction
-from .session import session
+from replicate_jupyter._labextension import _jupyter_labextension_paths  # noqa: F401  (JupyterLab finds the prebuilt extension)
+from replicate_jupyter.prediction.files import FileOutput
+from replicate_jupyter.prediction.prediction import Prediction
+from replicate_jupyter.session import session
 
 __version__ = "0.1.0"
 
@@ -45,19 +46,19 @@ def use(backend: str, **options: Any):
 
 def __getattr__(name: str) -> Any:
     if name == "workers":  # the worker pool loads httpx and threads only when asked for
-        from .runners.workers import pool
+        from replicate_jupyter.runners.workers.runner import pool
 
         return pool()
     raise AttributeError(f"module 'replicate_jupyter' has no attribute {name!r}")
 
 
 def load_ipython_extension(ipython) -> None:
-    from .magics import load_ipython_extension as _load
+    from replicate_jupyter.notebook.magics import load_ipython_extension as _load
 
     _load(ipython)
 
 
 def unload_ipython_extension(ipython) -> None:
-    from .magics import unload_ipython_extension as _unload
+    from replicate_jupyter.notebook.magics import unload_ipython_extension as _unload
 
     _unload(ipython)

@@ -10,11 +10,11 @@ from __future__ import annotations
 import threading
 from typing import Any, Iterator
 
-from . import cost
-from .errors import BudgetExceeded, InputError, ModelError, Problem
-from .events import Completed, Error, Event, Log, Output
-from .prediction import TERMINAL, Prediction
-from .session import session
+from replicate_jupyter.cost import prices as cost
+from replicate_jupyter.errors import BudgetExceeded, InputError, ModelError, Problem
+from replicate_jupyter.prediction.events import Completed, Error, Event, Log, Output
+from replicate_jupyter.prediction.prediction import TERMINAL, Prediction
+from replicate_jupyter.session import session
 
 __all__ = ["run", "stream", "predictions", "schema", "models", "ledger", "form", "create", "Predictions"]
 
@@ -33,7 +33,7 @@ def prepare(
 ) -> Prediction:
     """Resolve, validate and budget-check; return a Prediction not yet started.
     Raises InputError / ModelNotFound / BudgetExceeded before anything is dispatched."""
-    from .validation import validate
+    from replicate_jupyter.model.validation import validate
 
     backend = on or session.default_backend
     runner = session.runner(backend)
@@ -89,7 +89,7 @@ def execute(p: Prediction) -> Prediction:
 
 def start(p: Prediction) -> Prediction:
     """Run a prepared prediction on a background thread (for --async, forms, sweeps)."""
-    from . import threads
+    from replicate_jupyter.runners import threads
 
     p._background = True
     threads.submit(execute, p)
@@ -166,7 +166,7 @@ def ledger():
 
 
 def form(ref: Any = None, *, on: str | None = None):
-    from .forms import form as _form
+    from replicate_jupyter.notebook.forms import form as _form
 
     return _form(_resolve_model(ref), on=on)
 

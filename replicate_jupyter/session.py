@@ -9,8 +9,8 @@ import threading
 from collections import OrderedDict
 from typing import Any
 
-from .ledger import Ledger
-from .runners import Runner, create
+from replicate_jupyter.cost.ledger import Ledger
+from replicate_jupyter.runners import Runner, create
 
 __all__ = ["Session", "session"]
 

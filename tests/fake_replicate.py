@@ -47,12 +47,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlparse
 
-from replicate_jupyter import predictors
-from replicate_jupyter.capture import capture
+from replicate_jupyter.model import predictors
+from replicate_jupyter.runners.capture import capture
 from replicate_jupyter.errors import Canceled, InputError
-from replicate_jupyter.files import InputFile
-from replicate_jupyter.progress import RunContext, _set as _set_context
-from replicate_jupyter.schema import build_schema
+from replicate_jupyter.prediction.files import InputFile
+from replicate_jupyter.runners.context import RunContext, activate as _set_context
+from replicate_jupyter.model.schema import build_schema
 
 __all__ = ["FakeReplicate"]
 
@@ -219,7 +219,7 @@ class FakeReplicate:
         if not isinstance(raw_input, dict):
             raise _Problem(422, "Input validation failed", "- input: Invalid type. Expected: object\n",
                            [{"type": "invalid_type", "field": "input", "description": "Invalid type. Expected: object"}])
-        from replicate_jupyter.validation import validate
+        from replicate_jupyter.model.validation import validate
 
         resolved = {k: self._resolve_file_url(v) for k, v in raw_input.items()}
         try:

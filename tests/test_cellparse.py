@@ -11,8 +11,8 @@ import random
 import pytest
 import yaml
 
-from replicate_jupyter import cellparse
-from replicate_jupyter.cellparse import LineError, parse_body, parse_line
+from replicate_jupyter.notebook import cellparse
+from replicate_jupyter.notebook.cellparse import LineError, parse_body, parse_line
 
 VALUES = [
     "go", "a lighthouse at dusk, oil painting", "don't stop", 'say "hi" twice', "über café", "x-ray", "a/b (c)",

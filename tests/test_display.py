@@ -7,11 +7,11 @@ import time
 
 from PIL import Image
 
-from replicate_jupyter import display as d, live as live_mod
-from replicate_jupyter.events import Completed, Log, Output, Preview, Progress, Started
-from replicate_jupyter.files import FileOutput
-from replicate_jupyter.ledger import Ledger
-from replicate_jupyter.prediction import Prediction
+from replicate_jupyter.notebook import display as d, live as live_mod
+from replicate_jupyter.prediction.events import Completed, Log, Output, Preview, Progress, Started
+from replicate_jupyter.prediction.files import FileOutput
+from replicate_jupyter.cost.ledger import Ledger
+from replicate_jupyter.prediction.prediction import Prediction
 
 STREAM = {"components": {"schemas": {"Output": {"type": "array", "items": {"type": "string"},
                                                 "x-cog-array-type": "iterator", "x-cog-array-display": "concatenate"}}}}

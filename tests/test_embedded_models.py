@@ -18,7 +18,9 @@ import diffusers  # noqa: F401,E402  (the [local] extra: missing must fail, not 
 import torch  # noqa: F401,E402
 import transformers  # noqa: F401,E402
 
-from replicate_jupyter import errors, events, progress  # noqa: E402
+from replicate_jupyter import errors, progress  # noqa: E402
+from replicate_jupyter.runners import context  # noqa: E402
+from replicate_jupyter.prediction import events  # noqa: E402
 from replicate_jupyter.models import DESCRIPTIONS, EMBEDDED  # noqa: E402
 
 
@@ -39,7 +41,7 @@ class Recorder:
     def __init__(self, cancel_after: int | None = None):
         self.events: list = []
         self.cancel_after = cancel_after
-        self.ctx = progress.RunContext(emit=self.emit, cancel_event=threading.Event())
+        self.ctx = context.RunContext(emit=self.emit, cancel_event=threading.Event())
 
     def emit(self, ev) -> None:
         self.events.append(ev)
@@ -50,11 +52,11 @@ class Recorder:
         return [e for e in self.events if isinstance(e, kind)]
 
     def run(self, fn, *args, **kwargs):
-        prev = progress._set(self.ctx)
+        prev = context.activate(self.ctx)
         try:
             return fn(*args, **kwargs)
         finally:
-            progress._set(prev)
+            context.activate(prev)
 
 
 def test_registry_points_at_predictor_files():

@@ -13,11 +13,11 @@ import ipywidgets as W
 import pytest
 from cog import BasePredictor, Input, Path, Secret
 
-from replicate_jupyter.cellparse import parse_body
-from replicate_jupyter.files import InputFile
-from replicate_jupyter.forms import Form, form
-from replicate_jupyter.forms.fields import UNSET
-from replicate_jupyter.validation import validate
+from replicate_jupyter.notebook.cellparse import parse_body
+from replicate_jupyter.prediction.files import InputFile
+from replicate_jupyter.notebook.forms import Form, form
+from replicate_jupyter.notebook.forms.fields import UNSET
+from replicate_jupyter.model.validation import validate
 
 from test_schema import PUBLISHED_SDXL_INPUT, SDXL
 

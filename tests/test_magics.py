@@ -27,7 +27,7 @@ def last_json(nb, cell_index: int) -> dict:
 
 def test_main_flow_images_text_sweep_cost_lines(run_cells):
     nb = run_cells([
-        "%load_ext replicate_jupyter\nimport json, sys, replicate_jupyter as rj\nfrom replicate_jupyter.display import usd",
+        "%load_ext replicate_jupyter\nimport json, sys, replicate_jupyter as rj\nfrom replicate_jupyter.notebook.display import usd",
         f"%%replicate {P}/image.py:Predictor -o pic\ncolor: green\ncount: 2",                       # 1
         "print(json.dumps([type(_).__name__, _ is pic, pic.status, len(pic.output)]))",             # 2
         "n = 300",                                                                                 # 3

@@ -8,8 +8,8 @@ import time
 from cog import BasePredictor, Input
 
 from replicate_jupyter import api
-from replicate_jupyter.events import Completed, Log, Output, Progress, Started
-from replicate_jupyter.prediction import Prediction
+from replicate_jupyter.prediction.events import Completed, Log, Output, Progress, Started
+from replicate_jupyter.prediction.prediction import Prediction
 
 STREAM = {"components": {"schemas": {"Output": {"type": "array", "items": {"type": "string"},
                                                 "x-cog-array-type": "iterator",
@@ -63,7 +63,7 @@ class Ident(BasePredictor):
 
 
 def test_background_predictions_reuse_idle_threads():
-    from replicate_jupyter import threads
+    from replicate_jupyter.runners import threads
 
     first = api.create(Ident, {"tag": "a"}).wait(30)
     deadline = time.monotonic() + 5

@@ -140,7 +140,7 @@ def test_tokens_stream_in_order_before_the_end(rj):
 
 
 def test_image_outputs_are_file_outputs(rj):
-    from replicate_jupyter.files import FileOutput
+    from replicate_jupyter.prediction.files import FileOutput
 
     out = rj.run(IMAGE, input={"color": "blue", "count": 2}, on="ray")
     assert len(out) == 2 and all(isinstance(f, FileOutput) for f in out)
@@ -244,7 +244,7 @@ def test_killed_actor_fails_the_run_then_restarts(rj):
 
 
 def test_two_nodes_place_and_stream(rj, cluster):
-    from replicate_jupyter.runners.ray import RayRunner
+    from replicate_jupyter.runners.ray.runner import RayRunner
 
     ray = _runner()._ray()  # connected as a driver
     deadline = time.monotonic() + 60
@@ -253,7 +253,7 @@ def test_two_nodes_place_and_stream(rj, cluster):
         time.sleep(0.5)
     remote = RayRunner(address=cluster["address"], resources={f"node:{WORKER_IP}": 0.01}, **OPTS)
     try:
-        from replicate_jupyter.prediction import Prediction
+        from replicate_jupyter.prediction.prediction import Prediction
 
         # the same tokens model, pinned to the worker node through its node resource
         h = remote.resolve(TOKENS)
@@ -272,7 +272,7 @@ def test_two_nodes_place_and_stream(rj, cluster):
 
 def test_bad_address_names_it_quickly():
     from replicate_jupyter.errors import BackendError
-    from replicate_jupyter.runners.ray import RayRunner
+    from replicate_jupyter.runners.ray.runner import RayRunner
 
     t = time.monotonic()
     with pytest.raises(BackendError, match="127.0.0.9:1"):

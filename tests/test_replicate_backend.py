@@ -12,11 +12,11 @@ import pytest
 from cog import BasePredictor, Input
 
 import replicate_jupyter as rj
-from replicate_jupyter import cost
+from replicate_jupyter.cost import prices as cost
 from replicate_jupyter.errors import BackendError, InputError, ModelError, ModelNotFound
-from replicate_jupyter.events import Completed, Log, Output
-from replicate_jupyter.files import FileOutput
-from replicate_jupyter.prediction import Prediction
+from replicate_jupyter.prediction.events import Completed, Log, Output
+from replicate_jupyter.prediction.files import FileOutput
+from replicate_jupyter.prediction.prediction import Prediction
 from replicate_jupyter.runners import create
 from replicate_jupyter.session import session
 
@@ -181,7 +181,7 @@ def test_wrong_or_missing_token_is_a_clear_error_that_never_shows_the_token(fake
     assert p.status == "failed" and "%replicate login" in p.error
     blob = json.dumps(p.to_json()) + repr(p) + p.logs + str(p.error)
     assert wrong not in blob and TOKEN not in blob
-    from replicate_jupyter import display
+    from replicate_jupyter.notebook import display
 
     assert wrong not in json.dumps(display.prediction_bundle(p), default=str)
     # no token at all: said plainly, and nothing is sent

@@ -16,7 +16,7 @@ import cog
 import pytest
 from cog import BaseModel, BasePredictor, BaseRunner, ConcatenateIterator, File, Input, Path, Secret
 
-S = importlib.import_module("replicate_jupyter.schema")
+S = importlib.import_module("replicate_jupyter.model.schema")
 
 SCHEDULERS = {
     "DDIM": None,
@@ -474,7 +474,7 @@ def test_unsupported_type_names_the_field():
 
 
 def test_import_does_not_load_cog():
-    code = "import sys, importlib; importlib.import_module('replicate_jupyter.schema'); print('cog' in sys.modules)"
+    code = "import sys, importlib; importlib.import_module('replicate_jupyter.model.schema'); print('cog' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 

@@ -86,7 +86,7 @@ def test_sigint_stops_cleanly():
 
 
 def test_bad_reference_is_a_clear_error():
-    r = subprocess.run([sys.executable, "-m", "replicate_jupyter.cli", "serve", str(PRED / "nope.py"), "--port", "0"],
+    r = subprocess.run([sys.executable, "-m", "replicate_jupyter.serve.cli", "serve", str(PRED / "nope.py"), "--port", "0"],
                        capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert r.returncode == 2
     assert "nope.py" in r.stderr and "Traceback" not in r.stderr

@@ -13,10 +13,10 @@ from cog import BasePredictor, Input, Path, Secret
 from PIL import Image
 
 from replicate_jupyter.errors import InputError
-from replicate_jupyter.files import FileOutput, InputFile
+from replicate_jupyter.prediction.files import FileOutput, InputFile
 
-S = importlib.import_module("replicate_jupyter.schema")
-V = importlib.import_module("replicate_jupyter.validation")
+S = importlib.import_module("replicate_jupyter.model.schema")
+V = importlib.import_module("replicate_jupyter.model.validation")
 
 
 class Gen(BasePredictor):
@@ -393,7 +393,7 @@ def test_import_does_not_load_numpy_pil_or_cog():
     import sys
 
     code = (
-        "import sys, importlib; importlib.import_module('replicate_jupyter.validation');"
+        "import sys, importlib; importlib.import_module('replicate_jupyter.model.validation');"
         "print(sorted(m for m in ('numpy', 'PIL', 'cog') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

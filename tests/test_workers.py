@@ -23,10 +23,10 @@ import pytest
 import replicate_jupyter as rj
 from replicate_jupyter import api
 from replicate_jupyter.errors import BackendError, InputError, ModelNotFound
-from replicate_jupyter.events import Completed, Output, Started
-from replicate_jupyter.files import FileOutput
-from replicate_jupyter.prediction import Prediction
-from replicate_jupyter.runners.workers import WorkersRunner, pool
+from replicate_jupyter.prediction.events import Completed, Output, Started
+from replicate_jupyter.prediction.files import FileOutput
+from replicate_jupyter.prediction.prediction import Prediction
+from replicate_jupyter.runners.workers.runner import WorkersRunner, pool
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 PRED = ROOT / "tests" / "predictors"
@@ -38,7 +38,7 @@ class Serve:
 
     def __init__(self, ref: str, *args: str, timeout: float = 90.0) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "replicate_jupyter.cli", "serve", ref, "--port", "0", *args],
+            [sys.executable, "-m", "replicate_jupyter.serve.cli", "serve", ref, "--port", "0", *args],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
         self.lines: list[str] = []
         self._ready = threading.Event()
@@ -174,7 +174,7 @@ def test_streamed_tokens_arrive_in_order(workers):
 
 
 def test_progress_travels_from_the_worker_and_stays_out_of_the_logs(workers):
-    from replicate_jupyter.events import Progress
+    from replicate_jupyter.prediction.events import Progress
 
     p = api.create("local/tokens", {"n": 8, "delay": 0.01}, on="workers")
     events = list(p.events(timeout=30))
@@ -187,14 +187,15 @@ def test_relayed_previews_round_trip(monkeypatch, capsys):
     from PIL import Image
 
     from replicate_jupyter import progress
-    from replicate_jupyter.events import Preview, Progress
+    from replicate_jupyter.runners import context
+    from replicate_jupyter.prediction.events import Preview, Progress
 
-    monkeypatch.setenv(progress.RELAY_ENV, "1")
-    monkeypatch.setitem(progress._relay_state, "last_preview", 0.0)
+    monkeypatch.setenv(context.RELAY_ENV, "1")
+    monkeypatch.setitem(context._relay_state, "last_preview", 0.0)
     progress.progress(3, 10)
     progress.preview(lambda: Image.new("RGB", (400, 200), (10, 200, 30)), step=3)
     printed = capsys.readouterr().out
-    events, rest = progress.parse_relayed("model says hi\n" + printed)
+    events, rest = context.parse_relayed("model says hi\n" + printed)
     assert rest == "model says hi\n"
     assert isinstance(events[0], Progress) and (events[0].step, events[0].total) == (3, 10)
     assert isinstance(events[1], Preview) and events[1].step == 3

@@ -26,7 +26,7 @@ import re
 import threading
 from dataclasses import dataclass
 
-from ..errors import ModelNotFound
+from replicate_jupyter.errors import ModelNotFound
 
 __all__ = ["predictor_class", "resolve", "Resolved", "download_command", "quiet_progress_bars"]
 
@@ -217,9 +217,9 @@ def predictor_class(ref: str) -> type:
         if cls is not None:
             return cls
     if r.kind == "diffusion":
-        from .diffusion import make_class
+        from replicate_jupyter.hf.diffusion import make_class
     else:
-        from .text import make_class
+        from replicate_jupyter.hf.text import make_class
     cls = make_class(_class_name(ref, r.kind), r)
     with _lock:
         return _classes.setdefault(key, cls)

@@ -20,9 +20,9 @@ from typing import Any, Optional
 
 from cog import BasePredictor, Input, Path
 
-from .. import progress
-from . import quiet_progress_bars
-from ..errors import Canceled, InputError, Problem
+from replicate_jupyter import progress
+from replicate_jupyter.hf import quiet_progress_bars
+from replicate_jupyter.errors import Canceled, InputError, Problem
 
 __all__ = ["DiffusionPredictor", "make_class", "native_size"]
 
@@ -63,7 +63,7 @@ class DiffusionPredictor(BasePredictor):
         import torch
         from diffusers import AutoPipelineForText2Image
 
-        from .previews import LatentPreviewer
+        from replicate_jupyter.hf.previews import LatentPreviewer
 
         self.device = progress.device()
         dtype = torch.float16 if self.device == "cuda" else torch.float32

@@ -14,9 +14,10 @@ from typing import Any, Iterator, Optional
 
 from cog import BasePredictor, ConcatenateIterator, Input
 
-from .. import progress
-from . import quiet_progress_bars
-from ..errors import Canceled
+from replicate_jupyter import progress
+from replicate_jupyter.runners.context import current
+from replicate_jupyter.hf import quiet_progress_bars
+from replicate_jupyter.errors import Canceled
 
 __all__ = ["TextPredictor", "make_class"]
 
@@ -84,7 +85,7 @@ class TextPredictor(BasePredictor):
             progress.log(f"max_new_tokens {max_new_tokens} is past the model's context ({self.context_length()} tokens, "
                          f"{prompt_len} in the prompt): generating at most {limit}")
             max_new_tokens = limit
-        ctx = progress.current()
+        ctx = current()
         stop = threading.Event()
 
         class _Stop(StoppingCriteria):

@@ -3,16 +3,16 @@ from __future__ import annotations
 
 import importlib
 
-from .base import ModelHandle, Runner
+from replicate_jupyter.runners.base import ModelHandle, Runner
 
 __all__ = ["ModelHandle", "Runner", "BACKENDS", "create"]
 
 #: backend name → "module:Class"
 BACKENDS: dict[str, str] = {
     "local": "replicate_jupyter.runners.local:LocalRunner",
-    "workers": "replicate_jupyter.runners.workers:WorkersRunner",
-    "ray": "replicate_jupyter.runners.ray:RayRunner",
-    "replicate": "replicate_jupyter.runners.replicate:ReplicateRunner",
+    "workers": "replicate_jupyter.runners.workers.runner:WorkersRunner",
+    "ray": "replicate_jupyter.runners.ray.runner:RayRunner",
+    "replicate": "replicate_jupyter.runners.replicate.runner:ReplicateRunner",
 }
 
 

@@ -14,7 +14,7 @@ import time
 import traceback as tb
 from typing import Any, Callable
 
-from ..files import FileOutput, InputFile
+from replicate_jupyter.prediction.files import FileOutput, InputFile
 
 __all__ = ["call_params", "takes_kwargs", "is_stream", "close_stream", "to_predictor_input", "to_output",
            "is_oom", "model_traceback", "run_coroutine", "iterate_async", "build_kwargs", "preview_throttle",
@@ -179,8 +179,8 @@ def preview_throttle(rate: float) -> Callable[[], bool]:
 def call_and_emit(call: Any, kwargs: dict, emit: Callable[[Any], None], cancel: threading.Event) -> None:
     """Call the predictor and emit its output: each item of a stream (sync, async, generator) as
     it comes, or the whole value. A cancel between items closes the stream and raises Canceled."""
-    from ..errors import Canceled
-    from ..events import Output
+    from replicate_jupyter.errors import Canceled
+    from replicate_jupyter.prediction.events import Output
 
     result = call(**kwargs)
     if inspect.iscoroutine(result):

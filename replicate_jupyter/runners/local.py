@@ -15,13 +15,14 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-from .. import devices, predictors
-from ..capture import capture
-from ..errors import Canceled
-from ..events import Completed, Log, Output, Started
-from ..progress import RunContext, activate
-from .base import ModelHandle, Runner
-from .invoke import (
+from replicate_jupyter.runners import devices
+from replicate_jupyter.model import predictors
+from replicate_jupyter.runners.capture import capture
+from replicate_jupyter.errors import Canceled
+from replicate_jupyter.prediction.events import Completed, Log, Output, Started
+from replicate_jupyter.runners.context import RunContext, activate
+from replicate_jupyter.runners.base import ModelHandle, Runner
+from replicate_jupyter.runners.invoke import (
     build_kwargs,
     call_and_emit,
     call_params,
@@ -59,7 +60,7 @@ class LocalRunner(Runner):
         return ModelHandle(name=spec.name, version=spec.version, schema=spec.schema, extra={"spec": spec})
 
     def models(self) -> list[ModelHandle]:
-        from ..models import DESCRIPTIONS, EMBEDDED
+        from replicate_jupyter.models import DESCRIPTIONS, EMBEDDED
 
         out = []
         for name in predictors.known_names():

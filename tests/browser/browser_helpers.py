@@ -79,7 +79,7 @@ def cell(page, index: int):
 
 def format_cost(usd: float) -> str:
     """The extension writes dollars exactly as the kernel's cost line does (display.usd)."""
-    from replicate_jupyter.display import usd as kernel_usd
+    from replicate_jupyter.notebook.display import usd as kernel_usd
 
     return kernel_usd(usd)
 

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 
 try:  # inside the package
-    from . import draw
+    from replicate_jupyter.models.shapes import draw
 except ImportError:  # predict.py loaded by path (e.g. under cog), folder on sys.path
     import draw  # type: ignore[no-redef]
 

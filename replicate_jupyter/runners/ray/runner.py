@@ -29,10 +29,10 @@ import threading
 import time
 from typing import Any
 
-from .. import predictors
-from ..errors import BackendError, ModelNotFound
-from ..events import Completed, Log, Started
-from .base import ModelHandle, Runner
+from replicate_jupyter.model import predictors
+from replicate_jupyter.errors import BackendError, ModelNotFound
+from replicate_jupyter.prediction.events import Completed, Log, Started
+from replicate_jupyter.runners.base import ModelHandle, Runner
 
 __all__ = ["RayRunner"]
 
@@ -199,7 +199,7 @@ class RayRunner(Runner):
 
     def models(self) -> list[ModelHandle]:
         """The embedded models plus every model with an actor on the cluster (in our namespace)."""
-        from ..models import DESCRIPTIONS, EMBEDDED
+        from replicate_jupyter.models import DESCRIPTIONS, EMBEDDED
 
         loaded: dict[str, dict] = {}
         try:
@@ -225,7 +225,7 @@ class RayRunner(Runner):
     # ----- actors --------------------------------------------------------------------------
     def _actor(self, key: str, ref: Any, model: str | None, version: str | None) -> _ActorEntry:
         ray = self._ray()
-        from .ray_actor import actor_class
+        from replicate_jupyter.runners.ray.actor import actor_class
 
         with self._lock:
             entry = self._actors.get(key)

@@ -16,8 +16,8 @@ import io
 import json
 from typing import Any, Callable, Iterable, Sequence
 
-from .files import FileOutput
-from .prediction import TERMINAL
+from replicate_jupyter.prediction.files import FileOutput
+from replicate_jupyter.prediction.prediction import TERMINAL
 
 __all__ = [
     "MIME", "prediction_bundle", "file_bundle", "ledger_bundle", "table_bundle", "error_bundle",
@@ -67,7 +67,7 @@ def _finished(p) -> bool:
 
 
 def _total_through(p) -> float:
-    from .session import session
+    from replicate_jupyter.session import session
 
     return session.ledger.total_through(p.id)
 
@@ -85,7 +85,7 @@ def cost_line(p) -> str:
 
 
 def summary_line(predictions: Sequence[Any]) -> str:
-    from .session import session
+    from replicate_jupyter.session import session
 
     n = len(predictions)
     counts: dict[str, int] = {}
@@ -172,7 +172,7 @@ def _value_html(value: Any, p=None, text: str | None = None) -> str:
             cells = "".join(f'<div>{_file_html(v, 256)}</div>' for v in value)
             return f'<div class="rj-grid" style="display:flex;flex-wrap:wrap;gap:4px">{cells}</div>'
         return "".join(f'<div class="rj-item">{_value_html(v)}</div>' for v in value)
-    from .prediction import _jsonable
+    from replicate_jupyter.prediction.prediction import _jsonable
 
     return f'<pre class="rj-json">{_e(json.dumps(_jsonable(value), indent=2, default=str))}</pre>'
 
@@ -188,7 +188,7 @@ def _value_text(value: Any, p=None, text: str | None = None) -> str:
         return value
     if isinstance(value, list) and value and all(isinstance(v, FileOutput) for v in value):
         return "\n".join(_value_text(v) for v in value)
-    from .prediction import _jsonable
+    from replicate_jupyter.prediction.prediction import _jsonable
 
     return json.dumps(_jsonable(value), indent=2, default=str)
 
@@ -290,7 +290,7 @@ def prediction_bundle(p) -> dict[str, Any]:
     """`Prediction._repr_mimebundle_`. When the prediction already has a live display in this
     cell (a `%%replicate` cell whose value is the Prediction), the cell's value shows as one
     text line instead of a second copy of the card."""
-    from .session import session
+    from replicate_jupyter.session import session
 
     if getattr(p, "_rj_live_cell", None) is not None and p._rj_live_cell == session.current_cell:
         return {"text/plain": repr(p)}

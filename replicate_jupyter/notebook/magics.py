@@ -23,10 +23,12 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class, nee
 from IPython.display import display
 from traitlets import Dict, Float, Unicode, observe
 
-from . import api, cost, display as rjdisplay, live as rjlive
-from .cellparse import LineError, parse_body, parse_line, parse_options, sweep_grid
-from .errors import ReplicateJupyterError
-from .session import session
+from replicate_jupyter import api
+from replicate_jupyter.cost import prices as cost
+from replicate_jupyter.notebook import display as rjdisplay, live as rjlive
+from replicate_jupyter.notebook.cellparse import LineError, parse_body, parse_line, parse_options, sweep_grid
+from replicate_jupyter.errors import ReplicateJupyterError
+from replicate_jupyter.session import session
 
 __all__ = ["ReplicateMagics", "load_ipython_extension", "unload_ipython_extension", "HELP"]
 
@@ -134,7 +136,7 @@ class ReplicateMagics(Magics):
         return result
 
     def _inputs(self, args, cell: str, ns: Mapping[str, Any], extra: dict | None = None) -> tuple[Any, dict]:
-        from .schema import first_string_input
+        from replicate_jupyter.model.schema import first_string_input
 
         model = args.model or session.default_model
         schema = api.schema(model, on=args.on)
@@ -202,7 +204,7 @@ class ReplicateMagics(Magics):
                                        title=f"Models on {on or session.default_backend}"), raw=True)
 
     def _schema(self, args: list[str]):
-        from .schema import input_properties
+        from replicate_jupyter.model.schema import input_properties
 
         if not args:
             raise _usage("usage: %replicate schema MODEL")
@@ -247,7 +249,7 @@ class ReplicateMagics(Magics):
         print(f"Using backend {backend!r}" + (f" ({shown})" if shown else ""))
 
     def _workers(self, args: list[str]):
-        from .runners.workers import pool
+        from replicate_jupyter.runners.workers.runner import pool
 
         workers = pool()
         if args and args[0] in ("add", "remove"):
@@ -360,7 +362,7 @@ def _short_traceback(shell, etype, value, tb, tb_offset=None):
     this package's internals); everything else keeps IPython's normal traceback, or the handler
     that was installed before ours. IPython ignores what a custom handler returns, so it shows
     the error itself."""
-    from .errors import ReplicateJupyterError
+    from replicate_jupyter.errors import ReplicateJupyterError
 
     prev_types, prev_handler = _installed.get("prev", ((), None))
     if isinstance(value, ReplicateJupyterError) and getattr(value, "_rj_magic", False):
@@ -440,7 +442,7 @@ def unload_ipython_extension(ipython) -> None:
 
 def _cancel_all(preds: list) -> None:
     """After an interrupt: cancel what runs, and close out what never started (no charge)."""
-    from .events import Completed
+    from replicate_jupyter.prediction.events import Completed
 
     for p in preds:
         if p.done:

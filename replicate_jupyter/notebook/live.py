@@ -17,7 +17,17 @@ import threading
 import time
 from typing import Any, Callable, Sequence
 
-from .display import MIME, NOMATH, SWEEP_MIME, _b64, _e, _finished, compose_grid, render, summary_line
+from replicate_jupyter.notebook.display import (
+    MIME,
+    NOMATH,
+    SWEEP_MIME,
+    _b64,
+    _e,
+    _finished,
+    compose_grid,
+    render,
+    summary_line,
+)
 
 __all__ = ["LiveDisplay", "GridDisplay", "flush_finished"]
 
@@ -78,7 +88,7 @@ class _Live:
 
     def __init__(self, text_rate: float | None = None, preview_rate: float | None = None,
                  publish: Callable[[dict], Any] | None = None) -> None:
-        from .session import session
+        from replicate_jupyter.session import session
 
         text_rate = session.text_rate if text_rate is None else text_rate
         preview_rate = session.preview_rate if preview_rate is None else preview_rate
@@ -125,7 +135,7 @@ class _Live:
             return shown[1] if shown else None
         now = time.monotonic()
         if shown is None or now - self._preview_at >= self.preview_gap:
-            from .prediction import encode_preview
+            from replicate_jupyter.prediction.prediction import encode_preview
 
             self._previews[p.id] = shown = (img, encode_preview(img))
             self._preview_at = now
@@ -149,7 +159,7 @@ class _Live:
 
     def attach(self) -> "_Live":
         """Start following the predictions (what already happened included)."""
-        from .session import session
+        from replicate_jupyter.session import session
 
         cell = session.current_cell
         for p in self._predictions():

@@ -17,8 +17,8 @@ from typing import Any
 
 import httpx
 
-from ..errors import BackendError
-from .cog_client import CogClient
+from replicate_jupyter.errors import BackendError
+from replicate_jupyter.runners.workers.cog_client import CogClient
 
 __all__ = ["Pool", "Worker"]
 

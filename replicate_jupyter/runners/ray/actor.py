@@ -20,12 +20,13 @@ import threading
 import time
 from typing import Any, Iterator
 
-from .. import devices, predictors
-from ..capture import capture
-from ..errors import Canceled
-from ..events import Completed, Log, Started
-from ..progress import RunContext, activate
-from .invoke import (
+from replicate_jupyter.runners import devices
+from replicate_jupyter.model import predictors
+from replicate_jupyter.runners.capture import capture
+from replicate_jupyter.errors import Canceled
+from replicate_jupyter.prediction.events import Completed, Log, Started
+from replicate_jupyter.runners.context import RunContext, activate
+from replicate_jupyter.runners.invoke import (
     build_kwargs,
     call_and_emit,
     call_params,

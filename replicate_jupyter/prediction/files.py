@@ -135,7 +135,7 @@ class FileOutput:
         }
 
     def _repr_mimebundle_(self, include=None, exclude=None):
-        from . import display
+        from replicate_jupyter.notebook import display
 
         return display.file_bundle(self)
 

@@ -15,8 +15,8 @@ from typing import Any, Iterator
 
 import httpx
 
-from ..errors import BackendError
-from .sse import SSEEvent, iter_sse
+from replicate_jupyter.errors import BackendError
+from replicate_jupyter.runners.sse import SSEEvent, iter_sse
 
 __all__ = ["ReplicateAPI", "APIError", "DEFAULT_BASE_URL", "TOKEN_ENV", "scrub"]
 

@@ -17,7 +17,7 @@ import ipywidgets as W
 from ipywidgets.widgets.widget_bool import CheckboxStyle
 from ipywidgets.widgets.widget_string import DescriptionStyle, HTMLStyle, TextStyle
 
-from ..files import InputFile
+from replicate_jupyter.prediction.files import InputFile
 
 __all__ = ["Field", "UNSET", "build_field", "is_prompt"]
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .form import Form
+from replicate_jupyter.notebook.forms.form import Form
 
 __all__ = ["form", "Form"]
 

@@ -24,14 +24,14 @@ from typing import Any, Iterator
 
 import httpx
 
-from ..errors import BackendError, BackendTimeout, ModelNotFound
-from ..events import Completed, Log, Output, Started
-from ..progress import parse_relayed
-from ..files import FileOutput, InputFile
-from .base import ModelHandle, Runner
-from .cog_client import REATTACH_PROBE, CogClient
-from .pool import Pool, Worker
-from .sse import SSEEvent
+from replicate_jupyter.errors import BackendError, BackendTimeout, ModelNotFound
+from replicate_jupyter.prediction.events import Completed, Log, Output, Started
+from replicate_jupyter.runners.context import parse_relayed
+from replicate_jupyter.prediction.files import FileOutput, InputFile
+from replicate_jupyter.runners.base import ModelHandle, Runner
+from replicate_jupyter.runners.workers.cog_client import REATTACH_PROBE, CogClient
+from replicate_jupyter.runners.workers.pool import Pool, Worker
+from replicate_jupyter.runners.sse import SSEEvent
 
 __all__ = ["WorkersRunner", "pool", "encode_input", "decode_output"]
 

@@ -58,7 +58,8 @@ def prepare_workdir(ref: str, name: str | None = None, hardware: str | None = No
     Loads the predictor here first, so a bad reference fails in the terminal with our error
     message rather than as a coglet SETUP_FAILED later.
     """
-    from . import devices, predictors
+    from replicate_jupyter.runners import devices
+    from replicate_jupyter.model import predictors
 
     ref = _absolute_ref(ref)
     spec = predictors.load(ref, name)
@@ -78,7 +79,7 @@ def prepare_workdir(ref: str, name: str | None = None, hardware: str | None = No
     (wd / ".cog" / "openapi_schema.json").write_text(json.dumps(schema, indent=1))
     (wd / f"{SHIM_MODULE}.py").write_text(
         '"""Written by replicate-jupyter serve: the predictor class, loaded the way every runner loads it."""\n'
-        "from replicate_jupyter import predictors as _predictors\n\n"
+        "from replicate_jupyter.model import predictors as _predictors\n\n"
         f"Predictor = _predictors.load({ref!r}, {spec.name!r}).cls\n"
     )
     return wd, schema

@@ -9,7 +9,7 @@ import threading
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from .events import Completed, Event
+from replicate_jupyter.prediction.events import Completed, Event
 
 __all__ = ["Ledger", "Entry"]
 
@@ -107,7 +107,7 @@ class Ledger:
         return len(self._entries)
 
     def _repr_mimebundle_(self, include=None, exclude=None):
-        from . import display
+        from replicate_jupyter.notebook import display
 
         return display.ledger_bundle(self)
 

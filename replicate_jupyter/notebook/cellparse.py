@@ -22,7 +22,7 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from .errors import InputError, Problem
+from replicate_jupyter.errors import InputError, Problem
 
 __all__ = ["CellArgs", "parse_line", "parse_body", "parse_sweep", "sweep_grid", "parse_options", "yaml_scalar", "LineError"]
 

@@ -20,14 +20,15 @@ from typing import Any
 
 import ipywidgets as W
 
-from .. import api, display as rjdisplay, live as rjlive
-from ..errors import InputError, Problem, ReplicateJupyterError
-from ..files import InputFile
-from ..session import session
-from ..validation import validate
-from . import cell as cellmod
-from .fields import UNSET, Field, Layouts, build_field
-from .history import History
+from replicate_jupyter import api
+from replicate_jupyter.notebook import display as rjdisplay, live as rjlive
+from replicate_jupyter.errors import InputError, Problem, ReplicateJupyterError
+from replicate_jupyter.prediction.files import InputFile
+from replicate_jupyter.session import session
+from replicate_jupyter.model.validation import validate
+from replicate_jupyter.notebook.forms import cell as cellmod
+from replicate_jupyter.notebook.forms.fields import UNSET, Field, Layouts, build_field
+from replicate_jupyter.notebook.forms.history import History
 
 __all__ = ["Form", "PRIMARY_COUNT"]
 
@@ -46,7 +47,7 @@ class Form:
     code: `form.fields[name].widget.value = ...`, `form.run_button.click()`, `form.wait()`."""
 
     def __init__(self, ref: Any, on: str | None = None) -> None:
-        from ..schema import _input_component, first_string_input, input_properties
+        from replicate_jupyter.model.schema import _input_component, first_string_input, input_properties
 
         self.ref = ref
         self.on = on
@@ -217,7 +218,7 @@ class Form:
             return p
 
     def _on_event(self, entry: Any, event: Any) -> None:
-        from ..events import Completed
+        from replicate_jupyter.prediction.events import Completed
 
         if not isinstance(event, Completed):
             return

@@ -28,11 +28,11 @@ import time
 from typing import Any
 from urllib.parse import unquote, urlparse
 
-from ..errors import BackendError, ModelNotFound
-from ..events import Completed, Log, Output, Started
-from ..files import FileOutput, InputFile, data_uri
-from .base import ModelHandle, Runner
-from .replicate_api import DEFAULT_BASE_URL, APIError, ReplicateAPI, scrub
+from replicate_jupyter.errors import BackendError, ModelNotFound
+from replicate_jupyter.prediction.events import Completed, Log, Output, Started
+from replicate_jupyter.prediction.files import FileOutput, InputFile, data_uri
+from replicate_jupyter.runners.base import ModelHandle, Runner
+from replicate_jupyter.runners.replicate.api import DEFAULT_BASE_URL, APIError, ReplicateAPI, scrub
 
 __all__ = ["ReplicateRunner", "parse_ref"]
 

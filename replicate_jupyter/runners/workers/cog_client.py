@@ -36,7 +36,7 @@ from typing import Any, Iterator
 
 import httpx
 
-from .sse import SSEEvent, iter_sse
+from replicate_jupyter.runners.sse import SSEEvent, iter_sse
 
 __all__ = ["CogClient", "iter_json_sse", "REATTACH_PROBE"]
 

@@ -18,7 +18,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from .errors import ModelNotFound
+from replicate_jupyter.errors import ModelNotFound
 
 __all__ = ["PredictorSpec", "load", "known_names", "register", "predict_method"]
 
@@ -45,7 +45,7 @@ class PredictorSpec:
     @property
     def schema(self) -> dict:
         if self._schema is None:
-            from .schema import build_schema
+            from replicate_jupyter.model.schema import build_schema
 
             self._schema = build_schema(self.cls, name=self.name)
         return self._schema
@@ -59,7 +59,7 @@ def register(name: str, predictor: Any) -> None:
 
 
 def known_names() -> list[str]:
-    from .models import EMBEDDED
+    from replicate_jupyter.models import EMBEDDED
 
     return sorted(set(EMBEDDED) | set(_registered))
 
@@ -104,12 +104,12 @@ def _load(ref: Any, name: str | None) -> PredictorSpec:
         target = _registered[ref]
         return _load(target, name or ref)
     if ref.startswith("hf:"):
-        from . import hf
+        from replicate_jupyter import hf
 
         cls = hf.predictor_class(ref[3:])
         return PredictorSpec(name=name or ref, key=ref, cls=cls, version=getattr(cls, "version", None))
     if ref.startswith("local/"):
-        from .models import EMBEDDED
+        from replicate_jupyter.models import EMBEDDED
 
         if ref in EMBEDDED:
             return _from_file_ref(EMBEDDED[ref], name or ref)

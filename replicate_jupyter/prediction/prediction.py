@@ -13,9 +13,9 @@ import time
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterator
 
-from . import cost
-from .events import Completed, Event, Log, Metric, Output, Preview, Progress, Started
-from .files import FileOutput, InputFile
+from replicate_jupyter.cost import prices as cost
+from replicate_jupyter.prediction.events import Completed, Event, Log, Metric, Output, Preview, Progress, Started
+from replicate_jupyter.prediction.files import FileOutput, InputFile
 
 __all__ = ["Prediction", "TERMINAL"]
 
@@ -304,7 +304,7 @@ class Prediction:
             }
 
     def _repr_mimebundle_(self, include=None, exclude=None):
-        from . import display
+        from replicate_jupyter.notebook import display
 
         return display.prediction_bundle(self)
 
@@ -331,7 +331,7 @@ def encode_preview(image: Any) -> str | None:
         return image
     import io
 
-    from .files import data_uri
+    from replicate_jupyter.prediction.files import data_uri
 
     buf = io.BytesIO()
     image.save(buf, format="PNG")

@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 import ipywidgets as W
 
-from ..files import InputFile
+from replicate_jupyter.prediction.files import InputFile
 
 __all__ = ["History", "Entry"]
 
@@ -43,7 +43,7 @@ class Entry:
             parts.append(f"{pt:.2f} s")
         c = p.metrics.get("cost_usd")
         if c is not None:
-            from ..display import usd
+            from replicate_jupyter.notebook.display import usd
 
             parts.append(usd(c))
         return " · ".join(parts)

@@ -32,7 +32,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "serve":
-        from .serve import Server
+        from replicate_jupyter.serve.server import Server
 
         try:
             server = Server(args.predictor, host=args.host, port=args.port, concurrency=args.concurrency,

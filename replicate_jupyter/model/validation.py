@@ -22,8 +22,8 @@ import re
 import threading
 from typing import Any, Callable
 
-from .errors import InputError, Problem
-from .files import FileOutput, InputFile, guess_type, parse_data_uri
+from replicate_jupyter.errors import InputError, Problem
+from replicate_jupyter.prediction.files import FileOutput, InputFile, guess_type, parse_data_uri
 
 __all__ = ["validate", "compile_schema", "Validator"]
 
@@ -448,7 +448,7 @@ class Validator:
     """A schema compiled for validation: one `_Field` per input, in `x-order`."""
 
     def __init__(self, schema: dict):
-        from .schema import _input_component, input_properties
+        from replicate_jupyter.model.schema import _input_component, input_properties
 
         inp = _input_component(schema)
         required = set(inp.get("required") or ())

@@ -12,7 +12,7 @@ from __future__ import annotations
 import shlex
 from typing import Any, Iterable
 
-from ..files import InputFile
+from replicate_jupyter.prediction.files import InputFile
 
 __all__ = ["cell_text", "escape_text"]
 
