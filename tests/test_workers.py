@@ -415,3 +415,40 @@ def test_no_prediction_lost_across_200_with_a_restart(workers):
     ours = {p.id for p in preds}
     assert len({i.split("-")[1] for i in started if i.startswith("rj-")} & ours) >= 198
     wait_for(lambda: a.restarts() > restarts, 40)
+
+
+def test_a_closed_client_is_a_backend_error_naming_the_url(workers):
+    """httpx raises a bare RuntimeError on a closed Client; the edge makes it a BackendError."""
+    from replicate_jupyter.runners.workers.cog_client import CogClient
+
+    url = workers[0].url
+    client = CogClient(url)
+    client.close()
+    for call, tried in ((lambda: client.health(), f"{url}/health-check"),
+                        (lambda: client.open_stream("rj-closed", {"n": 1}), f"{url}/predictions/rj-closed"),
+                        (lambda: client.cancel("rj-closed"), f"{url}/predictions/rj-closed/cancel")):
+        with pytest.raises(BackendError) as err:
+            call()
+        assert tried in str(err.value) and "closed" in str(err.value)
+        assert err.value.url == tried and err.value.tried == [tried]
+        assert isinstance(err.value.__cause__, RuntimeError)
+
+
+def test_a_worker_with_a_closed_client_is_unreachable_and_skipped(workers):
+    """The pool's health thread survives a closed client (it used to die of the RuntimeError),
+    marks that worker unreachable, and predictions go to the other one."""
+    from replicate_jupyter.runners.workers.cog_client import CogClient
+
+    a, b = tokens_workers(workers)
+    ready_again(a, b)
+    w = pool()._workers[a.url]
+    w.client.close()
+    try:
+        row = wait_for(lambda: next((r for r in pool().list() if r["url"] == a.url and r["status"] == "UNREACHABLE"), None), 10)
+        assert "closed" in row["last_error"] and a.url in row["last_error"]
+        preds = [api.create("local/tokens", {"n": 2}, on="workers") for _ in range(3)]
+        assert all(p.wait(20).status == "succeeded" for p in preds), [p.error for p in preds]
+        assert {p.metrics["worker"] for p in preds} == {b.url}
+    finally:
+        w.client = CogClient(a.url)
+    ready_again(a)  # the same health thread sees it come back

@@ -25,6 +25,10 @@ Measured against coglet 0.23.1 (the `cog` 0.23.1 wheel), which the pool is built
   httpcore, which fixes a body's read timeout when it starts reading it), and on Linux it sets
   TCP_QUICKACK after the headers and after every chunk, so a stream that does land on a
   kept-alive connection (after a 409 on it) or runs long never waits on a delayed ACK.
+
+Every httpx failure is translated here, at the edge (`runners/http.py`): callers see
+BackendTimeout (no answer in time) or BackendError naming the worker, the method and the URL,
+and hold a `CogResponse`, never an httpx object.
 """
 from __future__ import annotations
 
@@ -32,13 +36,15 @@ import codecs
 import json
 import os
 import socket
+from contextlib import AbstractContextManager
 from typing import Any, Iterator
 
 import httpx
 
+from replicate_jupyter.runners.http import http_errors
 from replicate_jupyter.runners.sse import SSEEvent, iter_sse
 
-__all__ = ["CogClient", "iter_json_sse", "REATTACH_PROBE"]
+__all__ = ["CogClient", "CogResponse", "iter_json_sse", "REATTACH_PROBE"]
 
 _QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)  # Linux only
 
@@ -58,6 +64,60 @@ def iter_json_sse(lines: Iterator[str]) -> Iterator[SSEEvent]:
         yield ev
 
 
+class CogResponse:
+    """A worker's answer to a prediction request. Reading it goes through the same edge as
+    sending it, so a body that breaks off raises BackendError/BackendTimeout, never httpx."""
+
+    def __init__(self, resp: httpx.Response, service: str, method: str, url: str) -> None:
+        self._resp = resp
+        self._where = (service, method, url)
+
+    def _edge(self) -> AbstractContextManager[None]:
+        return http_errors(*self._where)
+
+    @property
+    def status_code(self) -> int:
+        return self._resp.status_code
+
+    def read(self) -> None:
+        """Read the whole body (a short JSON answer), so its connection goes back to the pool."""
+        with self._edge():
+            self._resp.read()
+
+    def json(self) -> Any:
+        """The body as JSON; ValueError when it is not JSON."""
+        self.read()
+        return self._resp.json()
+
+    @property
+    def text(self) -> str:
+        self.read()
+        return self._resp.text
+
+    def error_text(self) -> str:
+        """What a refusal says: coglet's `detail` list (one `field: message` per problem), its
+        `error`/`detail` text, or the start of the body."""
+        try:
+            data = self.json()
+        except ValueError:
+            return self.text[:300]
+        if isinstance(data, dict):
+            if isinstance(data.get("detail"), list):
+                return "; ".join(f"{'.'.join(str(x) for x in d.get('loc', [])[2:]) or 'input'}: {d.get('msg')}"
+                                 for d in data["detail"] if isinstance(d, dict))
+            return str(data.get("error") or data.get("detail") or data)
+        return str(data)
+
+    def events(self) -> Iterator[SSEEvent]:
+        """The SSE events of a streamed answer, as they arrive."""
+        with self._edge():
+            yield from iter_json_sse(_acked_lines(self._resp))
+
+    def close(self) -> None:
+        with self._edge():
+            self._resp.close()
+
+
 class CogClient:
     """One worker's HTTP endpoints. Thread-safe (one httpx.Client, pooled connections)."""
 
@@ -68,6 +128,7 @@ class CogClient:
         self.connect_timeout = connect_timeout
         self.response_timeout = response_timeout
         self.stream_timeout = stream_timeout
+        self.service = f"worker {self.url}"
         self._http = httpx.Client(
             timeout=httpx.Timeout(response_timeout, connect=connect_timeout),
             limits=httpx.Limits(max_connections=64, max_keepalive_connections=16),
@@ -81,53 +142,63 @@ class CogClient:
                 h["Authorization"] = f"Bearer {token}"  # read at request time, never stored
         return h
 
+    def _edge(self, method: str, url: str) -> AbstractContextManager[None]:
+        return http_errors(self.service, method, url)
+
     # ----- plain endpoints -----------------------------------------------------------------
     def health(self, timeout: float = 2.0) -> dict:
-        r = self._http.get(self.url + "/health-check", headers=self.headers(),
-                           timeout=httpx.Timeout(timeout, connect=min(timeout, self.connect_timeout)))
-        r.raise_for_status()
+        """`/health-check`'s JSON (coglet's `status`: READY, BUSY, STARTING, …)."""
+        url = self.url + "/health-check"
+        with self._edge("GET", url):
+            r = self._http.get(url, headers=self.headers(),
+                               timeout=httpx.Timeout(timeout, connect=min(timeout, self.connect_timeout)))
+            r.raise_for_status()
         return r.json()
 
     def openapi(self, timeout: float = 5.0) -> dict:
-        r = self._http.get(self.url + "/openapi.json", headers=self.headers(), timeout=timeout)
-        r.raise_for_status()
+        """The worker's schema: the model it serves (`info.x-replicate-model`), its inputs, outputs."""
+        url = self.url + "/openapi.json"
+        with self._edge("GET", url):
+            r = self._http.get(url, headers=self.headers(), timeout=timeout)
+            r.raise_for_status()
         return r.json()
 
     def cancel(self, prediction_id: str, timeout: float = 5.0) -> int:
-        r = self._http.post(f"{self.url}/predictions/{prediction_id}/cancel", headers=self.headers(), timeout=timeout)
-        return r.status_code
+        """`POST /predictions/{id}/cancel`: 200 while it runs, 404 once the worker forgot it."""
+        url = f"{self.url}/predictions/{prediction_id}/cancel"
+        with self._edge("POST", url):
+            return self._http.post(url, headers=self.headers(), timeout=timeout).status_code
 
     # ----- predictions ---------------------------------------------------------------------
     def open_stream(self, prediction_id: str, input: Any, response_timeout: float | None = None,
-                    stream_timeout: float | None = -1.0) -> httpx.Response:
-        """PUT with SSE; the caller reads `iter_events(response)` and must close the response.
+                    stream_timeout: float | None = -1.0) -> CogResponse:
+        """PUT with SSE; the caller reads `response.events()` and must close the response.
         Waits `response_timeout` for the headers (a worker that never answers), then
         `stream_timeout` (None: no limit) between events."""
-        req = self._http.build_request(
-            "PUT", f"{self.url}/predictions/{prediction_id}",
-            json={"id": prediction_id, "input": input},
-            headers=self.headers(Accept="text/event-stream"),
-            timeout=httpx.Timeout(self.response_timeout if response_timeout is None else response_timeout,
-                                  connect=self.connect_timeout),
-        )
-        resp = self._http.send(req, stream=True)
+        url = f"{self.url}/predictions/{prediction_id}"
+        with self._edge("PUT", url):
+            req = self._http.build_request(
+                "PUT", url, json={"id": prediction_id, "input": input},
+                headers=self.headers(Accept="text/event-stream"),
+                timeout=httpx.Timeout(self.response_timeout if response_timeout is None else response_timeout,
+                                      connect=self.connect_timeout),
+            )
+            resp = self._http.send(req, stream=True)
         # httpx reads the body with the request's timeout dict: a prediction may run silently
         # for minutes once it has started, so only the wait for the headers is bounded.
         timeout = req.extensions.get("timeout")
         if isinstance(timeout, dict):
             timeout["read"] = self.stream_timeout if stream_timeout == -1.0 else stream_timeout
-        return resp
+        return CogResponse(resp, self.service, "PUT", url)
 
-    def predict_sync(self, prediction_id: str, input: Any, timeout: float | None = -1.0) -> httpx.Response:
+    def predict_sync(self, prediction_id: str, input: Any, timeout: float | None = -1.0) -> CogResponse:
         """A worker whose schema lacks x-cog-streaming: one blocking PUT."""
-        return self._http.put(f"{self.url}/predictions/{prediction_id}", json={"id": prediction_id, "input": input},
-                              headers=self.headers(),
-                              timeout=httpx.Timeout(self.stream_timeout if timeout == -1.0 else timeout,
-                                                    connect=self.connect_timeout))
-
-    @staticmethod
-    def iter_events(resp: httpx.Response) -> Iterator[SSEEvent]:
-        return iter_json_sse(_acked_lines(resp))
+        url = f"{self.url}/predictions/{prediction_id}"
+        with self._edge("PUT", url):
+            resp = self._http.put(url, json={"id": prediction_id, "input": input}, headers=self.headers(),
+                                  timeout=httpx.Timeout(self.stream_timeout if timeout == -1.0 else timeout,
+                                                        connect=self.connect_timeout))
+        return CogResponse(resp, self.service, "PUT", url)
 
     def close(self) -> None:
         self._http.close()

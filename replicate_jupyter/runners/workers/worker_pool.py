@@ -1,6 +1,6 @@
 """The pool of Cog HTTP workers: what each one serves, whether it is alive, who is using it.
 
-One pool per kernel (`workers.pool()`), shared by every WorkersRunner, so `rj.workers.add(url)`
+One pool per kernel (`runners.workers.pool()`), shared by every WorkersRunner, so `rj.workers.add(url)`
 and `%replicate use workers` see the same machines. Liveness comes from a background thread
 polling `/health-check`; the model and schema from `/openapi.json` (re-read whenever a worker
 comes back, since a restarted worker may serve something else). Dispatch hands out idle workers
@@ -8,14 +8,13 @@ to waiting predictions in arrival order; a prediction waiting here stays `starti
 """
 from __future__ import annotations
 
+import builtins
 import html
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
-
-import httpx
 
 from replicate_jupyter.errors import BackendError
 from replicate_jupyter.runners.workers.cog_client import CogClient
@@ -120,11 +119,11 @@ class Pool:
         for url in list(self._workers):
             self.remove(url)
 
-    def list(self) -> list[dict]:
+    def list(self) -> builtins.list[dict]:
         with self._cond:
             return [w.row() for w in self._workers.values()]
 
-    def workers(self) -> list[Worker]:
+    def workers(self) -> builtins.list[Worker]:
         with self._cond:
             return list(self._workers.values())
 
@@ -161,11 +160,12 @@ class Pool:
     # ----- liveness ------------------------------------------------------------------------
     def _check(self, w: Worker) -> None:
         """One health poll; re-read the schema when the worker was not known healthy."""
+        err: str | None
         try:
             status = w.client.health(self.health_timeout).get("status", "UNKNOWN")
-        except (httpx.HTTPError, ValueError) as exc:
+        except (BackendError, ValueError) as exc:  # BackendError names the URL and the failure
             status = "UNREACHABLE"
-            err = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            err = str(exc) or type(exc).__name__
         else:
             err = None
         need_schema = status in HEALTHY and (w.schema is None or not w.alive)
@@ -173,7 +173,7 @@ class Pool:
         if need_schema:
             try:
                 schema = w.client.openapi(max(self.health_timeout, 3.0))
-            except (httpx.HTTPError, ValueError) as exc:
+            except (BackendError, ValueError) as exc:
                 status, err = "UNREACHABLE", f"/openapi.json: {exc}"
         with self._cond:
             if schema is not None:
@@ -222,7 +222,7 @@ class Pool:
             self._cond.notify_all()
 
     # ----- dispatch ------------------------------------------------------------------------
-    def serving(self, model: str) -> list[Worker]:
+    def serving(self, model: str) -> builtins.list[Worker]:
         with self._cond:
             return [w for w in self._workers.values() if w.model == model]
 
