@@ -335,3 +335,23 @@ def test_a_stream_that_ends_early_falls_back_to_polling(fake, on):
     assert p.status == "succeeded"
     assert "".join(p.output) == "".join(f"t{i} " for i in range(10))
     assert "ended before `done`" in p.logs
+
+
+def test_a_closed_client_is_a_backend_error_naming_the_url(fake, monkeypatch):
+    """httpx raises a bare RuntimeError on a closed Client; the edge makes it a BackendError."""
+    monkeypatch.setenv("REPLICATE_API_TOKEN", TOKEN)
+    h = create("replicate", base_url=fake.url).resolve("acme/echo")  # cached for the process
+    runner = create("replicate", base_url=fake.url)
+    runner.close()
+    before = len(fake.requests)
+    with pytest.raises(BackendError, match="closed") as info:
+        runner.resolve("acme/closed-client")
+    url = f"{fake.url}/models/acme/closed-client"
+    assert url in str(info.value) and info.value.url == url and info.value.tried == [url]
+    assert isinstance(info.value.__cause__, RuntimeError)
+    # a prediction on it: nothing could be created, so the error is raised, naming the create URL
+    p = Prediction("acme/echo", {"text": "hi"}, version=h.version, backend="replicate", schema=h.schema, runner=runner)
+    with pytest.raises(BackendError, match="closed") as info:
+        runner.execute(p)
+    assert f"{fake.url}/models/acme/echo/predictions" in str(info.value)
+    assert len(fake.requests) == before  # nothing was sent

@@ -10,12 +10,13 @@ server ever echoes the header.
 from __future__ import annotations
 
 import os
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any, Iterator
 
 import httpx
 
 from replicate_jupyter.errors import BackendError
+from replicate_jupyter.runners.http import http_errors
 from replicate_jupyter.runners.sse import SSEEvent, iter_sse
 
 __all__ = ["ReplicateAPI", "APIError", "DEFAULT_BASE_URL", "TOKEN_ENV", "scrub"]
@@ -52,8 +53,9 @@ class APIError(BackendError):
 
 
 class ReplicateAPI:
-    """Thread-safe (one pooled httpx.Client). Raises `APIError` for answers, `BackendError` for
-    a service that cannot be reached."""
+    """Thread-safe (one pooled httpx.Client). Raises `APIError` for answers, `BackendError` (or
+    BackendTimeout) for a service that cannot be reached or a client already closed: every httpx
+    failure is translated here, at the edge (`runners/http.py`)."""
 
     def __init__(self, base_url: str = DEFAULT_BASE_URL, timeout: float = 30.0, connect_timeout: float = 5.0) -> None:
         self.base_url = base_url.rstrip("/")
@@ -74,22 +76,33 @@ class ReplicateAPI:
     def url(self, path: str) -> str:
         return path if path.startswith(("http://", "https://")) else f"{self.base_url}/{path.lstrip('/')}"
 
+    def _edge(self, method: str, url: str) -> AbstractContextManager[None]:
+        """httpx failures → BackendError/BackendTimeout naming the URL (token blanked)."""
+        return http_errors("Replicate", method, url, clean=scrub)
+
     def request(self, method: str, path: str, *, json: Any = None, headers: dict[str, str] | None = None,
                 timeout: float | None = None, **kw: Any) -> httpx.Response:
         url = self.url(path)
         h = {**self._auth(), **(headers or {})}
-        try:
+        with self._edge(method, url):
             resp = self._http.request(method, url, json=json, headers=h,
                                       timeout=self.timeout if timeout is None else timeout, **kw)
-        except httpx.TimeoutException as exc:
-            raise BackendError(f"Replicate at {url} did not answer in time ({type(exc).__name__}); tried {method} {url}",
-                               url=url, tried=[url]) from None
-        except httpx.HTTPError as exc:
-            raise BackendError(f"Cannot reach Replicate at {url} ({type(exc).__name__}: {scrub(exc)}); "
-                               f"tried {method} {url}", url=url, tried=[url]) from None
         if resp.status_code >= 400:
             raise self._error(resp, url)
         return resp
+
+    def _json(self, method: str, path: str, **kw: Any) -> dict:
+        """A request whose answer is a JSON object (anything else is the service misbehaving)."""
+        resp = self.request(method, path, **kw)
+        try:
+            data = resp.json()
+        except ValueError:
+            data = None
+        if not isinstance(data, dict):
+            url = self.url(path)
+            raise BackendError(f"Replicate answered {method} {url} with {resp.status_code} but no JSON object "
+                               f"({scrub(resp.text[:200])!r})", url=url, tried=[url])
+        return data
 
     def _error(self, resp: httpx.Response, url: str) -> APIError:
         try:
@@ -113,10 +126,10 @@ class ReplicateAPI:
 
     # ----- endpoints -------------------------------------------------------------------------
     def get_model(self, owner: str, name: str) -> dict:
-        return self.request("GET", f"models/{owner}/{name}").json()
+        return self._json("GET", f"models/{owner}/{name}")
 
     def get_version(self, owner: str, name: str, version: str) -> dict:
-        return self.request("GET", f"models/{owner}/{name}/versions/{version}").json()
+        return self._json("GET", f"models/{owner}/{name}/versions/{version}")
 
     def create_prediction(self, body: dict, model: str | None = None, wait: float | None = None) -> dict:
         """`POST /v1/predictions` (with `version` in `body`) or, given `model`, the model's own
@@ -125,35 +138,30 @@ class ReplicateAPI:
         if wait:
             headers["Prefer"] = f"wait={max(1, min(60, int(wait)))}"
         path = f"models/{model}/predictions" if model else "predictions"
-        return self.request("POST", path, json=body, headers=headers,
-                            timeout=(self.timeout + (wait or 0))).json()
+        return self._json("POST", path, json=body, headers=headers, timeout=(self.timeout + (wait or 0)))
 
     def get_prediction(self, id_or_url: str) -> dict:
-        return self.request("GET", id_or_url if "/" in id_or_url else f"predictions/{id_or_url}").json()
+        return self._json("GET", id_or_url if "/" in id_or_url else f"predictions/{id_or_url}")
 
     def cancel_prediction(self, id_or_url: str) -> dict:
-        return self.request("POST", id_or_url if "/" in id_or_url else f"predictions/{id_or_url}/cancel",
-                            timeout=10.0).json()
+        return self._json("POST", id_or_url if "/" in id_or_url else f"predictions/{id_or_url}/cancel", timeout=10.0)
 
     def upload(self, data: bytes, name: str, content_type: str) -> dict:
         """`POST /v1/files` (multipart, field `content`) → the file object; pass `urls.get` as input."""
-        return self.request("POST", "files", files={"content": (name, data, content_type)}, timeout=None).json()
+        return self._json("POST", "files", files={"content": (name, data, content_type)}, timeout=None)
 
     @contextmanager
     def stream(self, url: str) -> Iterator[Iterator[SSEEvent]]:
         """The prediction's SSE (`urls.stream`). Only the wait for the headers is bounded; a model
         may be silent for minutes between events."""
         headers = {**self._auth(), "Accept": "text/event-stream", "Cache-Control": "no-store"}
-        try:
+        with self._edge("GET", url):  # also around the caller's reading of the events
             with self._http.stream("GET", url, headers=headers,
                                    timeout=httpx.Timeout(self.timeout, read=None)) as resp:
                 if resp.status_code >= 400:
                     resp.read()
                     raise self._error(resp, url)
                 yield iter_sse(resp.iter_lines())
-        except httpx.HTTPError as exc:
-            raise BackendError(f"The stream from {url} failed ({type(exc).__name__}: {scrub(exc)})",
-                               url=url, tried=[url]) from None
 
     def fetch(self, url: str, timeout: float = 120.0) -> tuple[bytes, str | None]:
         """An output file's bytes and content type. replicate.delivery needs no token; URLs on the
@@ -161,10 +169,8 @@ class ReplicateAPI:
         headers = {}
         if url.startswith(self.base_url):
             headers = self._auth()
-        try:
+        with http_errors("the output's host", "GET", url, clean=scrub):
             resp = self._http.get(url, headers=headers, timeout=timeout)
-        except httpx.HTTPError as exc:
-            raise BackendError(f"Cannot fetch output {url} ({type(exc).__name__})", url=url, tried=[url]) from None
         if resp.status_code >= 400:
             raise BackendError(f"Fetching output {url} answered {resp.status_code}", url=url, tried=[url])
         ctype = (resp.headers.get("content-type") or "").split(";")[0].strip() or None

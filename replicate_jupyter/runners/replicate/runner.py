@@ -1,17 +1,12 @@
 """The `replicate` backend: Replicate's cloud through its HTTP API, with the user's token.
 
-A prediction is created with `stream: true`, then followed on its `urls.stream` (SSE): `output`
-events become Output chunks for iterator models, `logs` become Log events, `done` ends it. The
-final prediction is then fetched, and every output file is downloaded and embedded as a
-`FileOutput` *before* Completed is emitted, because Replicate deletes outputs after an hour and a
-saved notebook must keep showing them. A model without a stream URL is polled instead.
+The runner resolves models (a version's schema is cached for the process), creates the
+prediction with `stream: true` and hands it to `follow.py`, which follows it to Completed;
+`files.py` moves files both ways (outputs embedded before Replicate deletes them, an hour on).
 
-- Started: when Replicate reports `processing` (a light poll while `starting`) or at the first
-  streamed event, whichever comes first.
 - Metrics: `predict_time` from Replicate. Replicate does not say which hardware ran a model, so
   the SKU comes from the `hardware` option (one SKU, or a map model → SKU), else `default_hardware`
   (gpu-t4) with a log line saying so; cost = predict_time × that SKU's price.
-- Files in: data URIs below `upload_threshold` bytes (256 KB), else `POST /v1/files` and its `urls.get`.
 - Cancel / kernel interrupt: `POST /v1/predictions/{id}/cancel`; the run is then followed to
   Replicate's `canceled` state (its predict_time is what is billed).
 - Errors: 401 → a BackendError telling the user to `%replicate login` (the token is never echoed);
@@ -21,23 +16,24 @@ saved notebook must keep showing them. A model without a stream URL is polled in
 from __future__ import annotations
 
 import difflib
-import json
 import os
 import threading
-import time
-from typing import Any
-from urllib.parse import unquote, urlparse
+from typing import TYPE_CHECKING, Any
 
-from replicate_jupyter.errors import BackendError, ModelNotFound
-from replicate_jupyter.prediction.events import Completed, Log, Output, Started
-from replicate_jupyter.prediction.files import FileOutput, InputFile, data_uri
+from replicate_jupyter.errors import BackendError, InputError, ModelNotFound, Problem
+from replicate_jupyter.prediction.events import Completed
 from replicate_jupyter.runners.base import ModelHandle, Runner
+from replicate_jupyter.runners.remote import RunTable
 from replicate_jupyter.runners.replicate.api import DEFAULT_BASE_URL, APIError, ReplicateAPI, scrub
+from replicate_jupyter.runners.replicate.files import Files
+from replicate_jupyter.runners.replicate.follow import NOTE, Follower, ReplicateRun
 
-__all__ = ["ReplicateRunner", "parse_ref"]
+if TYPE_CHECKING:
+    from replicate_jupyter.prediction.prediction import Prediction
 
-TERMINAL = ("succeeded", "failed", "canceled")
-NOTE = "[replicate-jupyter] "
+__all__ = ["ReplicateRunner", "parse_ref", "forget"]
+
+OPTIONS = ("base_url", "hardware", "default_hardware", "upload_threshold", "poll_interval", "wait", "timeout")
 
 #: (base_url, ref) → ModelHandle, for the whole process: a version's schema never changes, and
 #: resolving is on every run's path (a pinned `owner/name:version` is cached for good; a bare
@@ -62,35 +58,17 @@ def parse_ref(ref: str) -> tuple[str, str, str | None]:
     return owner, name, version or None
 
 
-def _output_schema(schema: dict | None) -> dict:
-    return ((schema or {}).get("components") or {}).get("schemas", {}).get("Output", {}) or {}
-
-
-def _is_iterator(schema: dict | None) -> bool:
-    return _output_schema(schema).get("x-cog-array-type") == "iterator"
-
-
-def _is_uri(s: dict | None) -> bool:
-    return bool(s) and s.get("type") == "string" and s.get("format") == "uri"
-
-
-class _Run:
-    """One prediction's remote state."""
-
-    def __init__(self, p) -> None:
-        self.p = p
-        self.remote: dict | None = None
-        self.started = False
-        self.next_index = 0
-        self.logs = ""  # log text already emitted
-        self.log_lines = 0
-        self.lock = threading.Lock()
-        self.finishing = False
-        self.cancel_sent = False
-
-    @property
-    def id(self) -> str | None:
-        return (self.remote or {}).get("id")
+def _check_options(token: Any, unknown: dict[str, Any]) -> None:
+    """Options are settings kept in the notebook: a token must never be one."""
+    problems = []
+    if token is not None:
+        problems.append(Problem("token", "forbidden", "<hidden>", "no token option", message=(
+            "the replicate backend never takes a token as an option (it would be kept in the notebook): "
+            "run %replicate login, or set REPLICATE_API_TOKEN")))
+    problems += [Problem(k, "unknown", v, "one of: " + ", ".join(OPTIONS), message=(
+        f"unknown option for the replicate backend (options: {', '.join(OPTIONS)})")) for k, v in sorted(unknown.items())]
+    if problems:
+        raise InputError(problems, model="the replicate backend")
 
 
 class ReplicateRunner(Runner):
@@ -101,12 +79,7 @@ class ReplicateRunner(Runner):
                  default_hardware: str = "gpu-t4", upload_threshold: int = 256 * 1024,
                  poll_interval: float = 0.5, wait: float | None = None, timeout: float = 30.0,
                  token: Any = None, **unknown: Any) -> None:
-        if token is not None:
-            raise ValueError("The replicate backend never takes a token as an option (it would be kept in the "
-                             "notebook): run %replicate login, or set REPLICATE_API_TOKEN.")
-        if unknown:
-            raise ValueError(f"Unknown option(s) for the replicate backend: {', '.join(sorted(unknown))} (options: "
-                             "base_url, hardware, default_hardware, upload_threshold, poll_interval, wait, timeout)")
+        _check_options(token, unknown)
         self.base_url = (base_url or os.environ.get("REPLICATE_API_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
         self.hardware = hardware
         self.default_hardware = default_hardware
@@ -114,8 +87,8 @@ class ReplicateRunner(Runner):
         self.poll_interval = float(poll_interval)
         self.wait = float(wait) if wait else None
         self.api = ReplicateAPI(self.base_url, timeout=float(timeout))
-        self._runs: dict[str, _Run] = {}
-        self._lock = threading.Lock()
+        self.files = Files(self.api, self.upload_threshold)
+        self._runs: RunTable[ReplicateRun] = RunTable()
         self._hardware_noted: set[str] = set()
 
     def __repr__(self) -> str:
@@ -176,116 +149,51 @@ class ReplicateRunner(Runner):
             return self.hardware[model], False
         return self.default_hardware, True
 
-    # ----- inputs ----------------------------------------------------------------------------
-    def encode_input(self, value: Any) -> Any:
-        if isinstance(value, InputFile):
-            if value._data is None and value.url and not value.url.startswith("data:"):
-                return value.url  # Replicate fetches public URLs itself
-            data = value.read()
-            if len(data) < self.upload_threshold:
-                return data_uri(data, value.content_type)
-            f = self.api.upload(data, value.name, value.content_type)
-            return f["urls"]["get"]
-        if isinstance(value, dict):
-            return {k: self.encode_input(v) for k, v in value.items()}
-        if isinstance(value, (list, tuple)):
-            return [self.encode_input(v) for v in value]
-        if hasattr(value, "get_secret_value"):
-            return value.get_secret_value()
-        return value
-
-    # ----- outputs ---------------------------------------------------------------------------
-    def _decode(self, value: Any, schema: dict | None, name: str, run: _Run) -> Any:
-        """Output JSON → our values: file URLs fetched now and embedded as FileOutput."""
-        if isinstance(value, str):
-            fileish = _is_uri(schema) or (not schema or "type" not in (schema or {})) and value.startswith(
-                ("https://", "http://", "data:"))
-            if fileish and value.startswith(("https://", "http://", "data:")):
-                return self._file(value, name, run)
-            return value
-        if isinstance(value, list):
-            items = (schema or {}).get("items") if isinstance(schema, dict) else None
-            return [self._decode(v, items, f"{name}-{i}", run) for i, v in enumerate(value)]
-        if isinstance(value, dict):
-            props = (schema or {}).get("properties") or {}
-            return {k: self._decode(v, props.get(k), k, run) for k, v in value.items()}
-        return value
-
-    def _file(self, url: str, name: str, run: _Run) -> Any:
-        if url.startswith("data:"):
-            return FileOutput.from_data_uri(url, name=name)
-        fname = os.path.basename(unquote(urlparse(url).path)) or name
-        try:
-            data, ctype = self.api.fetch(url)
-        except BackendError as exc:
-            run.p.emit(Log(text=f"{NOTE}could not embed output {url}: {exc}; it is kept as a link, "
-                                "which Replicate deletes after an hour\n"))
-            return url
-        return FileOutput(data, name=fname, content_type=ctype if ctype not in (None, "application/octet-stream") else None,
-                          url=None)
-
-    def _chunk(self, text: str, run: _Run) -> Any:
-        """One streamed `output` event → one iterator item."""
-        items = _output_schema(run.p.schema).get("items") or {}
-        if items.get("type") == "string" and not _is_uri(items):
-            return text
-        if _is_uri(items):
-            return self._file(text, f"output-{run.next_index}", run)
-        try:
-            value = json.loads(text)
-        except ValueError:
-            value = text
-        return self._decode(value, items, f"output-{run.next_index}", run)
-
     # ----- execute ---------------------------------------------------------------------------
-    def execute(self, p) -> None:
-        run = _Run(p)
-        with self._lock:
-            self._runs[p.id] = run
+    def execute(self, p: Prediction) -> None:
         sku, fallback = self.hardware_for(p.model)
-        try:
+        with self._runs.track(p.id, ReplicateRun(p, self.api)) as run:
+            follower = Follower(run, self.files, sku, self.poll_interval)
             try:
-                self._create(run)
-            except APIError as exc:
-                if exc.status == 422:  # Replicate's own validation: a failed prediction with its detail
-                    p.emit(Completed(status="failed", error=f"Replicate rejected the input: {exc.detail or exc.title}",
-                                     metrics={"hardware": sku}))
-                    return
+                try:
+                    self._create(run)
+                except APIError as exc:
+                    if exc.status == 422:  # Replicate's own validation: a failed prediction with its detail
+                        p.emit(Completed(status="failed", metrics={"hardware": sku},
+                                         error=f"Replicate rejected the input: {exc.detail or exc.title}"))
+                        return
+                    raise
+                if fallback and p.model not in self._hardware_noted:
+                    self._hardware_noted.add(p.model)
+                    run.note(f"{NOTE}Replicate does not report the hardware of {p.model}; costing it as {sku} "
+                             f"(set it with %replicate use replicate --hardware SKU)\n")
+                if p.cancel_event.is_set():
+                    run.send_cancel()
+                follower.follow()
+            except KeyboardInterrupt:
+                # the kernel's interrupt: api.execute cancels; someone must still see the final state
+                if run.id and not p.done:
+                    threading.Thread(target=follower.finish_later, daemon=True,
+                                     name=f"rj-replicate-finish-{p.id}").start()
                 raise
-            if fallback and p.model not in self._hardware_noted:
-                self._hardware_noted.add(p.model)
-                p.emit(Log(text=f"{NOTE}Replicate does not report the hardware of {p.model}; costing it as {sku} "
-                                f"(set it with %replicate use replicate --hardware SKU)\n"))
-            if p.cancel_event.is_set():
-                self._send_cancel(run)
-            self._follow(run, sku)
-        except KeyboardInterrupt:
-            # the kernel's interrupt: api.execute cancels; someone must still see the final state
-            if run.id and not p.done:
-                threading.Thread(target=self._finish_later, args=(run, sku), daemon=True,
-                                 name=f"rj-replicate-finish-{p.id}").start()
-            raise
-        except BackendError as exc:
-            if p.done:
-                return
-            if run.id is None:
-                raise  # nothing was created: the error is the whole story
-            if run.started or run.id:
-                p.emit(Log(text=f"{NOTE}{scrub(exc)}; following prediction {run.id} by polling\n"))
-            try:
-                self._poll(run, sku)
-            except BackendError as exc2:
-                if not p.done:
-                    p.emit(Completed(status="failed", metrics=self._metrics(run, sku, None),
-                                     error=f"Lost track of Replicate prediction {run.id}: {scrub(exc2)}"))
-        finally:
-            with self._lock:
-                self._runs.pop(p.id, None)
+            except BackendError as exc:
+                if p.done:
+                    return
+                if run.id is None:
+                    raise  # nothing was created: the error is the whole story
+                run.note(f"{NOTE}{scrub(exc)}; following prediction {run.id} by polling\n")
+                try:
+                    follower.poll()
+                except BackendError as exc2:
+                    if not p.done:
+                        p.emit(Completed(status="failed", metrics=follower.metrics(None),
+                                         error=f"Lost track of Replicate prediction {run.id}: {scrub(exc2)}"))
 
-    def _create(self, run: _Run) -> None:
+    def _create(self, run: ReplicateRun) -> None:
         p = run.p
-        body: dict[str, Any] = {"input": {k: self.encode_input(v) for k, v in p.input.items()}, "stream": True}
-        pinned = bool((getattr(p, "handle", None) and p.handle.extra.get("pinned")))
+        body: dict[str, Any] = {"input": {k: self.files.encode(v) for k, v in p.input.items()}, "stream": True}
+        handle = getattr(p, "handle", None)
+        pinned = bool(handle is not None and handle.extra.get("pinned"))
         if pinned or not p.version:
             if p.version:
                 body["version"] = p.version
@@ -305,190 +213,14 @@ class ReplicateRunner(Runner):
         if run.remote.get("version") and run.remote["version"] != p.version:
             p.version = run.remote["version"]
 
-    def _start(self, run: _Run, sku: str) -> None:
-        with run.lock:
-            if run.started:
-                return
-            run.started = True
-        run.p.emit(Started(hardware=sku))
-
-    def _watch_start(self, run: _Run, sku: str, stop: threading.Event) -> None:
-        """While the stream is quiet, poll lightly (backing off to 2 s: Replicate rate-limits)
-        until Replicate says `processing`."""
-        delay = self.poll_interval
-        while not stop.wait(delay):
-            delay = min(delay * 1.5, max(2.0, self.poll_interval))
-            if run.started or run.p.done:
-                return
-            try:
-                data = self.api.get_prediction(run.id)
-            except BackendError:
-                continue
-            if data.get("status") in ("processing",) + TERMINAL:
-                self._start(run, sku)
-                return
-
-    def _follow(self, run: _Run, sku: str) -> None:
-        p = run.p
-        remote = run.remote or {}
-        if remote.get("status") in ("processing",) + TERMINAL:
-            self._start(run, sku)
-        if remote.get("status") in TERMINAL:
-            return self._complete(run, sku, remote)
-        stream_url = (remote.get("urls") or {}).get("stream")
-        if not stream_url:
-            return self._poll(run, sku)
-        stop = threading.Event()
-        threading.Thread(target=self._watch_start, args=(run, sku, stop), daemon=True,
-                         name=f"rj-replicate-start-{p.id}").start()
-        iterator = _is_iterator(p.schema)
-        error_detail = None
-        saw_done = False
-        try:
-            with self.api.stream(stream_url) as events:
-                for ev in events:
-                    if ev.event == "output":
-                        self._start(run, sku)
-                        if iterator:
-                            p.emit(Output(value=self._chunk(ev.data, run), index=run.next_index))
-                            run.next_index += 1
-                    elif ev.event == "logs":
-                        self._start(run, sku)
-                        text = ev.data + "\n"
-                        run.logs += text
-                        run.log_lines += 1
-                        p.emit(Log(text=text))
-                    elif ev.event == "error":
-                        try:
-                            error_detail = json.loads(ev.data).get("detail")
-                        except (ValueError, AttributeError):
-                            error_detail = ev.data
-                    elif ev.event == "done":
-                        saw_done = True
-                        break
-        finally:
-            stop.set()
-        if not saw_done:  # the stream ended early: the prediction may still be running
-            p.emit(Log(text=f"{NOTE}the stream of {run.id} ended before `done`; following it by polling\n"))
-            return self._poll(run, sku)
-        final = self._final(run)
-        if error_detail and not final.get("error"):
-            final["error"] = error_detail
-        self._complete(run, sku, final)
-
-    def _final(self, run: _Run, timeout: float = 30.0) -> dict:
-        """The prediction once Replicate has written its terminal state (just after `done`)."""
-        deadline = time.monotonic() + timeout
-        delay = 0.05
-        while True:
-            data = self.api.get_prediction(run.id)
-            if data.get("status") in TERMINAL or time.monotonic() > deadline:
-                return data
-            time.sleep(delay)
-            delay = min(delay * 2, self.poll_interval)
-
-    def _poll(self, run: _Run, sku: str) -> None:
-        """No stream URL (or it broke): poll `GET /v1/predictions/{id}` until a final state,
-        turning new log text and new iterator items into events as they appear."""
-        p = run.p
-        iterator = _is_iterator(p.schema)
-        items = _output_schema(p.schema).get("items") or {}
-        while True:
-            data = self.api.get_prediction(run.id)
-            status = data.get("status")
-            if status in ("processing",) + TERMINAL:
-                self._start(run, sku)
-            if status in TERMINAL:
-                return self._complete(run, sku, data)
-            self._catch_up_logs(run, data.get("logs") or "")
-            out = data.get("output")
-            if iterator and isinstance(out, list):
-                for i in range(run.next_index, len(out)):
-                    p.emit(Output(value=self._decode(out[i], items, f"output-{i}", run), index=i))
-                run.next_index = max(run.next_index, len(out))
-            time.sleep(self.poll_interval)
-
-    def _catch_up_logs(self, run: _Run, logs: str) -> None:
-        """Emit what the server's full log text has beyond what was already emitted."""
-        logs = scrub(logs)
-        if not logs or logs == run.logs:
-            return
-        if logs.startswith(run.logs):
-            extra = logs[len(run.logs):]
-        elif run.log_lines:
-            # streamed lines were re-joined with newlines; keep whatever lines came after them
-            lines = logs.splitlines(keepends=True)
-            extra = "".join(lines[run.log_lines:])
-        else:
-            extra = logs
-        if extra:
-            run.logs += extra
-            run.p.emit(Log(text=extra))
-        run.log_lines = len(logs.splitlines())
-
-    def _metrics(self, run: _Run, sku: str, data: dict | None) -> dict:
-        m = (data or {}).get("metrics") or {}
-        pt = m.get("predict_time")
-        if pt is None:
-            pt = round(run.p.elapsed, 6) if run.started else 0.0
-        out = {"predict_time": round(float(pt), 6), "hardware": sku}
-        return out
-
-    def _complete(self, run: _Run, sku: str, data: dict) -> None:
-        p = run.p
-        with run.lock:
-            if run.finishing or p.done:
-                return
-            run.finishing = True
-        status = data.get("status") if data.get("status") in TERMINAL else "failed"
-        self._catch_up_logs(run, data.get("logs") or "")
-        error = data.get("error")
-        if status == "succeeded":
-            out_schema = _output_schema(p.schema)
-            output = data.get("output")
-            if _is_iterator(p.schema):
-                items = out_schema.get("items") or {}
-                values = output if isinstance(output, list) else []
-                for i in range(run.next_index, len(values)):  # items the stream never carried
-                    p.emit(Output(value=self._decode(values[i], items, f"output-{i}", run), index=i))
-                run.next_index = max(run.next_index, len(values))
-            else:
-                p.emit(Output(value=self._decode(output, out_schema, "output", run), index=None))
-        elif status == "canceled":
-            error = p.cancel_reason or error
-        elif status == "failed" and data.get("status") not in TERMINAL:
-            error = f"Replicate prediction {run.id} is still {data.get('status')!r}; stopped following it"
-        p.emit(Completed(status=status, error=None if error is None else scrub(error),
-                         metrics=self._metrics(run, sku, data)))
-
-    def _finish_later(self, run: _Run, sku: str) -> None:
-        try:
-            self._send_cancel(run)
-            self._complete(run, sku, self._final(run, timeout=30.0))
-        except BackendError as exc:
-            if not run.p.done:
-                run.p.emit(Completed(status="canceled", error=f"cancel requested; Replicate did not confirm ({scrub(exc)})",
-                                     metrics=self._metrics(run, sku, None)))
-
     # ----- cancel ----------------------------------------------------------------------------
-    def cancel(self, p) -> None:
-        with self._lock:
-            run = self._runs.get(p.id)
+    def cancel(self, p: Prediction) -> None:
+        run = self._runs.get(p.id)
         if run is not None and run.id:
-            self._send_cancel(run)
+            run.send_cancel()
         # not yet created: execute() sees the cancel event right after creating it
 
-    def _send_cancel(self, run: _Run) -> None:
-        if run.cancel_sent or not run.id:
-            return
-        run.cancel_sent = True
-        url = ((run.remote or {}).get("urls") or {}).get("cancel") or run.id
-        try:
-            self.api.cancel_prediction(url)
-        except BackendError as exc:
-            run.p.emit(Log(text=f"{NOTE}cancel of {run.id} failed: {scrub(exc)}\n"))
-
-    def reload(self, p) -> None:
+    def reload(self, p: Prediction) -> None:
         """Nothing to fetch: events keep the prediction live."""
 
     def close(self) -> None:

@@ -1,0 +1,98 @@
+"""Files to and from Replicate: inputs uploaded, outputs fetched and embedded.
+
+Inputs: a public URL is passed as it is (Replicate fetches it), a small file goes inline as a
+data URI, a large one through `POST /v1/files` and its `urls.get` — a data URI of megabytes
+would make the create request itself the slow part. Outputs: Replicate deletes them about an
+hour after the prediction ends, and a saved notebook must keep showing them, so every output
+URL the schema marks as a file is fetched now and kept as a `FileOutput` with its bytes (a
+fetch that fails keeps the link and says so in the logs).
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Callable
+from urllib.parse import unquote, urlparse
+
+from replicate_jupyter.errors import BackendError
+from replicate_jupyter.prediction.files import FileOutput, InputFile, data_uri
+from replicate_jupyter.runners.remote import encode_values
+from replicate_jupyter.runners.replicate.api import ReplicateAPI
+
+__all__ = ["Files", "is_uri"]
+
+NOTE = "[replicate-jupyter] "
+_URL_PREFIXES = ("https://", "http://", "data:")
+
+#: where a note for the user goes (the prediction's logs)
+Note = Callable[[str], None]
+
+
+def is_uri(schema: dict | None) -> bool:
+    """A schema for a file: a string with `format: uri`."""
+    return isinstance(schema, dict) and schema.get("type") == "string" and schema.get("format") == "uri"
+
+
+class Files:
+    """Uploads and downloads through one Replicate API client."""
+
+    def __init__(self, api: ReplicateAPI, upload_threshold: int = 256 * 1024) -> None:
+        self.api = api
+        self.upload_threshold = int(upload_threshold)
+
+    # ----- in --------------------------------------------------------------------------------
+    def encode(self, value: Any) -> Any:
+        """Validated input → JSON for Replicate (files as URLs or data URIs, secrets as values)."""
+        return encode_values(value, self._send)
+
+    def _send(self, f: InputFile) -> str:
+        if f._data is None and f.url and not f.url.startswith("data:"):
+            return f.url  # Replicate fetches public URLs itself
+        data = f.read()
+        if len(data) < self.upload_threshold:
+            return data_uri(data, f.content_type)
+        return self.api.upload(data, f.name, f.content_type)["urls"]["get"]
+
+    # ----- out -------------------------------------------------------------------------------
+    def decode(self, value: Any, schema: dict | None, name: str, note: Note) -> Any:
+        """Output JSON → our values: file URLs fetched now and embedded as FileOutput. With no
+        schema to say, a string that is a URL is taken for a file."""
+        if isinstance(value, str):
+            untyped = not schema or "type" not in schema
+            if (is_uri(schema) or untyped) and value.startswith(_URL_PREFIXES):
+                return self.fetch(value, name, note)
+            return value
+        if isinstance(value, list):
+            items = schema.get("items") if isinstance(schema, dict) else None
+            return [self.decode(v, items, f"{name}-{i}", note) for i, v in enumerate(value)]
+        if isinstance(value, dict):
+            props = (schema or {}).get("properties") or {}
+            return {k: self.decode(v, props.get(k), k, note) for k, v in value.items()}
+        return value
+
+    def fetch(self, url: str, name: str, note: Note) -> Any:
+        """One output file as a FileOutput holding its bytes (the link itself when that fails)."""
+        if url.startswith("data:"):
+            return FileOutput.from_data_uri(url, name=name)
+        fname = os.path.basename(unquote(urlparse(url).path)) or name
+        try:
+            data, ctype = self.api.fetch(url)
+        except BackendError as exc:
+            note(f"{NOTE}could not embed output {url}: {exc}; it is kept as a link, "
+                 "which Replicate deletes after an hour\n")
+            return url
+        return FileOutput(data, name=fname, content_type=ctype if ctype not in (None, "application/octet-stream") else None,
+                          url=None)
+
+    def chunk(self, text: str, items: dict, index: int, note: Note) -> Any:
+        """One streamed `output` event of an iterator whose items have schema `items`."""
+        name = f"output-{index}"
+        if items.get("type") == "string" and not is_uri(items):
+            return text
+        if is_uri(items):
+            return self.fetch(text, name, note)
+        try:
+            value = json.loads(text)
+        except ValueError:
+            value = text
+        return self.decode(value, items, name, note)
