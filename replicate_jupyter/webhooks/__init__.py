@@ -17,8 +17,13 @@ from replicate_jupyter.webhooks.delivery import EVENTS, Deliverer, Record, Retry
 from replicate_jupyter.webhooks.receiver import Delivery, Receiver, listen
 from replicate_jupyter.webhooks.signing import (
     ENV_SECRET,
-    InvalidWebhook,
+    InvalidSecretKeyError,
+    InvalidSignatureError,
+    InvalidTimestampError,
+    MissingWebhookBodyError,
+    MissingWebhookHeaderError,
     Secret,
+    WebhookValidationError,
     default_secret,
     new_secret,
     set_default_secret,
@@ -30,7 +35,8 @@ __all__ = [
     "attach", "Deliverer", "Record", "RetryPolicy", "WebhookDeliveryWarning", "EVENTS",
     "listen", "Receiver", "Delivery",
     "default", "default_secret", "set_default_secret", "new_secret", "Secret", "ENV_SECRET",
-    "sign", "validate", "InvalidWebhook",
+    "sign", "validate", "WebhookValidationError", "MissingWebhookHeaderError", "MissingWebhookBodyError",
+    "InvalidSecretKeyError", "InvalidTimestampError", "InvalidSignatureError",
 ]
 
 

@@ -73,7 +73,7 @@ class Builder:
         if self._secrets is None:
             import json
 
-            found = []
+            found: list[str] = []
             for k in getattr(self.p, "secret_fields", ()):
                 v = self.p.input.get(k)
                 if v is None:

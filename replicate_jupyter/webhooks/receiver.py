@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import html
 import json
+import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from typing import Any
 
 from replicate_jupyter.errors import InputError, Problem
 from replicate_jupyter.webhooks.body import TERMINAL
-from replicate_jupyter.webhooks.signing import InvalidWebhook, Secret, default_secret, validate
+from replicate_jupyter.webhooks.signing import Secret, WebhookValidationError, default_secret, validate
 
 __all__ = ["Delivery", "Receiver", "listen"]
 
@@ -60,12 +61,14 @@ class Receiver:
         self._last_body: dict[str, Any] = {}  # prediction id → its previous body (to name events)
         self._cond = threading.Condition()
         self._handles: list[Any] = []
+        self._conns: set[Any] = set()  # open keep-alive connections, closed by stop()
         self._drawn_at = 0.0
         self._timer: threading.Timer | None = None
         try:
             self._server = ThreadingHTTPServer((host, port or 0), _handler(self))
         except OSError as exc:
-            raise InputError([Problem("port", "available", port, f"a free port on {host} (or none: one is picked) — {exc.strerror}")]) from None
+            allowed = f"a free port on {host} (or none: one is picked) — {exc.strerror}"
+            raise InputError([Problem("port", "available", port, allowed)]) from None
         self._server.daemon_threads = True
         self.host = host
         self.port = self._server.server_address[1]
@@ -90,6 +93,11 @@ class Receiver:
             self.running = False
             self._server.shutdown()
             self._server.server_close()
+            for sock in list(self._conns):  # a kept-alive sender must not reach a stopped receiver
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
             self._thread.join(5)
             self._redraw()
 
@@ -113,7 +121,8 @@ class Receiver:
             while (hit := found()) is None:
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise TimeoutError(f"no {event!r} delivery for {prediction or 'any prediction'} at {self.url} in {timeout:g} s")
+                    who = prediction or "any prediction"
+                    raise TimeoutError(f"no {event!r} delivery for {who} at {self.url} in {timeout:g} s")
                 self._cond.wait(left)
             return hit
 
@@ -123,7 +132,7 @@ class Receiver:
         try:
             validate(headers=headers, body=data, secret=self.secret, tolerance=self.tolerance)
             verified = True
-        except InvalidWebhook as exc:
+        except WebhookValidationError as exc:
             verified, error = False, str(exc)
         try:
             body = json.loads(data)
@@ -230,6 +239,14 @@ def _handler(receiver: Receiver) -> type:
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"  # keep-alive: the sender reuses its connection
+
+        def setup(self) -> None:
+            super().setup()
+            receiver._conns.add(self.connection)
+
+        def finish(self) -> None:
+            receiver._conns.discard(self.connection)
+            super().finish()
 
         def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
             try:

@@ -29,7 +29,12 @@ from replicate_jupyter.errors import InputError, Problem, ReplicateJupyterError
 
 __all__ = [
     "Secret",
-    "InvalidWebhook",
+    "WebhookValidationError",
+    "MissingWebhookHeaderError",
+    "MissingWebhookBodyError",
+    "InvalidSecretKeyError",
+    "InvalidTimestampError",
+    "InvalidSignatureError",
     "ENV_SECRET",
     "new_secret",
     "default_secret",
@@ -56,14 +61,29 @@ class Secret:
     __str__ = __repr__
 
 
-class InvalidWebhook(ReplicateJupyterError, ValueError):
-    """A delivery that does not verify. `reason` is one of "headers" (a header is missing),
-    "timestamp" (too old or too new, or not a number), "signature" (no signature matches),
-    "secret" (the key is not `whsec_<base64>`), "body" (none given)."""
+class WebhookValidationError(ReplicateJupyterError, ValueError):
+    """A delivery that does not verify. The subclasses carry replicate-python 1.0.7's names, so
+    code that catches them by name (or as ValueError) works with either package."""
 
-    def __init__(self, reason: str, message: str) -> None:
-        self.reason = reason
-        super().__init__(message)
+
+class MissingWebhookHeaderError(WebhookValidationError):
+    """webhook-id, webhook-timestamp or webhook-signature is missing."""
+
+
+class MissingWebhookBodyError(WebhookValidationError):
+    """No body was given."""
+
+
+class InvalidSecretKeyError(WebhookValidationError):
+    """The key is not `whsec_<base64>` (or none was given)."""
+
+
+class InvalidTimestampError(WebhookValidationError):
+    """webhook-timestamp is not a number, or is further from now than the tolerance."""
+
+
+class InvalidSignatureError(WebhookValidationError):
+    """No signature matches: a wrong secret, or the body or headers were changed."""
 
 
 def new_secret() -> Secret:
@@ -84,7 +104,7 @@ def _check_key(key: str, where: str) -> str:
 
 
 _configured: Secret | None = None
-_cached: Secret | None = None
+_cached: tuple[pathlib.Path, Secret] | None = None  # the file's key, read once
 _lock = threading.Lock()
 
 
@@ -111,9 +131,9 @@ def default_secret() -> Secret:
         return Secret(_check_key(env, ENV_SECRET))
     with _lock:
         path = secret_path()
-        if _cached is None or not path.exists():
-            _cached = _load_or_create(path)
-        return _cached
+        if _cached is None or _cached[0] != path or not path.exists():
+            _cached = (path, _load_or_create(path))
+        return _cached[1]
 
 
 def _load_or_create(path: pathlib.Path) -> Secret:
@@ -136,11 +156,11 @@ def _load_or_create(path: pathlib.Path) -> Secret:
 def _key_of(secret: Any) -> str:
     key = getattr(secret, "key", secret)  # ours, replicate-python's WebhookSigningSecret, or a str
     if not isinstance(key, str) or not key:
-        raise InvalidWebhook("secret", "Missing webhook signing secret")
+        raise InvalidSecretKeyError("Missing webhook signing secret")
     try:
         return _check_key(key, "secret")
     except InputError:
-        raise InvalidWebhook("secret", "Invalid secret key format: expected whsec_<base64>") from None
+        raise InvalidSecretKeyError("Invalid secret key format: expected whsec_<base64>") from None
 
 
 def sign(secret: Secret | str, msg_id: str, timestamp: int, body: str) -> str:
@@ -153,36 +173,36 @@ def validate(
     headers: Mapping[str, str] | None = None,
     body: str | bytes | None = None,
     secret: Any = None,
-    tolerance: float = 300,
+    tolerance: float | None = 300,
 ) -> bool:
-    """Check a delivery like replicate-python's `Webhooks.validate(headers=, body=, secret=)`
-    (or `request=` an httpx.Request), and also its timestamp: within `tolerance` seconds of now,
-    which is what stops a captured delivery from being replayed later. Returns True; raises
-    `InvalidWebhook` for a bad signature, an old or future timestamp, or missing headers."""
+    """Check a delivery as replicate-python 1.0.7's `Webhooks.validate(headers=, body=, secret=,
+    tolerance=)` does (or `request=` an httpx.Request), with the timestamp checked by default:
+    within `tolerance` seconds of now (None: not checked), which is what stops a captured
+    delivery from being replayed later. Raises a `WebhookValidationError` subclass; returns True
+    (1.0.7 returns None, older versions a bool: `if validate(...)` works with both)."""
     if secret is None:
-        raise InvalidWebhook("secret", "Missing webhook signing secret")
+        raise InvalidSecretKeyError("Missing webhook signing secret")
     if request is not None:
         if headers is not None or body is not None:
             raise ValueError("Only one of request or headers/body can be provided")
         headers, body = request.headers, request.content
     if not headers:
-        raise InvalidWebhook("headers", "Missing webhook headers")
+        raise MissingWebhookHeaderError("Missing webhook headers")
     lower = {k.lower(): v for k, v in dict(headers).items()}
     for name in ("webhook-id", "webhook-timestamp", "webhook-signature"):
         if not lower.get(name):
-            raise InvalidWebhook("headers", f"Missing webhook header {name!r}")
+            raise MissingWebhookHeaderError(f"Missing webhook header {name!r}")
     if not body:
-        raise InvalidWebhook("body", "Missing webhook body")
+        raise MissingWebhookBodyError("Missing webhook body")
     text = body.decode("utf-8") if isinstance(body, (bytes, bytearray)) else body
     try:
         ts = int(lower["webhook-timestamp"])
     except ValueError:
-        raise InvalidWebhook("timestamp", f"webhook-timestamp is not a number: {lower['webhook-timestamp']!r}") from None
+        raise InvalidTimestampError(f"webhook-timestamp is not a number: {lower['webhook-timestamp']!r}") from None
     age = time.time() - ts
-    if age > tolerance:
-        raise InvalidWebhook("timestamp", f"webhook-timestamp is {age:.0f} s old (tolerance {tolerance:g} s)")
-    if -age > tolerance:
-        raise InvalidWebhook("timestamp", f"webhook-timestamp is {-age:.0f} s in the future (tolerance {tolerance:g} s)")
+    if tolerance is not None and abs(age) > tolerance:
+        when = f"{age:.0f} s old" if age > 0 else f"{-age:.0f} s in the future"
+        raise InvalidTimestampError(f"webhook-timestamp is {when} (tolerance {tolerance:g} s)")
     expected = base64.b64decode(sign(secret, lower["webhook-id"], ts, text).split(",", 1)[1])
     for candidate in lower["webhook-signature"].split():
         version, _, value = candidate.partition(",")
@@ -194,4 +214,4 @@ def validate(
             continue
         if hmac.compare_digest(given, expected):
             return True
-    raise InvalidWebhook("signature", "No matching webhook signature (wrong secret, or the body was changed)")
+    raise InvalidSignatureError("No matching webhook signature (wrong secret, or the body was changed)")
