@@ -8,7 +8,8 @@ a backend needs them, so `%load_ext replicate_jupyter` is instant.
 """
 from __future__ import annotations
 
-from typing import Any
+import warnings
+from typing import TYPE_CHECKING, Any
 
 # The embedded models package `models` shares its name with API functions. Python sets a
 # submodule as a package attribute when it is first imported, which would replace the function;
@@ -30,18 +31,32 @@ from replicate_jupyter.prediction.files import FileOutput
 from replicate_jupyter.prediction.prediction import Prediction
 from replicate_jupyter.session import session
 
+if TYPE_CHECKING:
+    from replicate_jupyter.runners import Runner
+
 __version__ = "0.1.0"
 
 __all__ = [
-    "run", "stream", "predictions", "create", "schema", "models", "ledger", "form", "use", "workers",
+    "run", "stream", "predictions", "create", "schema", "models", "ledger", "form", "backend", "use", "workers",
     "Prediction", "FileOutput", "session",
     "ReplicateJupyterError", "InputError", "ModelNotFound", "ModelError", "BackendError", "BudgetExceeded", "Canceled",
 ]
 
 
-def use(backend: str, **options: Any):
-    """Make `backend` the default (`local`, `workers`, …), optionally configured."""
-    return session.use(backend, **options)
+def backend(name: str, **options: Any) -> Runner:
+    """Make `name` the default backend (`local`, `workers`, `ray`, `replicate`), configured with
+    `options` when given (the same as `%replicate use NAME --opt value`). A bad name or option
+    raises InputError and changes nothing."""
+    return session.use(name, **options)
+
+
+def use(ref: str, **options: Any) -> Runner:
+    """Deprecated for choosing a backend: call `backend(name)`. `use` is kept thin because it
+    is to take replicate-python 1.1's meaning (`use(ref)`: a model as a function)."""
+    warnings.warn(f"rj.use({ref!r}) to choose a backend is deprecated: call rj.backend({ref!r}) "
+                  "(rj.use(ref) will mean replicate-python's use(): a model as a function)",
+                  DeprecationWarning, stacklevel=2)
+    return backend(ref, **options)
 
 
 def __getattr__(name: str) -> Any:

@@ -1,7 +1,9 @@
 """`%%replicate` and the `%replicate …` line magics.
 
 The magics only use the public API (`api.prepare/execute/start`), the session and the display;
-they never talk to a runner. Settings are traitlets so they can live in `ipython_config.py`:
+they never talk to a runner. The line commands live in `commands.py` (one table). Settings are
+the session's traits (the one settings object); the magics expose them under the name Jupyter
+users configure, so `ipython_config.py` and `%config` reach them:
 
     c.ReplicateMagics.default_model = "local/shapes"
     c.ReplicateMagics.default_backend = "local"
@@ -9,44 +11,33 @@ they never talk to a runner. Settings are traitlets so they can live in `ipython
     c.ReplicateMagics.preview_rate = 4.0      # step previews per second, at most
     c.ReplicateMagics.text_rate = 10.0        # streamed-text updates per second, at most
     c.ReplicateMagics.budget = 0.50           # USD for this kernel (None: no budget)
+    c.ReplicateMagics.backend_options = {"ray": {"address": "head:6379"}}
+
+These traits hold no value of their own: reading one reads the session, setting one sets the
+session (which checks it), so `rj.backend(...)`, `%replicate budget`, `%config` and the config
+file can never disagree. Config applies when the extension loads.
 
 Loading the extension imports no torch, diffusers, ray or cog.
 """
 from __future__ import annotations
 
-import os
-import shlex
+import copy
+import sys
 from collections import ChainMap
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class, needs_local_scope
-from IPython.display import display
-from traitlets import Dict, Float, Unicode, observe
+from traitlets import TraitType
 
 from replicate_jupyter import api
-from replicate_jupyter.cost import prices as cost
-from replicate_jupyter.notebook import display as rjdisplay, live as rjlive
-from replicate_jupyter.notebook.cellparse import LineError, parse_body, parse_line, parse_options, sweep_grid
-from replicate_jupyter.errors import ReplicateJupyterError
-from replicate_jupyter.session import session
+from replicate_jupyter.errors import InputError, ReplicateJupyterError
+from replicate_jupyter.notebook import commands, live as rjlive
+from replicate_jupyter.notebook.cellparse import LineError, parse_body, parse_line, sweep_grid
+from replicate_jupyter.session import Session, session
 
 __all__ = ["ReplicateMagics", "load_ipython_extension", "unload_ipython_extension", "HELP"]
 
-HELP = """\
-%%replicate [MODEL] [--on BACKEND] [--async] [--seed N] [--max-cost USD] [-o NAME] [--sweep KEY=V1,V2 ...]
-<inputs as a YAML mapping, or text for the model's first string input; {name} and $name read the notebook>
-
-%replicate models                      models the active backend can run
-%replicate schema MODEL                the model's inputs
-%replicate form MODEL                  a form for the model's inputs
-%replicate use BACKEND [--opt value]   switch backend (local, workers, ray, replicate)
-%replicate workers [add|remove URL...] the worker pool
-%replicate predictions                 running and finished predictions
-%replicate cancel ID                   cancel a running prediction
-%replicate cost [--reset]              the cost ledger, by cell and by model
-%replicate budget USD|off              refuse/cancel predictions past this total
-%replicate price SKU=USD_PER_S         override a price
-%replicate login                       set the Replicate API token (kept in memory only)"""
+HELP = commands.help_text()
 
 
 def _mark(exc: BaseException) -> BaseException:
@@ -54,64 +45,72 @@ def _mark(exc: BaseException) -> BaseException:
     return exc
 
 
+class _OnSession:
+    """Mixin for a trait whose value lives on the magics' session: get and set go there."""
+
+    name: str
+
+    def get(self, obj: Any, cls: Any = None) -> Any:
+        return getattr(obj.session, self.name)
+
+    def set(self, obj: Any, value: Any) -> None:
+        setattr(obj.session, self.name, value)
+
+
+def on_session(name: str) -> TraitType:
+    """The session's trait `name`, as a trait of the magics that reads and writes the session:
+    same type, help and default, so `%config ReplicateMagics` and `ipython profile create` show
+    it as the session defines it."""
+    source = Session.class_traits()[name]
+    shown = next(c for c in type(source).__mro__ if c.__module__.startswith("traitlets."))
+    view = copy.deepcopy(source)
+    view.__class__ = type(shown.__name__, (_OnSession, type(source)), {})
+    return view
+
+
 @magics_class
 class ReplicateMagics(Magics):
-    default_model = Unicode(session.default_model, help="Model used when a cell names none").tag(config=True)
-    default_backend = Unicode(session.default_backend, help="local, workers, ray or replicate").tag(config=True)
-    prices = Dict(value_trait=Float(), default_value={}, help="SKU → USD per second overrides").tag(config=True)
-    preview_rate = Float(session.preview_rate, help="Step previews shown per second, at most").tag(config=True)
-    text_rate = Float(session.text_rate, help="Streamed-text display updates per second, at most").tag(config=True)
-    budget = Float(None, allow_none=True, help="USD this kernel may spend (None: no budget)").tag(config=True)
+    default_backend = on_session("default_backend")
+    default_model = on_session("default_model")
+    budget = on_session("budget")
+    preview_rate = on_session("preview_rate")
+    text_rate = on_session("text_rate")
+    prices = on_session("prices")
+    backend_options = on_session("backend_options")
 
-    def __init__(self, shell=None, **kwargs: Any) -> None:
+    def __init__(self, shell: Any = None, session: Session = session, **kwargs: Any) -> None:
+        self.session = session
+        self._loading = True  # config read while constructing: refused settings are reported, not raised
         super().__init__(shell=shell, **kwargs)
-        self._apply_all()
-        self._commands: dict[str, Callable[[list[str]], Any]] = {
-            "models": self._models, "schema": self._schema, "form": self._form, "use": self._use,
-            "workers": self._workers, "predictions": self._predictions, "cancel": self._cancel,
-            "cost": self._cost, "budget": self._budget, "price": self._price, "login": self._login,
-            "help": self._help,
-        }
+        self._loading = False
 
-    # ----- traitlets → session --------------------------------------------------------------------
-    def _apply_all(self) -> None:
-        session.default_model = self.default_model
-        session.default_backend = self.default_backend
-        session.preview_rate = self.preview_rate
-        session.text_rate = self.text_rate
-        if self.budget is not None:
-            session.budget = self.budget
-        for sku, usd in self.prices.items():
-            cost.prices.set(sku, usd)
+    @classmethod
+    def section_names(cls) -> list[str]:
+        return ["ReplicateMagics"]
 
-    @observe("default_model", "default_backend", "preview_rate", "text_rate", "budget", "prices")
-    def _changed(self, change) -> None:
-        self._apply_all()
+    def _load_config(self, cfg: Any, section_names: Any = None, traits: Any = None) -> None:
+        """Config goes to the session, setting by setting (`Session.apply`). From the config file
+        a refused setting is reported and the extension still loads; from `%config` it raises,
+        and IPython shows the message."""
+        try:
+            self.session.apply(self._find_my_config(cfg))
+        except InputError as exc:
+            if not self._loading:
+                raise
+            print(f"c.ReplicateMagics: {exc}", file=sys.stderr)
 
-    # ----- %%replicate ---------------------------------------------------------------------------
+    # ----- the magics ----------------------------------------------------------------------------
     @needs_local_scope
     @line_magic("replicate")
-    def replicate_line(self, line: str = "", local_ns=None):
-        """Line magics (see `%replicate` alone for the list)."""
+    def replicate_line(self, line: str = "", local_ns: Any = None) -> Any:
+        """Line commands (see `%replicate` alone for the list)."""
         try:
-            words = shlex.split(line)
-        except ValueError as exc:
-            raise _usage(f"cannot split {line!r}: {exc}")
-        if not words:
-            return self._help([])
-        cmd, args = words[0], words[1:]
-        fn = self._commands.get(cmd)
-        if fn is None:
-            import difflib
-
-            close = difflib.get_close_matches(cmd, list(self._commands), n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise _usage(f"unknown command {cmd!r}.{hint} Run %replicate for the list.")
-        try:
-            return fn(args)
+            return commands.run_line(line)
+        except LineError as exc:  # the command line itself: a usage message, as IPython's magics give
+            raise _usage(str(exc)) from None
         except ReplicateJupyterError as exc:
             raise _mark(exc) from None
-        except (LineError, ValueError) as exc:
+        except ValueError as exc:
             raise _usage(str(exc)) from None
 
     @needs_local_scope
@@ -138,7 +137,7 @@ class ReplicateMagics(Magics):
     def _inputs(self, args, cell: str, ns: Mapping[str, Any], extra: dict | None = None) -> tuple[Any, dict]:
         from replicate_jupyter.model.schema import first_string_input
 
-        model = args.model or session.default_model
+        model = args.model or self.session.default_model
         schema = api.schema(model, on=args.on)
         given = parse_body(cell, ns, text_field=first_string_input(schema), model=model)
         if extra:
@@ -191,160 +190,6 @@ class ReplicateMagics(Magics):
             _cancel_all(preds)
         grid.finish()
         return preds
-
-    # ----- line commands -----------------------------------------------------------------------
-    def _help(self, args: list[str]):
-        print(HELP)
-
-    def _models(self, args: list[str]):
-        on = _opt(args, "--on")
-        handles = api.models(on=on)
-        rows = [[h.name, h.description or "", "warm" if h.extra.get("warm") else ""] for h in handles]
-        display(rjdisplay.table_bundle(["model", "description", ""], rows,
-                                       title=f"Models on {on or session.default_backend}"), raw=True)
-
-    def _schema(self, args: list[str]):
-        from replicate_jupyter.model.schema import input_properties
-
-        if not args:
-            raise _usage("usage: %replicate schema MODEL")
-        model = args[0]
-        sch = api.schema(model, on=_opt(args[1:], "--on"))
-        rows = []
-        for name, prop in input_properties(sch):
-            typ = prop.get("type", "")
-            if prop.get("format") == "uri":
-                typ = "file"
-            elif typ == "array":
-                typ = f"list[{(prop.get('items') or {}).get('type', '')}]"
-            if "enum" in prop:
-                allowed = "one of: " + ", ".join(map(str, prop["enum"]))
-            elif "minimum" in prop or "maximum" in prop:
-                allowed = f"{prop.get('minimum', '')}…{prop.get('maximum', '')}"
-            elif "maxLength" in prop or "minLength" in prop:
-                allowed = f"length {prop.get('minLength', 0)}…{prop.get('maxLength', '')}"
-            elif "pattern" in prop:
-                allowed = f"matches {prop['pattern']}"
-            else:
-                allowed = ""
-            required = name in (sch.get("components", {}).get("schemas", {}).get("Input", {}).get("required") or [])
-            default = "(required)" if required else ("" if "default" not in prop else repr(prop["default"]))
-            rows.append([name, typ, default, allowed, prop.get("description", "")])
-        display(rjdisplay.table_bundle(["input", "type", "default", "range / choices", "description"], rows,
-                                       title=f"Inputs of {model}"), raw=True)
-
-    def _form(self, args: list[str]):
-        if not args:
-            raise _usage("usage: %replicate form MODEL")
-        return api.form(args[0], on=_opt(args[1:], "--on"))
-
-    def _use(self, args: list[str]):
-        if not args:
-            print(f"Using backend {session.default_backend!r}")
-            return
-        backend, options = args[0], parse_options(args[1:])
-        session.use(backend, **options)
-        self.default_backend = backend
-        shown = ", ".join(f"{k}={_redact(k, v)}" for k, v in options.items())
-        print(f"Using backend {backend!r}" + (f" ({shown})" if shown else ""))
-
-    def _workers(self, args: list[str]):
-        from replicate_jupyter.runners.workers.runner import pool
-
-        workers = pool()
-        if args and args[0] in ("add", "remove"):
-            if len(args) < 2:
-                raise _usage(f"usage: %replicate workers {args[0]} URL [URL...]")
-            for url in args[1:]:
-                getattr(workers, args[0])(url)
-        elif args:
-            raise _usage("usage: %replicate workers [add|remove URL...]")
-        display(workers)
-
-    def _predictions(self, args: list[str]):
-        rows = []
-        for p in session.predictions.values():
-            rows.append([p.id, p.model, p.status, p.backend, "" if p.cell is None else f"[{p.cell}]",
-                         rjdisplay._secs(p.elapsed) if p.started_at else "–",
-                         rjdisplay.usd(p.metrics.get("cost_usd")) if p.done else ""])
-        display(rjdisplay.table_bundle(["id", "model", "status", "backend", "cell", "time", "cost"], rows,
-                                       title=f"{len(rows)} prediction{'s' if len(rows) != 1 else ''}"), raw=True)
-
-    def _cancel(self, args: list[str]):
-        if not args:
-            raise _usage("usage: %replicate cancel ID [ID...]")
-        for pid in args:
-            try:
-                p = api.predictions.get(pid)
-            except KeyError as exc:
-                raise _usage(str(exc.args[0])) from None
-            was_done = p.done
-            p.cancel(reason="canceled with %replicate cancel")
-            print(f"{p.id} ({p.model}) was already {p.status}" if was_done else f"Canceling {p.id} ({p.model})")
-
-    def _cost(self, args: list[str]):
-        if args and args[0] == "--reset":
-            n, total = len(session.ledger), session.ledger.total()
-            session.ledger.reset()
-            print(f"Ledger reset ({n} predictions, {rjdisplay.usd(total)} cleared)")
-            return
-        if args:
-            raise _usage("usage: %replicate cost [--reset]")
-        display(session.ledger)
-
-    def _budget(self, args: list[str]):
-        spent = session.ledger.total()
-        if not args:
-            b = session.budget
-            print(f"Budget: {'none' if b is None else rjdisplay.usd(b)} · spent {rjdisplay.usd(spent)}")
-            return
-        if args[0].lower() in ("off", "none"):
-            session.budget = None
-            self.budget = None
-            print("Budget removed")
-            return
-        try:
-            value = float(args[0].lstrip("$"))
-        except ValueError:
-            raise _usage(f"usage: %replicate budget USD (got {args[0]!r})") from None
-        if value <= 0:
-            raise _usage("the budget must be > 0 USD (or 'off')")
-        self.budget = value
-        session.budget = value
-        print(f"Budget set to {rjdisplay.usd(value)} for this kernel (spent {rjdisplay.usd(spent)}): "
-              "predictions past it are refused, and a running one is canceled when it reaches it.")
-
-    def _price(self, args: list[str]):
-        if not args:
-            display(rjdisplay.table_bundle(["sku", "USD per second"],
-                                           [[k, f"{v:.6f}"] for k, v in cost.prices.table().items()],
-                                           title="Prices"), raw=True)
-            return
-        for spec in args:
-            sku, sep, value = spec.partition("=")
-            try:
-                usd = float(value)
-            except ValueError:
-                usd = None
-            if not sep or not sku or usd is None:
-                raise _usage(f"usage: %replicate price SKU=USD_PER_S (got {spec!r})")
-            cost.prices.set(sku, usd)
-            self.prices = {**self.prices, sku: usd}
-            print(f"Price of {sku}: ${usd:.6f}/s")
-
-    def _login(self, args: list[str]):
-        if args:
-            raise _usage("Don't put the token in the cell (it would be saved in the notebook): "
-                         "run %replicate login alone and paste it at the prompt.")
-        import getpass
-
-        token = getpass.getpass("Replicate API token: ").strip()
-        if not token:
-            print("No token given; nothing changed.")
-            return
-        os.environ["REPLICATE_API_TOKEN"] = token
-        del token
-        print("Token stored in this kernel's memory (REPLICATE_API_TOKEN). It is not written to the notebook.")
 
 
 # ----- errors: one clear message, not a traceback of our internals ---------------------------
@@ -454,18 +299,3 @@ def _cancel_all(preds: list) -> None:
             p.cancel(reason="interrupted")
     for p in preds:
         p._done.wait(10)
-
-
-def _opt(args: list[str], name: str) -> str | None:
-    if name in args:
-        i = args.index(name)
-        if i + 1 < len(args):
-            return args[i + 1]
-    return None
-
-
-_SECRET_WORDS = ("token", "key", "secret", "password")
-
-
-def _redact(key: str, value: Any) -> str:
-    return "***" if any(w in key.lower() for w in _SECRET_WORDS) else repr(value)

@@ -1,0 +1,279 @@
+"""The `%replicate <command>` line commands: one table, each command a small function.
+
+A command is registered with its usage, a one-line summary and its arguments (argparse specs),
+so `%replicate` alone (the help), the argument parsing and the dispatch all come from the same
+table. The line is split with shlex, parsed into typed arguments, and handed to the command.
+Settings commands (`use`, `budget`, `price`) set the session's traits, which check the value:
+a bad one raises InputError and changes nothing.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from IPython.display import display
+
+from replicate_jupyter import api
+from replicate_jupyter.cost import prices as cost
+from replicate_jupyter.notebook import display as rjdisplay
+from replicate_jupyter.notebook.cellparse import LineError, parse_options
+from replicate_jupyter.session import redacted, session
+
+__all__ = ["Command", "COMMANDS", "CELL_USAGE", "help_text", "run_line"]
+
+CELL_USAGE = """\
+%%replicate [MODEL] [--on BACKEND] [--async] [--seed N] [--max-cost USD] [-o NAME] [--sweep KEY=V1,V2 ...]
+<inputs as a YAML mapping, or text for the model's first string input; {name} and $name read the notebook>"""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # argparse would print and sys.exit(): raise instead
+        raise LineError(f"{message} (usage: %replicate {self.usage})")
+
+
+@dataclass(frozen=True)
+class Command:
+    """One line command: `usage` and `summary` make its help line, `parser` its typed arguments."""
+
+    name: str
+    usage: str
+    summary: str
+    parser: argparse.ArgumentParser
+    run: Callable[[argparse.Namespace], Any]
+    refuse_args: str | None = None  # a command whose arguments could be a secret: this message, never echoed
+
+
+#: command name → Command, in the order the help lists them
+COMMANDS: dict[str, Command] = {}
+
+
+def _arg(*flags: str, **kwargs: Any) -> tuple[tuple[str, ...], dict[str, Any]]:
+    return flags, kwargs
+
+
+def _command(usage: str, summary: str, *arguments: tuple[tuple[str, ...], dict[str, Any]],
+             refuse_args: str | None = None):
+    """Register the decorated function as the command named by `usage`'s first word."""
+    def register(fn: Callable[[argparse.Namespace], Any]) -> Callable[[argparse.Namespace], Any]:
+        name = usage.split()[0]
+        parser = _Parser(prog=f"%replicate {name}", usage=usage, add_help=False, allow_abbrev=False)
+        for flags, kwargs in arguments:
+            parser.add_argument(*flags, **kwargs)
+        COMMANDS[name] = Command(name, usage, summary, parser, fn, refuse_args)
+        return fn
+
+    return register
+
+
+def help_text() -> str:
+    """The cell magic's synopsis, then one line per command (from the table)."""
+    lines = [f"%replicate {c.usage:<28} {c.summary}" for c in COMMANDS.values() if c.name != "help"]
+    return CELL_USAGE + "\n\n" + "\n".join(lines)
+
+
+def run_line(line: str) -> Any:
+    """`%replicate <line>`: split, parse, dispatch. Usage problems raise LineError."""
+    try:
+        words = shlex.split(line)
+    except ValueError as exc:
+        raise LineError(f"cannot split {line!r}: {exc}") from None
+    if not words:
+        words = ["help"]
+    command = COMMANDS.get(words[0])
+    if command is None:
+        import difflib
+
+        close = difflib.get_close_matches(words[0], list(COMMANDS), n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise LineError(f"unknown command {words[0]!r}.{hint} Run %replicate for the list.")
+    if command.refuse_args is not None and words[1:]:
+        raise LineError(command.refuse_args)
+    return command.run(command.parser.parse_args(words[1:]))
+
+
+# ----- argument types ---------------------------------------------------------------------------
+_SHOW = object()  # no value given: show the current setting
+
+
+def _usd_or_off(text: str) -> float | None:
+    if text.lower() in ("off", "none"):
+        return None
+    try:
+        return float(text.lstrip("$"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a budget is a number of USD or 'off' (got {text!r})") from None
+
+
+def _price_spec(text: str) -> tuple[str, float]:
+    sku, sep, value = text.partition("=")
+    try:
+        usd = float(value)
+    except ValueError:
+        usd = None
+    if not sep or not sku or usd is None:
+        raise argparse.ArgumentTypeError(f"a price is SKU=USD_PER_S, e.g. cpu=0.0001 (got {text!r})")
+    return sku, usd
+
+
+_ON = _arg("--on", metavar="BACKEND", default=None)
+
+
+# ----- the commands -----------------------------------------------------------------------------
+@_command("help", "this list")
+def _help(args: argparse.Namespace) -> None:
+    print(help_text())
+
+
+@_command("models [--on BACKEND]", "models the active backend can run", _ON)
+def _models(args: argparse.Namespace) -> None:
+    handles = api.models(on=args.on)
+    rows = [[h.name, h.description or "", "warm" if h.extra.get("warm") else ""] for h in handles]
+    display(rjdisplay.table_bundle(["model", "description", ""], rows,
+                                   title=f"Models on {args.on or session.default_backend}"), raw=True)
+
+
+@_command("schema MODEL [--on BACKEND]", "the model's inputs", _arg("model"), _ON)
+def _schema(args: argparse.Namespace) -> None:
+    from replicate_jupyter.model.schema import input_properties
+
+    sch = api.schema(args.model, on=args.on)
+    required = sch.get("components", {}).get("schemas", {}).get("Input", {}).get("required") or []
+    rows = []
+    for name, prop in input_properties(sch):
+        default = "(required)" if name in required else ("" if "default" not in prop else repr(prop["default"]))
+        rows.append([name, _input_type(prop), default, _allowed(prop), prop.get("description", "")])
+    display(rjdisplay.table_bundle(["input", "type", "default", "range / choices", "description"], rows,
+                                   title=f"Inputs of {args.model}"), raw=True)
+
+
+def _input_type(prop: dict[str, Any]) -> str:
+    if prop.get("format") == "uri":
+        return "file"
+    if prop.get("type") == "array":
+        return f"list[{(prop.get('items') or {}).get('type', '')}]"
+    return str(prop.get("type", ""))
+
+
+def _allowed(prop: dict[str, Any]) -> str:
+    if "enum" in prop:
+        return "one of: " + ", ".join(map(str, prop["enum"]))
+    if "minimum" in prop or "maximum" in prop:
+        return f"{prop.get('minimum', '')}…{prop.get('maximum', '')}"
+    if "maxLength" in prop or "minLength" in prop:
+        return f"length {prop.get('minLength', 0)}…{prop.get('maxLength', '')}"
+    if "pattern" in prop:
+        return f"matches {prop['pattern']}"
+    return ""
+
+
+@_command("form MODEL [--on BACKEND]", "a form for the model's inputs", _arg("model"), _ON)
+def _form(args: argparse.Namespace) -> Any:
+    return api.form(args.model, on=args.on)
+
+
+@_command("use BACKEND [--opt value]", "switch backend (local, workers, ray, replicate)",
+          _arg("backend", nargs="?"), _arg("options", nargs=argparse.REMAINDER))
+def _use(args: argparse.Namespace) -> None:
+    if args.backend is None:
+        print(f"Using backend {session.default_backend!r}")
+        return
+    options = parse_options(args.options)
+    session.use(args.backend, **options)
+    shown = ", ".join(f"{k}={v!r}" for k, v in redacted(options).items())
+    print(f"Using backend {args.backend!r}" + (f" ({shown})" if shown else ""))
+
+
+@_command("workers [add|remove URL...]", "the worker pool",
+          _arg("action", nargs="?", choices=("add", "remove")), _arg("urls", nargs="*", metavar="URL"))
+def _workers(args: argparse.Namespace) -> None:
+    from replicate_jupyter.runners.workers.runner import pool
+
+    workers = pool()
+    if args.action is None and args.urls:
+        raise LineError("usage: %replicate workers [add|remove URL...]")
+    if args.action is not None:
+        if not args.urls:
+            raise LineError(f"usage: %replicate workers {args.action} URL [URL...]")
+        for url in args.urls:
+            getattr(workers, args.action)(url)
+    display(workers)
+
+
+@_command("predictions", "running and finished predictions")
+def _predictions(args: argparse.Namespace) -> None:
+    rows = []
+    for p in list(session.predictions.values()):
+        rows.append([p.id, p.model, p.status, p.backend, "" if p.cell is None else f"[{p.cell}]",
+                     rjdisplay._secs(p.elapsed) if p.started_at else "–",
+                     rjdisplay.usd(p.metrics.get("cost_usd")) if p.done else ""])
+    display(rjdisplay.table_bundle(["id", "model", "status", "backend", "cell", "time", "cost"], rows,
+                                   title=f"{len(rows)} prediction{'s' if len(rows) != 1 else ''}"), raw=True)
+
+
+@_command("cancel ID [ID...]", "cancel a running prediction", _arg("ids", nargs="+", metavar="ID"))
+def _cancel(args: argparse.Namespace) -> None:
+    for pid in args.ids:
+        try:
+            p = api.predictions.get(pid)
+        except KeyError as exc:
+            raise LineError(str(exc.args[0])) from None
+        was_done = p.done
+        p.cancel(reason="canceled with %replicate cancel")
+        print(f"{p.id} ({p.model}) was already {p.status}" if was_done else f"Canceling {p.id} ({p.model})")
+
+
+@_command("cost [--reset]", "the cost ledger, by cell and by model", _arg("--reset", action="store_true"))
+def _cost(args: argparse.Namespace) -> None:
+    if args.reset:
+        n, total = len(session.ledger), session.ledger.total()
+        session.ledger.reset()
+        print(f"Ledger reset ({n} predictions, {rjdisplay.usd(total)} cleared)")
+        return
+    display(session.ledger)
+
+
+@_command("budget [USD|off]", "refuse/cancel predictions past this total",
+          _arg("usd", nargs="?", type=_usd_or_off, default=_SHOW, metavar="USD|off"))
+def _budget(args: argparse.Namespace) -> None:
+    spent = session.ledger.total()
+    if args.usd is _SHOW:
+        b = session.budget
+        print(f"Budget: {'none' if b is None else rjdisplay.usd(b)} · spent {rjdisplay.usd(spent)}")
+        return
+    session.budget = args.usd  # checked by the session: nan, inf, <= 0 are refused
+    if args.usd is None:
+        print("Budget removed")
+        return
+    print(f"Budget set to {rjdisplay.usd(args.usd)} for this kernel (spent {rjdisplay.usd(spent)}): "
+          "predictions past it are refused, and a running one is canceled when it reaches it.")
+
+
+@_command("price [SKU=USD_PER_S ...]", "override a price (alone: the price table)",
+          _arg("specs", nargs="*", type=_price_spec, metavar="SKU=USD_PER_S"))
+def _price(args: argparse.Namespace) -> None:
+    if not args.specs:
+        display(rjdisplay.table_bundle(["sku", "USD per second"],
+                                       [[k, f"{v:.6f}"] for k, v in cost.prices.table().items()],
+                                       title="Prices"), raw=True)
+        return
+    session.prices = {**session.prices, **dict(args.specs)}  # all or none: checked together
+    for sku, usd in args.specs:
+        print(f"Price of {sku}: ${usd:.6f}/s")
+
+
+@_command("login", "set the Replicate API token (kept in memory only)",
+          refuse_args="Don't put the token in the cell (it would be saved in the notebook): "
+                      "run %replicate login alone and paste it at the prompt.")
+def _login(args: argparse.Namespace) -> None:
+    import getpass
+
+    token = getpass.getpass("Replicate API token: ").strip()
+    if not token:
+        print("No token given; nothing changed.")
+        return
+    os.environ["REPLICATE_API_TOKEN"] = token
+    del token
+    print("Token stored in this kernel's memory (REPLICATE_API_TOKEN). It is not written to the notebook.")
