@@ -1,107 +1,84 @@
 """`replicate-jupyter serve`: run one predictor under Cog's own HTTP server (coglet), no Docker.
 
-coglet needs what `cog build` would have left in its working directory: the schema at
-`.cog/openapi_schema.json` (it validates input against it and only streams SSE when
-`x-cog-streaming` is set) and a predictor reference. The predictor may live somewhere read-only
-(site-packages for `local/...`) or not be a file at all (`hf:...`), so a private working directory
-holds the schema and a two-line shim module that loads the class through `predictors.load`.
+Three parts, one process tree:
 
-coglet keeps answering after its predictor process dies (health UNHEALTHY, every prediction 409),
-so a supervisor polls `/health-check` and restarts the server when it exits or goes bad; a pool
-client then finds the worker READY again at the same URL.
+- coglet (`python -m cog.server.http`) on a private loopback port, started from the directory a
+  Cog model expects (serve/workdir.py: the model's own folder for a folder with cog.yaml), with
+  the model's environment only (serve/folder.py: the parent's scrubbed of credentials, plus
+  cog.yaml's `environment`). It dies with serve: PR_SET_PDEATHSIG (serve/lifetime.py), and its
+  predictor process dies with it.
+- the front (serve/auth.py) on `--host:--port`: the only socket open to the network. A token is
+  required on any non-loopback address (`RJ_WORKER_TOKEN` or `--token-file`; `--insecure` opts
+  out, loudly); it streams SSE through and fails null outputs the schema does not allow.
+- the supervisor (this module): coglet keeps answering after its predictor process dies (health
+  UNHEALTHY, every prediction 409), so it polls `/health-check` and restarts coglet when it exits
+  or goes bad; a pool client then finds the worker READY again at the same URL.
 """
 from __future__ import annotations
 
-import json
 import os
 import pathlib
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-from typing import Any, TextIO
+from typing import Any, Iterable, TextIO
 
 import httpx
 
-__all__ = ["Server", "prepare_workdir", "free_port"]
+from replicate_jupyter.serve import workdir
+from replicate_jupyter.serve.auth import Front, is_loopback
+from replicate_jupyter.serve.folder import model_environment
+from replicate_jupyter.serve.lifetime import die_with_parent, exit_when_stdin_closes
 
-SHIM_MODULE = "rj_serve_predict"
+__all__ = ["Server", "free_port", "InsecureBind"]
+
 BAD_STATES = frozenset({"UNHEALTHY", "DEFUNCT"})
-_PKG_PARENT = str(pathlib.Path(__file__).resolve().parent.parent)
+_PKG_PARENT = str(pathlib.Path(__file__).resolve().parent.parent.parent)
+
+
+class InsecureBind(ValueError):
+    """A non-loopback address without a token (and without --insecure)."""
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    """A port nobody listens on right now (for `--port 0`)."""
+    """A port nobody listens on right now."""
     with socket.socket() as s:
         s.bind((host, 0))
         return s.getsockname()[1]
 
 
-def _absolute_ref(ref: str) -> str:
-    """File references must survive the change of working directory."""
-    if ref.startswith(("hf:", "local/")):
-        return ref
-    path_part, sep, cls = ref.rpartition(":") if ref.count(":") and not ref.endswith(".py") else (ref, "", "")
-    if os.path.exists(path_part):
-        return os.path.abspath(path_part) + (sep + cls if sep else "")
-    return ref
-
-
-def prepare_workdir(ref: str, name: str | None = None, hardware: str | None = None,
-                    workdir: str | os.PathLike | None = None) -> tuple[pathlib.Path, dict]:
-    """Write `.cog/openapi_schema.json` and the shim module into a working directory.
-
-    Loads the predictor here first, so a bad reference fails in the terminal with our error
-    message rather than as a coglet SETUP_FAILED later.
-    """
-    from replicate_jupyter.runners import devices
-    from replicate_jupyter.model import predictors
-
-    ref = _absolute_ref(ref)
-    spec = predictors.load(ref, name)
-    schema = json.loads(json.dumps(spec.schema))  # build_schema's dict is shared: copy before editing
-    info = schema.setdefault("info", {})
-    info["x-replicate-model"] = spec.name
-    info["x-replicate-hardware"] = hardware or devices.current_sku()
-    if spec.version:
-        info.setdefault("x-replicate-version", spec.version)
-    # coglet answers 406 to SSE unless the schema says x-cog-streaming; with it, every model
-    # streams its start, logs and completion (a non-iterator output still arrives whole in
-    # `completed`), so the pool sees logs live and knows when a prediction really started.
-    post = schema.setdefault("paths", {}).setdefault("/predictions", {}).setdefault("post", {})
-    post["x-cog-streaming"] = True
-    wd = pathlib.Path(workdir) if workdir else pathlib.Path(tempfile.mkdtemp(prefix="rj-serve-"))
-    (wd / ".cog").mkdir(parents=True, exist_ok=True)
-    (wd / ".cog" / "openapi_schema.json").write_text(json.dumps(schema, indent=1))
-    (wd / f"{SHIM_MODULE}.py").write_text(
-        '"""Written by replicate-jupyter serve: the predictor class, loaded the way every runner loads it."""\n'
-        "from replicate_jupyter.model import predictors as _predictors\n\n"
-        f"Predictor = _predictors.load({ref!r}, {spec.name!r}).cls\n"
-    )
-    return wd, schema
-
-
 class Server:
-    """One coglet server for one predictor, kept alive: restarted when it exits or turns
-    UNHEALTHY/DEFUNCT. `run()` blocks until `stop()` (or SIGTERM/SIGINT via the CLI)."""
+    """One coglet server for one predictor, behind the front, kept alive: restarted when it exits
+    or turns UNHEALTHY/DEFUNCT. `run()` blocks until `stop()` (or SIGTERM/SIGINT via the CLI)."""
 
     def __init__(self, ref: str, host: str = "127.0.0.1", port: int = 5000, concurrency: int = 1,
                  name: str | None = None, hardware: str | None = None, poll: float = 0.5,
-                 ready_timeout: float = 300.0, out: TextIO | None = None) -> None:
-        self.ref = ref
+                 ready_timeout: float = 300.0, out: TextIO | None = None, token: str | None = None,
+                 insecure: bool = False, pass_env: Iterable[str] = (), exit_with_stdin: bool = False) -> None:
         self.host = host
-        self.port = port or free_port(host)
-        self.concurrency = max(1, int(concurrency))
+        self.port = port
         self.poll = poll
         self.ready_timeout = ready_timeout
         self.out = out or sys.stdout
-        self.workdir, self.schema = prepare_workdir(ref, name, hardware)
+        self.token = token
+        self.insecure = insecure
+        self.pass_env = tuple(pass_env)
+        self.exit_with_stdin = exit_with_stdin
+        if not is_loopback(host) and not token and not insecure:
+            raise InsecureBind(
+                f"serving on {host} lets anyone who can reach it run predictions on this machine: give a worker "
+                "token (set RJ_WORKER_TOKEN, or --token-file PATH) and add the worker with it, or pass --insecure")
+        self.rundir = workdir.prepare(ref, name, hardware)
+        self.schema = self.rundir.schema
         self.name = self.schema["info"]["x-replicate-model"]
         self.hardware = self.schema["info"]["x-replicate-hardware"]
+        folder = self.rundir.folder
+        self.concurrency = max(1, int(concurrency if concurrency != 1 or folder is None else folder.concurrency or 1))
+        self.upstream_port = free_port("127.0.0.1")
+        self.front: Front | None = None
         self.proc: subprocess.Popen | None = None
         self.restarts = 0
         self._stop = threading.Event()
@@ -110,26 +87,36 @@ class Server:
 
     @property
     def url(self) -> str:
-        host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
+        """The front's URL, as a client on this machine reaches it."""
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "") else "::1" if self.host == "::" else self.host
         if ":" in host:
             host = f"[{host}]"
         return f"http://{host}:{self.port}"
 
     @property
+    def upstream(self) -> str:
+        return f"http://127.0.0.1:{self.upstream_port}"
+
+    @property
     def log_path(self) -> pathlib.Path:
-        return self.workdir / "server.log"
+        return self.rundir.log_path
+
+    @property
+    def workdir(self) -> pathlib.Path:
+        return self.rundir.cwd
 
     def say(self, text: str) -> None:
         print(f"[replicate-jupyter serve] {text}", file=self.out, flush=True)
 
     # ----- child process -------------------------------------------------------------------
     def _env(self) -> dict[str, str]:
-        env = dict(os.environ)
+        """The model's environment only: the parent's without credentials, then cog.yaml's."""
+        env = model_environment(self.rundir.folder, os.environ, keep=self.pass_env)
         bindir = os.path.dirname(sys.executable)
         env["PATH"] = bindir + os.pathsep + env.get("PATH", "")  # coglet spawns `python -c ...`
         env["PYTHONPATH"] = os.pathsep.join(p for p in (_PKG_PARENT, env.get("PYTHONPATH", "")) if p)
-        env["COG_PREDICT_TYPE_STUB"] = f"{SHIM_MODULE}.py:Predictor"
-        env["PORT"] = str(self.port)
+        env["COG_PREDICT_TYPE_STUB"] = self.rundir.stub
+        env["PORT"] = str(self.upstream_port)
         env["COG_MAX_CONCURRENCY"] = str(self.concurrency)
         env["RJ_PROGRESS_RELAY"] = "1"  # progress/previews travel as tagged log lines (progress.py)
         env.setdefault("PYTHONUNBUFFERED", "1")
@@ -137,13 +124,15 @@ class Server:
 
     def _spawn(self) -> None:
         self._wait_port_free()
+        self.rundir.ensure()
         if self._log_fh is None:
             self._log_fh = open(self.log_path, "ab", buffering=0)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "cog.server.http", "--host", self.host],
-            cwd=self.workdir, env=self._env(), stdin=subprocess.DEVNULL,
+            [sys.executable, "-m", "cog.server.http", "--host", "127.0.0.1"],
+            cwd=self.rundir.cwd, env=self._env(), stdin=subprocess.DEVNULL,
             stdout=self._log_fh, stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group: the predictor process dies with it
+            start_new_session=True,  # its own process group: killpg takes the predictor process too
+            preexec_fn=die_with_parent(),  # and SIGKILL reaches it when serve dies, however serve died
         )
 
     def _wait_port_free(self, timeout: float = 10.0) -> None:
@@ -152,7 +141,7 @@ class Server:
             with socket.socket() as s:
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 try:
-                    s.bind((self.host, self.port))
+                    s.bind(("127.0.0.1", self.upstream_port))
                     return
                 except OSError:
                     time.sleep(0.1)
@@ -180,8 +169,7 @@ class Server:
     # ----- health --------------------------------------------------------------------------
     def health(self) -> dict | None:
         try:
-            r = self._http.get(self.url + "/health-check")
-            return r.json()
+            return self._http.get(self.upstream + "/health-check").json()
         except (httpx.HTTPError, ValueError):
             return None
 
@@ -210,13 +198,23 @@ class Server:
 
     # ----- lifecycle -----------------------------------------------------------------------
     def start(self) -> "Server":
+        self.front = Front(self.host, self.port, self.upstream_port, self.token, self.schema,
+                           log_path=self.log_path, cwd=lambda: str(self.rundir.cwd), say=self.say)
+        self.port = self.front.port
+        if not is_loopback(self.host) and not self.token:
+            self.say(f"WARNING: --insecure: {self.host}:{self.port} takes predictions from anyone who can reach it, "
+                     "on this machine's hardware and bill")
+        self.front.start()  # answers 502 until coglet is up, rather than leaving clients hanging
         self._spawn()
         try:
             self.wait_ready()
         except BaseException:
             self._kill_child()
+            self.front.stop()
             raise
-        self.say(f"{self.name} ready at {self.url} (hardware {self.hardware}, pid {self.proc.pid}, logs {self.log_path})")
+        auth = "token required" if self.token else "no token"
+        self.say(f"{self.name} ready at {self.url} (hardware {self.hardware}, pid {self.proc.pid}, {auth}, "
+                 f"runs in {self.rundir.cwd} [{self.rundir.mode}], logs {self.log_path})")
         return self
 
     def supervise(self) -> None:
@@ -257,6 +255,8 @@ class Server:
 
     def stop(self) -> None:
         self._stop.set()
+        if self.front is not None:
+            self.front.stop()
         self._kill_child()
         self._http.close()
         if self._log_fh is not None:
@@ -264,14 +264,17 @@ class Server:
             self._log_fh = None
 
     def cleanup(self) -> None:
-        shutil.rmtree(self.workdir, ignore_errors=True)
+        self.rundir.cleanup()
 
     def run(self) -> int:
-        """start + supervise until SIGTERM/SIGINT; the child process group is always killed."""
+        """start + supervise until SIGTERM/SIGINT (or stdin's EOF with `exit_with_stdin`); the
+        child process group is always killed and what serve wrote is removed."""
         def on_signal(signum, _frame):
             self._stop.set()
 
         old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        if self.exit_with_stdin:
+            exit_when_stdin_closes(self._stop.set)
         try:
             self.start()
             self.supervise()

@@ -1,0 +1,375 @@
+"""serve's small authenticating front: the only socket a worker opens to the network.
+
+coglet has no authentication, so it listens on a private loopback port and every request reaches
+it through this streaming reverse proxy (asyncio + h11, one thread), which
+
+- answers 401 to a request without `Authorization: Bearer <token>` or with a wrong one, when
+  serve has a token (required on any non-loopback address): nothing reaches coglet, nothing runs;
+- passes SSE through event by event, unbuffered (TCP_NODELAY towards the client, TCP_QUICKACK
+  towards coglet, which otherwise waits ~40 ms per event on a delayed ACK: see cog_client.py);
+- drops the upstream connection when the client's drops, so coglet cancels a prediction whose
+  stream went away exactly as it does when spoken to directly, and cuts the client's stream
+  short (never a clean end) when coglet dies mid-prediction;
+- fails a prediction whose output comes back null where the schema promises one (outputs.py);
+- refuses `/shutdown` (the supervisor owns coglet's lifetime).
+
+The token is compared in constant time and never printed: refusals log the method, path and
+peer only. It comes from `RJ_WORKER_TOKEN` or `--token-file`, never from the command line.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import ipaddress
+import json
+import os
+import pathlib
+import socket
+import threading
+from typing import Any, Callable
+
+import h11
+
+from replicate_jupyter.serve.outputs import check, checked_events, checked_json
+
+__all__ = ["Front", "TOKEN_ENV", "REMOTE_FOR_TESTS_ENV", "load_token", "is_loopback"]
+
+TOKEN_ENV = "RJ_WORKER_TOKEN"
+#: comma-separated addresses to treat as non-loopback (tests bind 127.0.0.2 and expect the rules
+#: of a network address); it can only make serve stricter
+REMOTE_FOR_TESTS_ENV = "RJ_SERVE_TREAT_AS_REMOTE"
+_QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)
+_HOP = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"proxy-authenticate", b"proxy-authorization",
+                  b"te", b"trailer", b"transfer-encoding", b"upgrade", b"content-length", b"host", b"authorization"})
+_READ = 65536
+_MAX_JSON = 256 << 20  # a sync prediction's answer is buffered to be checked
+
+
+def load_token(token_file: str | os.PathLike | None = None, environ: dict | None = None) -> str | None:
+    """The worker token from `--token-file` (first line) or `RJ_WORKER_TOKEN`, removed from this
+    process's environment so no child inherits it. Raises ValueError for an empty or unreadable file."""
+    env = os.environ if environ is None else environ
+    from_env = env.pop(TOKEN_ENV, None)
+    if token_file is not None:
+        try:
+            text = pathlib.Path(token_file).read_text().strip().splitlines()
+        except OSError as exc:
+            raise ValueError(f"cannot read the token file {token_file}: {exc.strerror}") from None
+        token = text[0].strip() if text else ""
+        if not token:
+            raise ValueError(f"the token file {token_file} is empty")
+        return token
+    return from_env.strip() if from_env and from_env.strip() else None
+
+
+def is_loopback(host: str) -> bool:
+    """Whether binding `host` keeps the worker on this machine (no token needed there)."""
+    remote = {h.strip() for h in os.environ.get(REMOTE_FOR_TESTS_ENV, "").split(",") if h.strip()}
+    if host in remote:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a name: it may resolve to a network address
+
+
+def _nodelay(sock: Any) -> None:
+    with contextlib.suppress(OSError, AttributeError):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+class _Upstream:
+    """One keep-alive connection to coglet, with quick ACKs after every read."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+        self.conn = h11.Connection(h11.CLIENT)
+        self.sock = writer.get_extra_info("socket")
+        _nodelay(self.sock)
+
+    @classmethod
+    async def open(cls, port: int) -> "_Upstream":
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        return cls(reader, writer)
+
+    async def next_event(self) -> Any:
+        while True:
+            ev = self.conn.next_event()
+            if ev is not h11.NEED_DATA:
+                return ev
+            data = await self.reader.read(_READ)
+            if _QUICKACK is not None and self.sock is not None:
+                with contextlib.suppress(OSError):
+                    self.sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
+            self.conn.receive_data(data)
+
+    @property
+    def reusable(self) -> bool:
+        return self.conn.our_state is h11.DONE and self.conn.their_state is h11.DONE
+
+    def abort(self) -> None:
+        self.writer.transport.abort()
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+class Front:
+    """The proxy on `host:port` in front of coglet on `127.0.0.1:upstream_port`."""
+
+    def __init__(self, host: str, port: int, upstream_port: int, token: str | None, schema: dict,
+                 log_path: pathlib.Path | None = None, cwd: Callable[[], str] | None = None,
+                 say: Callable[[str], None] = print) -> None:
+        self.host, self.upstream_port, self.schema = host, upstream_port, schema
+        self.log_path, self.cwd, self.say = log_path, cwd, say
+        self._expected = f"Bearer {token}".encode() if token else None
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.sock = socket.create_server((host.strip("[]"), port), family=family, backlog=256)
+        self.port = self.sock.getsockname()[1]
+        self.refused = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopped: asyncio.Event | None = None
+        self._thread: threading.Thread | None = None
+        self._started = threading.Event()
+
+    def start(self) -> "Front":
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._main()), name="rj-serve-front", daemon=True)
+        self._thread.start()
+        self._started.wait(10)
+        return self
+
+    def stop(self) -> None:
+        if self._loop is not None and self._stopped is not None:
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(self._stopped.set)
+        if self._thread is not None:
+            self._thread.join(5)
+        with contextlib.suppress(OSError):
+            self.sock.close()
+
+    async def _main(self) -> None:
+        self._loop, self._stopped = asyncio.get_running_loop(), asyncio.Event()
+        server = await asyncio.start_server(self._serve, sock=self.sock, limit=_READ)
+        self._started.set()
+        async with server:
+            await self._stopped.wait()
+            server.close()
+            for task in [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]:
+                task.cancel()
+
+    def _checker(self, offset: int) -> Callable[[dict], dict | None]:
+        cwd = self.cwd() if self.cwd else None
+        return lambda pred: check(self.schema, pred, self.log_path, offset, cwd)
+
+    # ----- one client connection ---------------------------------------------------------
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        conn = h11.Connection(h11.SERVER)
+        _nodelay(writer.get_extra_info("socket"))
+        peer = (writer.get_extra_info("peername") or ("?",))[0]
+        up: _Upstream | None = None
+        clean = True
+        try:
+            while True:
+                req = await _next(conn, reader)
+                if not isinstance(req, h11.Request):
+                    break
+                action, up = await self._exchange(conn, reader, writer, req, up, peer)
+                if action != "keep" or conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
+                    clean = action != "abort"
+                    break
+                conn.start_next_cycle()
+        except (h11.ProtocolError, OSError, asyncio.IncompleteReadError, asyncio.CancelledError):
+            clean = False
+        finally:
+            if up is not None:
+                up.close()
+            if clean:
+                writer.close()
+            else:
+                writer.transport.abort()  # a cut stream, never one that looks complete
+
+    async def _exchange(self, conn: h11.Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                        req: h11.Request, up: _Upstream | None, peer: str) -> tuple[str, _Upstream | None]:
+        """One request and its answer: ("keep" | "close" | "abort", the upstream connection)."""
+        path = req.target.split(b"?", 1)[0]
+        if self._expected is not None:
+            given = next((v for k, v in req.headers if k == b"authorization"), b"")
+            if not hmac.compare_digest(given, self._expected):
+                self.refused += 1
+                self.say(f"refused {req.method.decode()} {path.decode(errors='replace')} from {peer}: "
+                         f"{'a wrong' if given else 'no'} token (401)")
+                await _reply(conn, reader, writer, 401,
+                             {"detail": "a valid worker token is required (Authorization: Bearer ...)"},
+                             [(b"www-authenticate", b'Bearer realm="replicate-jupyter serve"')])
+                return "close", up
+        if path.rstrip(b"/") == b"/shutdown":
+            await _reply(conn, reader, writer, 403, {"detail": "serve owns this server's lifetime: stop serve instead"})
+            return "close", up
+        if up is None or not up.reusable or up.reader.at_eof() or up.writer.transport.is_closing():
+            if up is not None:
+                up.close()
+            try:
+                up = await _Upstream.open(self.upstream_port)
+            except OSError:
+                await _reply(conn, reader, writer, 502, {"detail": "the model server is not running (it is being restarted)"})
+                return "close", None
+        else:
+            up.conn.start_next_cycle()
+        is_prediction = req.method in (b"POST", b"PUT") and path.startswith(b"/predictions") \
+            and not path.rstrip(b"/").endswith(b"/cancel")
+        offset = _size(self.log_path) if is_prediction else 0
+        await self._forward_request(conn, reader, req, up)
+        resp = await up.next_event()
+        while isinstance(resp, h11.InformationalResponse):
+            resp = await up.next_event()
+        if not isinstance(resp, h11.Response):
+            raise h11.RemoteProtocolError("no response from coglet")
+        headers = [(k, v) for k, v in resp.headers if k not in _HOP]
+        ctype = next((v for k, v in resp.headers if k == b"content-type"), b"")
+        length = next((v for k, v in resp.headers if k == b"content-length"), None)
+        if is_prediction and resp.status_code == 200 and ctype.startswith(b"application/json") and length is not None:
+            body = await _read_body(up)
+            body = checked_json(body, self._checker(offset))
+            writer.write(conn.send(h11.Response(status_code=200, headers=headers + [(b"content-length", b"%d" % len(body))],
+                                                reason=resp.reason)) + conn.send(h11.Data(data=body)) + conn.send(h11.EndOfMessage()))
+            await writer.drain()
+            return "keep", up
+        sse = is_prediction and ctype.startswith(b"text/event-stream")
+        if length is not None and not sse:
+            headers.append((b"content-length", length))
+        writer.write(conn.send(h11.Response(status_code=resp.status_code, headers=headers, reason=resp.reason)))
+        ok = await self._stream_body(conn, reader, writer, up, sse, offset)
+        return ("keep" if ok else "abort"), up
+
+    async def _forward_request(self, conn: h11.Connection, reader: asyncio.StreamReader, req: h11.Request,
+                               up: _Upstream) -> None:
+        headers = [(k, v) for k, v in req.headers if k not in _HOP]
+        headers.append((b"host", b"127.0.0.1:%d" % self.upstream_port))
+        length = next((v for k, v in req.headers if k == b"content-length"), None)
+        if length is not None:
+            headers.append((b"content-length", length))
+        elif any(k == b"transfer-encoding" for k, _ in req.headers):
+            headers.append((b"transfer-encoding", b"chunked"))
+        out = bytearray(up.conn.send(h11.Request(method=req.method, target=req.target, headers=headers)))
+        while True:
+            ev = await _next(conn, reader)
+            if isinstance(ev, h11.Data):
+                out += up.conn.send(h11.Data(data=ev.data))
+                if len(out) >= _READ:
+                    up.writer.write(bytes(out))
+                    out.clear()
+                    await up.writer.drain()
+            elif isinstance(ev, h11.EndOfMessage):
+                out += up.conn.send(h11.EndOfMessage())
+                up.writer.write(bytes(out))
+                await up.writer.drain()
+                return
+            else:
+                raise h11.RemoteProtocolError("the request ended early")
+
+    async def _stream_body(self, conn: h11.Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                           up: _Upstream, sse: bool, offset: int) -> bool:
+        """Pass the body on as it arrives; False when either side went away (connection dropped)."""
+        gone = False
+
+        def client_said(task: asyncio.Task) -> None:
+            nonlocal gone
+            if task.cancelled():
+                return
+            if task.exception() is not None or not task.result():
+                gone = True
+                up.abort()  # coglet sees the stream drop, as it would without us
+
+        watch = asyncio.ensure_future(reader.read(_READ))
+        watch.add_done_callback(client_said)
+        pending = b""
+        try:
+            while True:
+                try:
+                    ev = await up.next_event()
+                except (h11.ProtocolError, OSError):
+                    return False
+                if gone:
+                    return False
+                if isinstance(ev, h11.Data):
+                    data = ev.data
+                    if sse:
+                        data, pending = checked_events(pending + data, self._checker(offset))
+                    if data:
+                        writer.write(conn.send(h11.Data(data=data)))
+                        await writer.drain()
+                elif isinstance(ev, h11.EndOfMessage):
+                    if pending:
+                        writer.write(conn.send(h11.Data(data=pending)))
+                    writer.write(conn.send(h11.EndOfMessage()))
+                    await writer.drain()
+                    return True
+                else:
+                    return False
+        finally:
+            data = None
+            if not watch.done():
+                watch.remove_done_callback(client_said)
+                watch.cancel()  # and wait for it: the next read of this connection must not overlap it
+                with contextlib.suppress(asyncio.CancelledError, OSError):
+                    data = await watch
+            elif not watch.cancelled() and watch.exception() is None:
+                data = watch.result()
+            if data:
+                conn.receive_data(data)  # a pipelined next request
+
+
+async def _next(conn: h11.Connection, reader: asyncio.StreamReader) -> Any:
+    while True:
+        ev = conn.next_event()
+        if ev is not h11.NEED_DATA:
+            return ev
+        conn.receive_data(await reader.read(_READ))
+
+
+async def _read_body(up: _Upstream) -> bytes:
+    body = bytearray()
+    while True:
+        ev = await up.next_event()
+        if isinstance(ev, h11.Data):
+            body += ev.data
+            if len(body) > _MAX_JSON:
+                raise h11.RemoteProtocolError("answer too large to check")
+        elif isinstance(ev, h11.EndOfMessage):
+            return bytes(body)
+        else:
+            raise h11.RemoteProtocolError("the answer ended early")
+
+
+async def _reply(conn: h11.Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, status: int,
+                 body: dict, extra: list[tuple[bytes, bytes]] | None = None) -> None:
+    """Answer, then read (a bounded part of) the request body before closing: closing a socket
+    with unread data sends a reset, which can cost the client the answer."""
+    data = json.dumps(body).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(data)),
+               (b"connection", b"close"), *(extra or [])]
+    writer.write(conn.send(h11.Response(status_code=status, headers=headers)) + conn.send(h11.Data(data=data))
+                 + conn.send(h11.EndOfMessage()))
+    await writer.drain()
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(_discard(conn, reader, 1 << 20), 2.0)
+
+
+async def _discard(conn: h11.Connection, reader: asyncio.StreamReader, limit: int) -> None:
+    seen = 0
+    while seen < limit and conn.their_state is h11.SEND_BODY:
+        ev = await _next(conn, reader)
+        if isinstance(ev, h11.Data):
+            seen += len(ev.data)
+        else:
+            return
+
+
+def _size(path: pathlib.Path | None) -> int:
+    try:
+        return os.path.getsize(path) if path is not None else 0
+    except OSError:
+        return 0
