@@ -20,11 +20,11 @@ import threading
 import time
 from typing import Any, Iterator
 
-from replicate_jupyter.runners import devices
-from replicate_jupyter.model import predictors
-from replicate_jupyter.runners.capture import capture
 from replicate_jupyter.errors import Canceled
+from replicate_jupyter.model import predictors
 from replicate_jupyter.prediction.events import Completed, Log, Started
+from replicate_jupyter.runners import devices
+from replicate_jupyter.runners.capture import capture
 from replicate_jupyter.runners.context import RunContext, activate
 from replicate_jupyter.runners.invoke import (
     build_kwargs,
