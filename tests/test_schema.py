@@ -333,8 +333,9 @@ def test_file_inputs():
     assert props["doc"] == {"type": "string", "title": "Doc", "format": "uri", "x-order": 1, "description": "A file"}
     assert props["images"] == {"type": "array", "title": "Images", "items": {"type": "string", "format": "uri"},
                                "x-order": 2, "description": "Several images"}
-    assert props["maybe"] == {"type": "string", "title": "Maybe", "format": "uri", "nullable": True, "x-order": 3,
-                              "description": "Optional image"}
+    # Optional[...] = None: Cog writes the null default and nullable
+    assert props["maybe"] == {"type": "string", "title": "Maybe", "format": "uri", "nullable": True, "default": None,
+                              "x-order": 3, "description": "Optional image"}
     assert doc["components"]["schemas"]["Input"]["required"] == ["image"]
     assert S.file_fields(doc) == {"image", "doc", "images", "maybe"}
     assert S.first_string_input(doc) is None  # files are not prompts
@@ -352,8 +353,9 @@ class WithSecret(BasePredictor):
 def test_secret_input():
     doc = S.build_schema(WithSecret)
     prop = doc["components"]["schemas"]["Input"]["properties"]["api_key"]
+    # Cog's generator: a Secret with default=None is an optional credential (nullable, null default)
     assert prop == {"type": "string", "title": "Api Key", "format": "password", "writeOnly": True,
-                    "x-cog-secret": True, "x-order": 1, "description": "API key"}
+                    "x-cog-secret": True, "x-order": 1, "description": "API key", "default": None, "nullable": True}
     assert doc["components"]["schemas"]["Input"]["required"] == ["prompt"]
 
 
@@ -389,7 +391,7 @@ def test_constraints_required_defaults_and_int_choices():
     assert p["plain"] == {"type": "integer", "title": "Plain", "default": 7, "x-order": 3}
     assert p["bare"] == {"type": "number", "title": "Bare", "default": 0.5, "x-order": 4}
     assert p["nothing"] == {"type": "string", "title": "Nothing", "x-order": 6}
-    assert p["opt"] == {"type": "string", "title": "Opt", "nullable": True, "x-order": 7}
+    assert p["opt"] == {"type": "string", "title": "Opt", "nullable": True, "default": None, "x-order": 7}
     assert p["tags"] == {"type": "array", "title": "Tags", "items": {"type": "string"}, "default": ["a", "b"],
                          "x-order": 8, "description": "Tags"}
     assert p["ratio"]["default"] == 1.0 and isinstance(p["ratio"]["default"], float)

@@ -72,9 +72,15 @@ def test_defaults_filled_and_blank_fields_left_out(schema):
     assert V.validate(schema, {"prompt": "a"})["sizes"] == [64]
 
 
-def test_none_means_not_given_unless_nullable(schema):
-    out = V.validate(schema, {"prompt": "a", "seed": None, "steps": None, "note": None})
-    assert "seed" not in out and out["steps"] == 20 and out["note"] is None
+def test_null_only_where_nullable(schema):
+    """Cog's server refuses an explicit null unless the schema says `nullable` (issue 17)."""
+    out = V.validate(schema, {"prompt": "a", "note": None, "api_key": None})
+    assert out["note"] is None and out["api_key"] is None  # Optional[str] = None, Secret = Input(default=None)
+    err = problems(schema, {"prompt": "a", "seed": None, "steps": None})
+    assert [(p.field, p.rule, p.value, p.allowed) for p in err.problems] == [
+        ("steps", "type", None, "an integer"), ("seed", "type", None, "an integer")]
+    assert "null is not allowed" in str(err) and "leave it out" in str(err)
+    assert V.validate(schema, {"prompt": "a"})["steps"] == 20  # left out: the default
 
 
 @pytest.mark.parametrize(
@@ -95,7 +101,7 @@ def test_none_means_not_given_unless_nullable(schema):
         ("hires", 1, True),
         ("prompt", 42, "42"),
         ("prompt", 1.5, "1.5"),
-        ("sizes", [1, "2", 3.0], [1, 2, 3]),
+        ("sizes", [1, 2, 3.0], [1, 2, 3]),
         ("sizes", 8, [8]),
     ],
 )
