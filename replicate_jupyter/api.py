@@ -1,22 +1,28 @@
 """The Python API, shaped like replicate-python: `run`, `stream`, `predictions`, plus `schema`,
-`models`, `ledger`, `form`.
+`models`, `ledger`.
 
 Every call goes the same way: resolve the model on the backend, validate the input against its
 schema (nothing is dispatched on bad input), check the budget, then hand a Prediction to the
-runner. Display, ledger and cost guard only ever see the Prediction's events.
+runner. Display, ledger and cost guard only ever see the Prediction's events. The API sits
+below the notebook layer: magics and forms use it, it never imports them.
 """
 from __future__ import annotations
 
-import threading
+import math
 from typing import Any, Iterator
 
-from replicate_jupyter.cost import prices as cost
-from replicate_jupyter.errors import BudgetExceeded, InputError, ModelError, Problem
+from replicate_jupyter.cost.guard import CostGuard, check_budget
+from replicate_jupyter.cost.ledger import Ledger
+from replicate_jupyter.errors import InputError, ModelError, PredictionNotFound, Problem
 from replicate_jupyter.prediction.events import Completed, Error, Event, Log, Output
 from replicate_jupyter.prediction.prediction import TERMINAL, Prediction
 from replicate_jupyter.session import session
 
-__all__ = ["run", "stream", "predictions", "schema", "models", "ledger", "form", "create", "Predictions"]
+__all__ = ["run", "stream", "predictions", "schema", "models", "ledger", "form", "create", "prepare", "execute",
+           "start", "Predictions"]
+
+#: how long `execute` waits for listeners another thread is still running once a run is final
+_LISTENERS_GRACE = 30.0
 
 
 def _resolve_model(ref: Any) -> Any:
@@ -31,8 +37,10 @@ def prepare(
     seed: int | None = None,
     max_cost: float | None = None,
 ) -> Prediction:
-    """Resolve, validate and budget-check; return a Prediction not yet started.
-    Raises InputError / ModelNotFound / BudgetExceeded before anything is dispatched."""
+    """Resolve, validate and budget-check; return a Prediction not yet started, followed by
+    the ledger (and a cost guard when there is a limit).
+    Raises InputError / ModelNotFound / UnknownBackend / BudgetExceeded before anything is
+    dispatched."""
     from replicate_jupyter.model.validation import validate
 
     backend = on or session.default_backend
@@ -44,20 +52,15 @@ def prepare(
         if "seed" not in props:
             raise InputError([Problem("seed", "unknown", seed, "this model has no seed input")], model=handle.name)
         given["seed"] = seed
-    if max_cost is not None and max_cost <= 0:
-        raise InputError([Problem("--max-cost", "minimum", max_cost, "> 0 USD")], model=handle.name)
+    if max_cost is not None and not (isinstance(max_cost, (int, float)) and math.isfinite(max_cost) and max_cost > 0):
+        raise InputError([Problem("--max-cost", "minimum", max_cost, "a finite number > 0 (USD)")], model=handle.name)
     clean = validate(handle.schema, given, model=handle.name)
-    if session.budget is not None:
-        spent = session.ledger.total()
-        if spent >= session.budget:
-            raise BudgetExceeded(session.budget, spent)
-    p = Prediction(handle.name, clean, version=handle.version, backend=backend, schema=handle.schema, runner=runner)
-    p.handle = handle
-    p.cell = session.current_cell
-    p.max_cost = max_cost
+    check_budget(session.budget, session.ledger)
+    p = Prediction(handle.name, clean, version=handle.version, backend=backend, schema=handle.schema, runner=runner,
+                   handle=handle, max_cost=max_cost, cell=session.current_cell)
     p.subscribe(session.ledger.listen)
     if session.budget is not None or max_cost is not None:
-        CostGuard(p, max_cost).attach()
+        CostGuard(p, max_cost, budget=lambda: session.budget, ledger=session.ledger).attach()
     session.track(p)
     return p
 
@@ -77,13 +80,16 @@ def execute(p: Prediction) -> Prediction:
                                                           "hardware": p.metrics.get("hardware")}))
         raise
     except BaseException as exc:
-        if not p.done:  # a runner bug must still leave the prediction final, never lost
+        if not p.finished:  # a runner bug must still leave the prediction final, never lost
             p.emit(Completed(status="failed", error=f"{type(exc).__name__}: {exc}",
                              metrics={"predict_time": round(p.elapsed, 6), "hardware": p.metrics.get("hardware")}))
         if not isinstance(exc, Exception):
             raise
-    if not p.done:
+    if not p.finished:
         p.emit(Completed(status="failed", error=f"the {p.backend} backend ended without a result"))
+    # final; its listeners (the ledger's stamp) may still be running in the thread that was
+    # delivering events when the Completed came: the caller reads the cost line next
+    p._done.wait(_LISTENERS_GRACE)
     return p
 
 
@@ -91,7 +97,7 @@ def start(p: Prediction) -> Prediction:
     """Run a prepared prediction on a background thread (for --async, forms, sweeps)."""
     from replicate_jupyter.runners import threads
 
-    p._background = True
+    p.background = True
     threads.submit(execute, p)
     return p
 
@@ -137,10 +143,12 @@ class Predictions:
     create = staticmethod(create)
 
     def get(self, id: str) -> Prediction:
+        """The prediction `id` of this kernel; `PredictionNotFound` (a KeyError) if none."""
         try:
-            return session.predictions[id]
-        except KeyError:
-            raise KeyError(f"No prediction {id!r} in this kernel") from None
+            p: Prediction = session.predictions[id]
+        except (KeyError, TypeError):
+            raise PredictionNotFound(str(id)) from None
+        return p
 
     def list(self) -> list[Prediction]:
         return list(session.predictions.values())
@@ -161,46 +169,15 @@ def models(*, on: str | None = None) -> list:
     return session.runner(on).models()
 
 
-def ledger():
+def ledger() -> Ledger:
+    """The cost ledger of this kernel (every backend's predictions, by cell and by model)."""
     return session.ledger
 
 
-def form(ref: Any = None, *, on: str | None = None):
+def form(ref: Any = None, *, on: str | None = None) -> Any:
+    """Deprecated place of `rj.form`: the notebook layer's `notebook.forms.form` (the API sits
+    below the notebook and must not import it). Kept until the package root and the magics
+    take `form` from there; then this goes, and tests/test_layout.py passes."""
     from replicate_jupyter.notebook.forms import form as _form
 
-    return _form(_resolve_model(ref), on=on)
-
-
-class CostGuard:
-    """Cancels a running prediction once it would pass the budget or its own max cost.
-    Checks on every event and on a 10 Hz timer, since a predictor may report nothing for a while."""
-
-    def __init__(self, p: Prediction, max_cost: float | None) -> None:
-        self.p = p
-        self.max_cost = max_cost
-        self._timer: threading.Thread | None = None
-
-    def attach(self) -> None:
-        self.p.subscribe(self.on_event)
-
-    def on_event(self, p: Prediction, e: Event) -> None:
-        if isinstance(e, Completed):
-            return
-        if self._timer is None and p.started_at is not None:
-            self._timer = threading.Thread(target=self._tick, daemon=True, name=f"rj-cost-guard-{p.id}")
-            self._timer.start()
-        self.check()
-
-    def _tick(self) -> None:
-        while not self.p._done.wait(0.1):
-            self.check()
-
-    def check(self) -> None:
-        p = self.p
-        if p.done or p.cancel_event.is_set():
-            return
-        running = p.elapsed * cost.price(p.metrics.get("hardware"))
-        if self.max_cost is not None and running >= self.max_cost:
-            p.cancel(reason=f"canceled: --max-cost ${self.max_cost:.4f} reached")
-        elif session.budget is not None and session.ledger.total() + running >= session.budget:
-            p.cancel(reason=f"canceled: budget ${session.budget:.4f} reached")
+    return _form(ref, on=on)

@@ -2,13 +2,21 @@
 
     ReplicateJupyterError
      ├── InputError          bad input: every problem (field, rule, value, allowed) at once; nothing ran
-     ├── ModelNotFound       unknown model reference; names the closest matches
+     │                       (also a ValueError)
+     ├── ModelNotFound       unknown model reference; names the closest matches (also a LookupError)
+     ├── UnknownBackend      a backend name that is not one; names the closest (also a ValueError)
+     ├── PredictionNotFound  `predictions.get/cancel` of an id this kernel never made (also a KeyError)
+     ├── PredictionTimeout   `wait(timeout)` / `events(timeout=)` ran out; the prediction goes on
+     │                       (also a TimeoutError)
      ├── ModelError          the model itself raised; carries the Prediction (its logs and traceback)
      ├── BackendError        a worker or service could not be used; names the URL and what was tried
-     │    └── BackendTimeout
+     │    └── BackendTimeout (also a ConnectionError; BackendTimeout also a TimeoutError)
      ├── BudgetExceeded      the ledger is at the budget; nothing was dispatched
      └── Canceled            raised inside a predictor by progress() when its prediction was canceled
 
+Every failure the package raises on purpose is one of these, so `except ReplicateJupyterError`
+catches them all; each also derives from the builtin a Python user would try first (`KeyError`
+for a lookup by id, `TimeoutError` for a wait), so code written for those keeps working.
 Errors are raised before anything is dispatched wherever the problem can be known in advance,
 so a bad cell never costs money and never leaves a half-run prediction behind.
 """
@@ -22,6 +30,9 @@ __all__ = [
     "Problem",
     "InputError",
     "ModelNotFound",
+    "UnknownBackend",
+    "PredictionNotFound",
+    "PredictionTimeout",
     "ModelError",
     "BackendError",
     "BackendTimeout",
@@ -85,6 +96,59 @@ class ModelNotFound(ReplicateJupyterError, LookupError):
         if self.suggestions:
             msg += ". Did you mean: " + ", ".join(self.suggestions) + "?"
         super().__init__(msg)
+
+
+class UnknownBackend(ReplicateJupyterError, ValueError):
+    """A backend name that is not one (or one this install lacks); names the closest."""
+
+    def __init__(self, name: str, known: list[str] | tuple[str, ...] = (), detail: str = ""):
+        import difflib
+
+        self._init_args = (name, tuple(known), detail)
+        self.name = name
+        self.known = list(known)
+        close = difflib.get_close_matches(name, self.known, n=1)
+        self.suggestion = close[0] if close else None
+        if detail:
+            msg = f"The {name!r} backend {detail}"
+        else:
+            hint = f" — did you mean {self.suggestion!r}?" if self.suggestion else ""
+            msg = f"Unknown backend {name!r}{hint} (backends: {', '.join(self.known)})"
+        super().__init__(msg)
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:  # pickled by its arguments, not its message
+        return type(self), self._init_args
+
+
+class PredictionNotFound(ReplicateJupyterError, KeyError):
+    """No prediction with this id in this kernel. A KeyError too (it is a lookup by key), but
+    shown as its message rather than KeyError's quoted repr."""
+
+    def __init__(self, id: str):
+        self.id = id
+        super().__init__(f"No prediction {id!r} in this kernel")
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        return type(self), (self.id,)
+
+
+class PredictionTimeout(ReplicateJupyterError, TimeoutError):
+    """Waiting for a prediction ran out of time. The prediction itself is not touched: it goes
+    on running, and can be waited for again or canceled."""
+
+    def __init__(self, prediction_id: str, status: str = "running", timeout: float | None = None,
+                 what: str = "prediction"):
+        self.prediction_id = prediction_id
+        self.status = status
+        self.timeout = timeout
+        self._init_args = (prediction_id, status, timeout, what)
+        super().__init__(f"{what} {prediction_id} still {status} after {timeout}s")
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        return type(self), self._init_args
 
 
 class ModelError(ReplicateJupyterError):

@@ -2,16 +2,26 @@
 
 It listens to Completed events, so every backend's predictions land here the same way, and the
 notebook total in every cost line, `%replicate cost` and `rj.ledger()` agree by construction.
+When it records a prediction it stamps the notebook total as of that prediction onto the
+prediction's metrics (`notebook_total_usd`), so a cost line is a function of its Prediction
+alone: drawn again later, or in a saved notebook, it shows the figure it showed then.
 """
 from __future__ import annotations
 
 import threading
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from replicate_jupyter.prediction import registry
 from replicate_jupyter.prediction.events import Completed, Event
 
-__all__ = ["Ledger", "Entry"]
+if TYPE_CHECKING:
+    from replicate_jupyter.prediction.prediction import Prediction
+
+__all__ = ["Ledger", "Entry", "TOTAL_KEY"]
+
+#: the metrics key the ledger stamps: the kernel's total in USD once this prediction was recorded
+TOTAL_KEY = "notebook_total_usd"
 
 
 @dataclass(frozen=True)
@@ -35,12 +45,13 @@ class Ledger:
         self._sum = 0.0
         self._lock = threading.Lock()
 
-    def listen(self, prediction, event: Event) -> None:
+    def listen(self, prediction: Prediction, event: Event) -> None:
         """Prediction listener: record the prediction when it completes."""
         if isinstance(event, Completed):
             self.record(prediction)
 
-    def record(self, p) -> Entry:
+    def record(self, p: Prediction) -> Entry:
+        """Add `p` (final) and stamp the notebook total as of it onto `p.metrics`."""
         m = p.metrics
         entry = Entry(
             id=p.id,
@@ -57,13 +68,13 @@ class Ledger:
         with self._lock:
             self._entries.append(entry)
             self._sum += entry.cost_usd
-            self._through[entry.id] = round(self._sum, 8)
+            through = self._through[entry.id] = round(self._sum, 8)
+        p.metrics[TOTAL_KEY] = through  # one dict store: atomic beside to_json's copy
         return entry
 
     def total_through(self, id: str) -> float:
-        """The notebook total as of prediction `id` (ledger order), so a cost line drawn again
-        later shows the figure it showed when that prediction finished; the current total for
-        a prediction not recorded (yet)."""
+        """The notebook total as of prediction `id` (ledger order); the current total for a
+        prediction not recorded (yet)."""
         through = self._through.get(id)
         return self.total() if through is None else through
 
@@ -106,10 +117,8 @@ class Ledger:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def _repr_mimebundle_(self, include=None, exclude=None):
-        from replicate_jupyter.notebook import display
-
-        return display.ledger_bundle(self)
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        return registry.mimebundle(self)  # the look the notebook layer registered (registry.py)
 
     def __repr__(self) -> str:
         return f"<Ledger {len(self)} predictions, ${self.total():.4f}, {self.gpu_seconds():.1f} s>"

@@ -7,8 +7,11 @@ Multi-GPU SKUs (`gpu-a100-large-2x`, `gpu-h100-8x`) scale the single-GPU price.
 from __future__ import annotations
 
 import json
+import math
 import re
 from importlib import resources
+
+from replicate_jupyter.errors import InputError, Problem
 
 __all__ = ["PriceTable", "prices", "price", "cost_of"]
 
@@ -16,15 +19,25 @@ _MULTI = re.compile(r"^(?P<base>.+?)-(?P<n>\d+)x$")
 
 
 class PriceTable:
+    """The shipped prices plus this kernel's overrides, looked up by SKU."""
+
     def __init__(self) -> None:
         raw = json.loads(resources.files(__package__).joinpath("prices.json").read_text())
         self.defaults: dict[str, float] = {k: float(v) for k, v in raw.items() if not k.startswith("_")}
         self.overrides: dict[str, float] = {}
 
     def set(self, sku: str, usd_per_second: float) -> None:
-        if usd_per_second < 0:
-            raise ValueError(f"price for {sku} must be >= 0, got {usd_per_second}")
-        self.overrides[sku] = float(usd_per_second)
+        """Override one SKU's price. A price that is not a finite number ≥ 0 is refused
+        (`InputError`), and nothing changes: a NaN would silently turn every cost into NaN."""
+        try:
+            value = float(usd_per_second)
+        except (TypeError, ValueError):
+            value = math.nan
+        if not sku or not isinstance(sku, str):
+            raise InputError([Problem("sku", "required", sku, "a hardware SKU such as gpu-a100-large")])
+        if not math.isfinite(value) or value < 0:
+            raise InputError([Problem(sku, "minimum", usd_per_second, "a finite number >= 0 (USD per second)")])
+        self.overrides[sku] = value
 
     def reset(self) -> None:
         self.overrides.clear()
@@ -56,8 +69,10 @@ prices = PriceTable()
 
 
 def price(sku: str | None) -> float:
+    """USD per second for `sku` in this kernel's table."""
     return prices.price(sku)
 
 
 def cost_of(predict_time: float, sku: str | None) -> float:
+    """What `predict_time` seconds on `sku` cost, rounded to 1e-8 USD (Replicate's precision)."""
     return round(float(predict_time) * prices.price(sku), 8)

@@ -6,7 +6,11 @@ for the JupyterLab extension, and `text/html`, `image/png` (when there is an ima
 outputs and the cost line. HTML never holds a script, and every string that came from a model
 or a user is escaped.
 
-Nothing here knows which runner ran. Live, in-place displays are `live.py`.
+Every renderer here is a pure function of what it is given: nothing reads the session or the
+kernel's state. A cost line's notebook total is the one the ledger stamped onto the
+prediction's metrics when it recorded it; whether a prediction's card already shows in the
+running cell is the caller's `current_cell` argument. Nothing here knows which runner ran.
+Live, in-place displays are `live.py`; `renderers.py` hands these functions to IPython.
 """
 from __future__ import annotations
 
@@ -14,14 +18,19 @@ import base64
 import html
 import io
 import json
-from typing import Any, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
+from replicate_jupyter.cost.ledger import TOTAL_KEY, Ledger
 from replicate_jupyter.prediction.files import FileOutput
+from replicate_jupyter.prediction.jsonable import jsonable
 from replicate_jupyter.prediction.prediction import TERMINAL
 
+if TYPE_CHECKING:
+    from replicate_jupyter.prediction.prediction import Prediction
+
 __all__ = [
-    "MIME", "prediction_bundle", "file_bundle", "ledger_bundle", "table_bundle", "error_bundle",
-    "cost_line", "summary_line", "usd", "render", "compose_grid",
+    "MIME", "SWEEP_MIME", "prediction_bundle", "file_bundle", "ledger_bundle", "table_bundle", "error_bundle",
+    "cost_line", "summary_line", "notebook_total", "usd", "render", "compose_grid",
 ]
 
 MIME = "application/vnd.replicate.prediction+json"
@@ -53,40 +62,44 @@ def _secs(s: float | None) -> str:
 
 
 def _size(n: int) -> str:
+    size = float(n)
     for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n} B"
+        if size < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size} B"
 
 
-def _finished(p) -> bool:
+def _finished(p: Prediction) -> bool:
     """Final already while its Completed event is being handed to listeners (`p.done` is set
     only after them)."""
     return p.status in TERMINAL
 
 
-def _total_through(p) -> float:
-    from replicate_jupyter.session import session
-
-    return session.ledger.total_through(p.id)
+def notebook_total(p: Prediction) -> float | None:
+    """The kernel's total as of `p`, as the ledger stamped it (None: in no ledger yet)."""
+    total = p.metrics.get(TOTAL_KEY)
+    return None if total is None else float(total)
 
 
 # ----- cost lines --------------------------------------------------------------------------------
-def cost_line(p) -> str:
-    """`model · status · predict time · hardware · cost · cold start · notebook total`."""
+def cost_line(p: Prediction) -> str:
+    """`model · status · predict time · hardware · cost · cold start · notebook total` (the
+    total only once a ledger recorded `p`)."""
     m = p.metrics
     parts = [p.model, p.status, _secs(m.get("predict_time")), m.get("hardware") or "unknown hardware",
              usd(m.get("cost_usd"))]
     if (m.get("setup_time") or 0) >= 0.005:  # a cold start worth naming
         parts.append(f"cold start {_secs(m.get('setup_time'))}")
-    parts.append(f"notebook total {usd(_total_through(p))}")
+    total = notebook_total(p)
+    if total is not None:
+        parts.append(f"notebook total {usd(total)}")
     return " · ".join(str(x) for x in parts)
 
 
-def summary_line(predictions: Sequence[Any]) -> str:
-    from replicate_jupyter.session import session
-
+def summary_line(predictions: Sequence[Prediction]) -> str:
+    """A sweep's one line: counts by status, time, cost, and the notebook total after the
+    last of them the ledger recorded."""
     n = len(predictions)
     counts: dict[str, int] = {}
     for p in predictions:
@@ -94,10 +107,9 @@ def summary_line(predictions: Sequence[Any]) -> str:
     states = ", ".join(f"{v} {k}" for k, v in counts.items())
     secs = sum(float(p.metrics.get("predict_time") or 0) for p in predictions)
     spent = sum(float(p.metrics.get("cost_usd") or 0) for p in predictions)
-    totals = [_total_through(p) for p in predictions if _finished(p)]
-    total = max(totals) if totals else session.ledger.total()
-    return (f"{n} prediction{'s' if n != 1 else ''} · {states} · {_secs(secs)} · {usd(spent)} · "
-            f"notebook total {usd(total)}")
+    totals = [t for p in predictions if _finished(p) and (t := notebook_total(p)) is not None]
+    line = f"{n} prediction{'s' if n != 1 else ''} · {states} · {_secs(secs)} · {usd(spent)}"
+    return line + (f" · notebook total {usd(max(totals))}" if totals else "")
 
 
 # ----- images ------------------------------------------------------------------------------------
@@ -158,7 +170,7 @@ def _file_html(f: FileOutput, max_width: int = 512) -> str:
     return f'<a class="rj-file" download="{name}" href="{src}">{name}</a> ({_e(ct)}, {_size(f.size)})'
 
 
-def _value_html(value: Any, p=None, text: str | None = None) -> str:
+def _value_html(value: Any, p: Prediction | None = None, text: str | None = None) -> str:
     if value is None:
         return ""
     if text is not None:
@@ -172,12 +184,10 @@ def _value_html(value: Any, p=None, text: str | None = None) -> str:
             cells = "".join(f'<div>{_file_html(v, 256)}</div>' for v in value)
             return f'<div class="rj-grid" style="display:flex;flex-wrap:wrap;gap:4px">{cells}</div>'
         return "".join(f'<div class="rj-item">{_value_html(v)}</div>' for v in value)
-    from replicate_jupyter.prediction.prediction import _jsonable
-
-    return f'<pre class="rj-json">{_e(json.dumps(_jsonable(value), indent=2, default=str))}</pre>'
+    return f'<pre class="rj-json">{_e(json.dumps(jsonable(value), indent=2, default=str))}</pre>'
 
 
-def _value_text(value: Any, p=None, text: str | None = None) -> str:
+def _value_text(value: Any, p: Prediction | None = None, text: str | None = None) -> str:
     if value is None:
         return ""
     if text is not None:
@@ -188,9 +198,7 @@ def _value_text(value: Any, p=None, text: str | None = None) -> str:
         return value
     if isinstance(value, list) and value and all(isinstance(v, FileOutput) for v in value):
         return "\n".join(_value_text(v) for v in value)
-    from replicate_jupyter.prediction.prediction import _jsonable
-
-    return json.dumps(_jsonable(value), indent=2, default=str)
+    return json.dumps(jsonable(value), indent=2, default=str)
 
 
 # ----- one prediction -------------------------------------------------------------------------
@@ -205,7 +213,7 @@ def _progress_html(prog: dict | None) -> str:
     return f'<div class="rj-progress">{bar}<span>{_e(label)}</span></div>'
 
 
-def _card_html(p, data: dict, *, final: bool, compact: bool = False, text: str | None = None,
+def _card_html(p: Prediction, data: dict[str, Any], *, final: bool, compact: bool = False, text: str | None = None,
                line: str | None = None) -> str:
     """`line`: the cost line, given once the prediction is final."""
     status = data["status"]
@@ -223,7 +231,8 @@ def _card_html(p, data: dict, *, final: bool, compact: bool = False, text: str |
     if p.error and status == "failed":
         parts.append(f'<pre class="rj-error" style="color:#cf222e;white-space:pre-wrap">{_e(p.error)}</pre>')
     if p.traceback:
-        parts.append(f'<details class="rj-traceback" open><summary>Model traceback</summary><pre>{_e(p.traceback)}</pre></details>')
+        parts.append('<details class="rj-traceback" open><summary>Model traceback</summary>'
+                     f'<pre>{_e(p.traceback)}</pre></details>')
     parts.append(_value_html(p.output, p, text))
     if p.logs and not compact:
         n = p.logs.count("\n") or 1
@@ -234,7 +243,7 @@ def _card_html(p, data: dict, *, final: bool, compact: bool = False, text: str |
     return f'<div class="rj-prediction {NOMATH}" data-id="{_e(p.id)}" data-status="{_e(status)}">{"".join(parts)}</div>'
 
 
-def _card_text(p, *, final: bool, text: str | None = None, line: str | None = None) -> str:
+def _card_text(p: Prediction, *, final: bool, text: str | None = None, line: str | None = None) -> str:
     lines = [f"{p.model} · {p.status} · {p.id}"]
     if not final and p.progress:
         step, total = p.progress
@@ -253,7 +262,7 @@ def _card_text(p, *, final: bool, text: str | None = None, line: str | None = No
     return "\n".join(lines)
 
 
-def _images_png(p, text: str | None = None) -> str | None:
+def _images_png(p: Prediction, text: str | None = None) -> str | None:
     if text is not None:  # a text model: no image to look for among its tokens
         return None
     imgs = [f for f in p.files if f.is_image]
@@ -265,7 +274,7 @@ def _images_png(p, text: str | None = None) -> str | None:
         return None
 
 
-def render(p, *, final: bool | None = None, preview_uri: Any = ...) -> dict[str, Any]:
+def render(p: Prediction, *, final: bool | None = None, preview_uri: Any = ...) -> dict[str, Any]:
     """The bundle of a prediction now. `preview_uri` lets the live display hold back a preview
     that arrived faster than the preview rate."""
     final = _finished(p) if final is None else final
@@ -286,13 +295,11 @@ def render(p, *, final: bool | None = None, preview_uri: Any = ...) -> dict[str,
     return bundle
 
 
-def prediction_bundle(p) -> dict[str, Any]:
-    """`Prediction._repr_mimebundle_`. When the prediction already has a live display in this
-    cell (a `%%replicate` cell whose value is the Prediction), the cell's value shows as one
-    text line instead of a second copy of the card."""
-    from replicate_jupyter.session import session
-
-    if getattr(p, "_rj_live_cell", None) is not None and p._rj_live_cell == session.current_cell:
+def prediction_bundle(p: Prediction, current_cell: int | None = None) -> dict[str, Any]:
+    """A Prediction as a value. When its live display is in `current_cell` already (a
+    `%%replicate` cell whose value is the Prediction: `p.display_cell`), the value shows as
+    one text line instead of a second copy of the card."""
+    if p.display_cell is not None and p.display_cell == current_cell:
         return {"text/plain": repr(p)}
     return render(p)
 
@@ -331,7 +338,7 @@ def table_bundle(columns: Sequence[str], rows: Iterable[Sequence[Any]], title: s
     return {"text/html": "".join(parts), "text/plain": "\n".join(text)}
 
 
-def ledger_bundle(ledger) -> dict[str, Any]:
+def ledger_bundle(ledger: Ledger) -> dict[str, Any]:
     """`%replicate cost`: the ledger by cell and by model, with the totals."""
     def rows(groups: dict, label: Callable[[Any], str]):
         return [[label(k), int(g["predictions"]), _secs(g["predict_time"]), usd(g["cost_usd"])]
@@ -343,7 +350,8 @@ def ledger_bundle(ledger) -> dict[str, Any]:
                             rows(ledger.by_model(), str), title="By model")
     total = f"Total: {len(ledger)} predictions · {_secs(ledger.gpu_seconds())} · {usd(ledger.total())}"
     return {
-        "text/html": f"<div class='rj-ledger {NOMATH}'>{by_cell['text/html']}{by_model['text/html']}<div><b>{_e(total)}</b></div></div>",
+        "text/html": (f"<div class='rj-ledger {NOMATH}'>{by_cell['text/html']}{by_model['text/html']}"
+                      f"<div><b>{_e(total)}</b></div></div>"),
         "text/plain": f"{by_cell['text/plain']}\n\n{by_model['text/plain']}\n\n{total}",
         "application/json": {"entries": ledger.rows(), "total_usd": ledger.total(),
                              "predict_time": ledger.gpu_seconds()},

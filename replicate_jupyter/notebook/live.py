@@ -10,12 +10,15 @@ The final state is drawn once, exactly, by `finish()`, which the prediction call
 A run that ends within one interval is drawn once, final; a longer one shows its first state
 after one interval (a `--async` display is shown at once, since its cell ends right away and
 tools that record outputs per cell must see it there).
+
+What to draw comes from the pure renderers of `display.py`; the settings (rates, which cell
+runs) are read here, once, when a display is made and attached, never inside a renderer.
 """
 from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from replicate_jupyter.notebook.display import (
     MIME,
@@ -28,6 +31,10 @@ from replicate_jupyter.notebook.display import (
     render,
     summary_line,
 )
+from replicate_jupyter.prediction.jsonable import encode_preview
+
+if TYPE_CHECKING:
+    from replicate_jupyter.prediction.prediction import Prediction
 
 __all__ = ["LiveDisplay", "GridDisplay", "flush_finished"]
 
@@ -87,7 +94,7 @@ class _Live:
     their predictions have moved."""
 
     def __init__(self, text_rate: float | None = None, preview_rate: float | None = None,
-                 publish: Callable[[dict], Any] | None = None) -> None:
+                 publish: Callable[[dict[str, Any]], Any] | None = None) -> None:
         from replicate_jupyter.session import session
 
         text_rate = session.text_rate if text_rate is None else text_rate
@@ -113,7 +120,7 @@ class _Live:
     def is_done(self) -> bool:
         raise NotImplementedError
 
-    def _predictions(self) -> Sequence[Any]:
+    def _predictions(self) -> Sequence[Prediction]:
         raise NotImplementedError
 
     def _seq(self) -> int:
@@ -126,7 +133,7 @@ class _Live:
         return any(p.preview is not None and self._previews.get(p.id, (None,))[0] is not p.preview
                    for p in self._predictions())
 
-    def _preview(self, p) -> str | None:
+    def _preview(self, p: Prediction) -> str | None:
         """The preview to show for `p` now: its latest one once `preview_rate` allows (its first
         at once), else the one on screen."""
         img = p.preview
@@ -135,8 +142,6 @@ class _Live:
             return shown[1] if shown else None
         now = time.monotonic()
         if shown is None or now - self._preview_at >= self.preview_gap:
-            from replicate_jupyter.prediction.prediction import encode_preview
-
             self._previews[p.id] = shown = (img, encode_preview(img))
             self._preview_at = now
         return shown[1]
@@ -157,13 +162,16 @@ class _Live:
         self._drawn_seq = self._seq()
         self._send(self.bundle(final=False))
 
-    def attach(self) -> "_Live":
-        """Start following the predictions (what already happened included)."""
-        from replicate_jupyter.session import session
+    def attach(self, cell: int | None | Any = ...) -> _Live:
+        """Start following the predictions (what already happened included). `cell`: the
+        notebook cell this display is in (default: the one running now), recorded on each
+        prediction as `display_cell` so that cell's value shows as one line, not a second card."""
+        if cell is ...:
+            from replicate_jupyter.session import session
 
-        cell = session.current_cell
+            cell = session.current_cell
         for p in self._predictions():
-            p._rj_live_cell = cell
+            p.display_cell = cell
         with self._lock:
             if self.async_mode:
                 _pending_async[self] = None
@@ -174,7 +182,7 @@ class _Live:
             p.on_done(self._one_done)
         return self
 
-    def _one_done(self, p: Any) -> None:
+    def _one_done(self, p: Prediction) -> None:
         """A prediction's done-callback: its listeners (the ledger) have run. The final draw
         waits for every prediction's, so a sweep's summary never misses a cost."""
         with self._lock:
@@ -210,11 +218,11 @@ class _Live:
 class LiveDisplay(_Live):
     """One prediction's display, updated in place while it runs (any backend, any thread)."""
 
-    def __init__(self, p, **kw: Any) -> None:
+    def __init__(self, p: Prediction, **kw: Any) -> None:
         super().__init__(**kw)
         self.p = p
 
-    def _predictions(self) -> Sequence[Any]:
+    def _predictions(self) -> Sequence[Prediction]:
         return (self.p,)
 
     def _seq(self) -> int:
@@ -232,12 +240,12 @@ class LiveDisplay(_Live):
 class GridDisplay(_Live):
     """Several predictions (a sweep) as one labelled grid, one display id, one summary line."""
 
-    def __init__(self, predictions: Sequence[Any], labels: Sequence[str], **kw: Any) -> None:
+    def __init__(self, predictions: Sequence[Prediction], labels: Sequence[str], **kw: Any) -> None:
         super().__init__(**kw)
         self.predictions = list(predictions)
         self.labels = list(labels)
 
-    def _predictions(self) -> Sequence[Any]:
+    def _predictions(self) -> Sequence[Prediction]:
         return self.predictions
 
     def is_done(self) -> bool:

@@ -14,12 +14,17 @@ import mimetypes
 import os
 import pathlib
 import tempfile
-from typing import Any
+from typing import Any, Iterator
+
+from replicate_jupyter.errors import InputError, Problem
+from replicate_jupyter.prediction import registry
 
 __all__ = ["FileOutput", "InputFile", "data_uri", "parse_data_uri", "guess_type"]
 
 
 def guess_type(name: str, data: bytes | None = None) -> str:
+    """A file's content type: sniffed from its first bytes when given (outputs are often named
+    `output`), else from its name."""
     if data is not None:
         sniffed = _sniff(data)
         if sniffed:
@@ -53,12 +58,15 @@ def data_uri(data: bytes, content_type: str) -> str:
 def parse_data_uri(uri: str) -> tuple[bytes, str]:
     """`data:[<type>][;base64],<payload>` → (bytes, content type)."""
     if not uri.startswith("data:") or "," not in uri:
-        raise ValueError("not a data URI")
+        raise InputError([Problem("uri", "format", uri[:60], "a data: URI (data:[<type>][;base64],<payload>)")])
     header, payload = uri[5:].split(",", 1)
     parts = header.split(";")
     ctype = parts[0] or "text/plain"
     if "base64" in parts[1:]:
-        return base64.b64decode(payload), ctype
+        try:
+            return base64.b64decode(payload, validate=False), ctype
+        except ValueError as exc:  # binascii.Error: bad padding or length
+            raise InputError([Problem("uri", "base64", uri[:40], f"valid base64 after the comma ({exc})")]) from None
     from urllib.parse import unquote_to_bytes
 
     return unquote_to_bytes(payload), ctype
@@ -67,19 +75,20 @@ def parse_data_uri(uri: str) -> tuple[bytes, str]:
 class FileOutput:
     """A file produced by a model, embedded in the notebook."""
 
-    def __init__(self, data: bytes, name: str = "output", content_type: str | None = None, url: str | None = None):
+    def __init__(self, data: bytes, name: str = "output", content_type: str | None = None,
+                 url: str | None = None) -> None:
         self._data = bytes(data)
         self.name = name
         self.content_type = content_type or guess_type(name, self._data)
         self._url = url
 
     @classmethod
-    def from_path(cls, path: str | os.PathLike) -> "FileOutput":
+    def from_path(cls, path: str | os.PathLike[str]) -> FileOutput:
         p = pathlib.Path(path)
         return cls(p.read_bytes(), name=p.name)
 
     @classmethod
-    def from_data_uri(cls, uri: str, name: str = "output") -> "FileOutput":
+    def from_data_uri(cls, uri: str, name: str = "output") -> FileOutput:
         data, ctype = parse_data_uri(uri)
         ext = mimetypes.guess_extension(ctype) or ""
         if not pathlib.Path(name).suffix and ext:
@@ -103,21 +112,21 @@ class FileOutput:
     def sha256(self) -> str:
         return hashlib.sha256(self._data).hexdigest()
 
-    def save(self, path: str | os.PathLike | None = None) -> pathlib.Path:
+    def save(self, path: str | os.PathLike[str] | None = None) -> pathlib.Path:
         target = pathlib.Path(path) if path is not None else pathlib.Path(self.name)
         if target.is_dir():
             target = target / self.name
         target.write_bytes(self._data)
         return target
 
-    def __iter__(self):  # replicate-python's FileOutput iterates over chunks
+    def __iter__(self) -> Iterator[bytes]:  # replicate-python's FileOutput iterates over chunks
         yield self._data
 
     @property
     def is_image(self) -> bool:
         return self.content_type.startswith("image/")
 
-    def image(self):
+    def image(self) -> Any:
         """The output as a PIL image (for image outputs)."""
         import io
 
@@ -134,10 +143,8 @@ class FileOutput:
             "size": self.size,
         }
 
-    def _repr_mimebundle_(self, include=None, exclude=None):
-        from replicate_jupyter.notebook import display
-
-        return display.file_bundle(self)
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        return registry.mimebundle(self)  # the look the notebook layer registered (registry.py)
 
     def __repr__(self) -> str:
         return f"FileOutput(name={self.name!r}, content_type={self.content_type!r}, size={self.size})"
@@ -155,9 +162,10 @@ class InputFile:
     data URI or URL (URLs are kept as URLs and fetched only by a backend that needs bytes).
     """
 
-    def __init__(self, data: bytes | None = None, name: str = "input", content_type: str | None = None, url: str | None = None):
+    def __init__(self, data: bytes | None = None, name: str = "input", content_type: str | None = None,
+                 url: str | None = None) -> None:
         if data is None and url is None:
-            raise ValueError("InputFile needs data or a url")
+            raise InputError([Problem(name, "required", None, "the file's bytes or a URL")])
         self._data = data
         self.name = name
         self.url = url

@@ -1,8 +1,13 @@
 """`Prediction`: Replicate's prediction object, kept up to date by the one event stream.
 
-A runner emits events into `emit()`; the Prediction folds them into its fields and hands each to
-its listeners (display, ledger, cost guard) in order. Listeners added late are replayed the
-history, so a display attached to an `--async` prediction misses nothing.
+A runner emits events into `emit()` from whatever thread it runs in; the Prediction folds each
+into its fields as it records it, and its listeners (ledger, cost guard, webhooks, `events()`
+readers) are handed the events in exactly the recorded order, always (`dispatch.py` says how).
+Listeners added late are replayed the history first, so a display attached to an `--async`
+prediction misses nothing.
+
+The Prediction is data: it never imports how it looks. Its `_repr_mimebundle_` asks
+`prediction.registry` for the renderer the notebook layer registered.
 """
 from __future__ import annotations
 
@@ -14,10 +19,15 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Iterator
 
 from replicate_jupyter.cost import prices as cost
+from replicate_jupyter.errors import PredictionTimeout
+from replicate_jupyter.prediction import registry
+from replicate_jupyter.prediction.dispatch import EventDispatch
 from replicate_jupyter.prediction.events import Completed, Event, Log, Metric, Output, Preview, Progress, Started
-from replicate_jupyter.prediction.files import FileOutput, InputFile
+from replicate_jupyter.prediction.files import FileOutput
+from replicate_jupyter.prediction.handle import ModelHandle
+from replicate_jupyter.prediction.jsonable import encode_preview, is_concatenate, is_iterator, jsonable, secret_fields
 
-__all__ = ["Prediction", "TERMINAL"]
+__all__ = ["Prediction", "TERMINAL", "Listener", "encode_preview"]
 
 TERMINAL = frozenset({"succeeded", "failed", "canceled"})
 Listener = Callable[["Prediction", Event], None]
@@ -35,9 +45,15 @@ def _new_id() -> str:
     return f"{next(_counter):04d}{secrets.token_hex(4)}"
 
 
-class Prediction:
+class Prediction(EventDispatch):
     """One run of a model. Fields follow Replicate's API; `metrics` holds predict_time,
-    setup_time, hardware and cost_usd."""
+    setup_time, hardware and cost_usd (and, once the ledger recorded it, notebook_total_usd:
+    the kernel's total as of this prediction, which its cost line shows).
+
+    Every field is declared here. Ours beside Replicate's: `handle` (the resolved model),
+    `max_cost` (USD, `--max-cost`), `cell` (the notebook cell that started it), `background`
+    (handed to a background thread), `display_cell` (the cell whose live display shows it, so
+    that cell's value shows as one line, not a second card)."""
 
     def __init__(
         self,
@@ -46,9 +62,15 @@ class Prediction:
         *,
         version: str | None = None,
         backend: str = "local",
-        schema: dict | None = None,
+        schema: dict[str, Any] | None = None,
         runner: Any = None,
+        handle: ModelHandle | None = None,
+        max_cost: float | None = None,
+        cell: int | None = None,
     ) -> None:
+        super().__init__()
+        if schema is None and handle is not None:
+            schema = handle.schema
         self.id = _new_id()
         self.model = model
         self.version = version
@@ -65,75 +87,59 @@ class Prediction:
         self.metrics: dict[str, Any] = {}
         self.progress: tuple[int, int | None] | None = None
         self.preview: Any = None
-        self.cell: int | None = None
+        self.handle: ModelHandle | None = handle
+        self.max_cost: float | None = max_cost
+        self.cell: int | None = cell
+        self.background = False
+        self.display_cell: int | None = None
         self.cancel_reason: str | None = None
+        self.cancel_event = threading.Event()
         self.schema = schema
+        self.secret_fields = secret_fields(schema)
         self._runner = runner
-        self._iterator = _is_iterator(schema)
-        self._concatenate = _is_concatenate(schema)
-        self.secret_fields = _secret_fields(schema)
+        self._iterator = is_iterator(schema)
+        self._concatenate = is_concatenate(schema)
         if self._iterator:
             self.output = []
-        self._lock = threading.RLock()
-        self._listeners: tuple[Listener, ...] = ()
-        self._final = False  # a Completed was applied: nothing is applied after it
-        self._done_callbacks: list[Callable[["Prediction"], None]] | None = []  # None once all ran
-        self._history: list[Event] = []
-        self._done = threading.Event()
-        self.cancel_event = threading.Event()
         self._t_started: float | None = None
-        self._t_created = time.monotonic()
-        self._background = False  # handed to a background thread by api.start
-
-    # ----- events -------------------------------------------------------------------------
-    def emit(self, event: Event) -> None:
-        """Fold one event into the state, then notify listeners (in the emitting thread).
-        This runs for every token and step, so it stays a lock, a dict lookup and a loop."""
-        with self._lock:
-            if self._final:
-                return  # exactly one Completed; nothing after it
-            _APPLY[event.__class__](self, event)
-            self._history.append(event)
-            listeners = self._listeners  # a tuple, replaced (never mutated) by subscribe
-            if event.__class__ is Completed:
-                self._final = True
-        for fn in listeners:
-            try:
-                fn(self, event)
-            except Exception as exc:  # a broken listener must never kill a prediction
-                self.logs += f"[replicate-jupyter] listener error: {exc!r}\n"
-        if event.__class__ is Completed:
-            while True:  # callbacks added meanwhile (even by a callback) run here too, in order
-                with self._lock:
-                    callbacks = self._done_callbacks
-                    self._done_callbacks = [] if callbacks else None
-                if not callbacks:
-                    break
-                for cb in callbacks:
-                    self._call_done(cb)
-            self._done.set()
-
-    def on_done(self, fn: Callable[["Prediction"], None]) -> None:
-        """Call `fn(prediction)` once it is final: in the thread that completed it, after the
-        listeners and before `wait()` returns; at once if it is final already. For code that
-        only cares about the end (a display's final draw), so it costs nothing per token."""
-        with self._lock:
-            if self._done_callbacks is not None:
-                self._done_callbacks.append(fn)
-                return
-        self._call_done(fn)
-
-    def _call_done(self, fn: Callable[["Prediction"], None]) -> None:
-        try:
-            fn(self)
-        except Exception as exc:
-            self.logs += f"[replicate-jupyter] done-callback error: {exc!r}\n"
 
     @property
-    def seq(self) -> int:
-        """How many events this prediction has had: a display redraws only when it moved."""
-        return len(self._history)
+    def _background(self) -> bool:  # the old name, read by code not yet moved to `background`
+        return self.background
 
+    # ----- events -------------------------------------------------------------------------
+    def _report(self, text: str) -> None:
+        with self._lock:
+            self.logs += f"[replicate-jupyter] {text}\n"
+
+    def events(self, timeout: float | None = None, kinds: tuple[type, ...] | None = None) -> Iterator[Event]:
+        """Every event from the start, then live ones, until Completed (always included).
+        `timeout`: the longest wait for the next event, else `PredictionTimeout` (the
+        prediction goes on). `kinds` keeps only those event classes, so the emitting thread
+        does not wake the reader for events it would skip (each wake is a GIL hand-off)."""
+        import queue
+
+        q: queue.SimpleQueue[Event] = queue.SimpleQueue()
+        wanted = None if kinds is None else frozenset(kinds) | {Completed}
+
+        def put(_p: Prediction, e: Event) -> None:
+            if wanted is None or e.__class__ in wanted:
+                q.put(e)
+
+        self.subscribe(put)
+        try:
+            while True:
+                try:
+                    e = q.get(timeout=timeout)
+                except queue.Empty:
+                    raise PredictionTimeout(self.id, self.status, timeout, what="no event from prediction") from None
+                yield e
+                if e.__class__ is Completed:
+                    return
+        finally:
+            self.unsubscribe(put)
+
+    # ----- folding events into the fields ---------------------------------------------------
     def _on_output(self, e: Output) -> None:
         if self._iterator and e.index is not None:
             self.output.append(e.value)
@@ -170,53 +176,20 @@ class Prediction:
             self.metrics["cost_usd"] = cost.cost_of(pt, self.metrics.get("hardware"))
         self.preview = None
 
-    def subscribe(self, fn: Listener, replay: bool = True) -> None:
-        """Add a listener; with `replay`, it first sees every event so far (same order)."""
-        with self._lock:
-            history = list(self._history) if replay else []
-            self._listeners = self._listeners + (fn,)
-            for event in history:
-                fn(self, event)
-
-    def unsubscribe(self, fn: Listener) -> None:
-        with self._lock:
-            self._listeners = tuple(f for f in self._listeners if f is not fn)
-
-    def events(self, timeout: float | None = None, kinds: tuple[type, ...] | None = None) -> Iterator[Event]:
-        """Every event from the start, then live ones, until Completed (always included).
-        `kinds` keeps only those event classes, so the emitting thread does not wake the
-        reader for events it would skip (each wake is a GIL hand-off between threads)."""
-        import queue
-
-        q: queue.SimpleQueue = queue.SimpleQueue()
-        if kinds is None:
-            self.subscribe(lambda _p, e: q.put(e))
-        else:
-            wanted = frozenset(kinds) | {Completed}
-            self.subscribe(lambda _p, e: q.put(e) if e.__class__ in wanted else None)
-        while True:
-            e = q.get(timeout=timeout)
-            yield e
-            if e.__class__ is Completed:
-                return
-
     # ----- replicate-python surface ---------------------------------------------------------
-    @property
-    def done(self) -> bool:
-        return self._done.is_set()
-
-    def wait(self, timeout: float | None = None) -> "Prediction":
-        """Block until a final state. Ctrl-C (a kernel interrupt) cancels the prediction."""
+    def wait(self, timeout: float | None = None) -> Prediction:
+        """Block until final (its listeners and done-callbacks have run). Past `timeout`,
+        `PredictionTimeout` (the prediction goes on). Ctrl-C (a kernel interrupt) cancels it."""
         try:
             if not self._done.wait(timeout):
-                raise TimeoutError(f"prediction {self.id} still {self.status} after {timeout}s")
+                raise PredictionTimeout(self.id, self.status, timeout)
         except KeyboardInterrupt:
             self.cancel()
             self._done.wait(30)
             raise
         return self
 
-    def cancel(self, reason: str | None = None) -> "Prediction":
+    def cancel(self, reason: str | None = None) -> Prediction:
         if self.done:
             return self
         if reason and not self.cancel_reason:
@@ -229,11 +202,12 @@ class Prediction:
                 self.emit(Log(text=f"[replicate-jupyter] cancel request failed: {exc}\n"))
         return self
 
-    def reload(self) -> "Prediction":
+    def reload(self) -> Prediction:
         """Local state is live (events update it), so there is nothing to fetch; runners that
         can refresh from a server do it here."""
-        if self._runner is not None and hasattr(self._runner, "reload"):
-            self._runner.reload(self)
+        refresh = getattr(self._runner, "reload", None)
+        if refresh is not None:
+            refresh(self)
         return self
 
     # ----- derived --------------------------------------------------------------------------
@@ -271,9 +245,12 @@ class Prediction:
         return [x for x in out if isinstance(x, FileOutput)]
 
     def eta(self) -> float | None:
-        if not self.progress or not self.progress[1] or self.progress[0] <= 0 or self._t_started is None:
+        """Seconds left, from the pace so far (None before the first step or with no total)."""
+        if not self.progress or self._t_started is None:
             return None
         step, total = self.progress
+        if not total or step <= 0:
+            return None
         per = (time.monotonic() - self._t_started) / step
         return max(0.0, per * (total - step))
 
@@ -290,8 +267,8 @@ class Prediction:
                 "version": self.version,
                 "status": self.status,
                 "backend": self.backend,
-                "input": {k: ("**********" if k in self.secret_fields else _jsonable(v)) for k, v in self.input.items()},
-                "output": _jsonable(self.output),
+                "input": {k: ("**********" if k in self.secret_fields else jsonable(v)) for k, v in self.input.items()},
+                "output": jsonable(self.output),
                 "output_display": "concatenate" if self._concatenate else None,
                 "logs": self.logs,
                 "error": self.error,
@@ -303,16 +280,14 @@ class Prediction:
                 "preview": encode_preview(self.preview) if (self.preview is not None and not self.done) else None,
             }
 
-    def _repr_mimebundle_(self, include=None, exclude=None):
-        from replicate_jupyter.notebook import display
-
-        return display.prediction_bundle(self)
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        return registry.mimebundle(self)
 
     def __repr__(self) -> str:
         return f"<Prediction {self.id} {self.model} {self.status}>"
 
 
-_APPLY: dict[type, Callable[["Prediction", Any], None]] = {
+Prediction._appliers = {
     Output: Prediction._on_output,
     Log: Prediction._on_log,
     Progress: Prediction._on_progress,
@@ -321,52 +296,3 @@ _APPLY: dict[type, Callable[["Prediction", Any], None]] = {
     Metric: Prediction._on_metric,
     Completed: Prediction._on_completed,
 }
-
-
-def encode_preview(image: Any) -> str | None:
-    """A step preview as a small PNG data URI (previews are tiny; PNG keeps them exact)."""
-    if image is None:
-        return None
-    if isinstance(image, str):
-        return image
-    import io
-
-    from replicate_jupyter.prediction.files import data_uri
-
-    buf = io.BytesIO()
-    image.save(buf, format="PNG")
-    return data_uri(buf.getvalue(), "image/png")
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, (FileOutput, InputFile)):
-        return value.to_json()
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        try:  # token streams: thousands of str chunks; join checks them all in C
-            "".join(value)
-            return list(value)
-        except TypeError:
-            return [_jsonable(v) for v in value]
-    if value is None or isinstance(value, (str, int, float, bool)):
-        return value
-    if hasattr(value, "get_secret_value"):
-        return "**********"
-    return str(value)
-
-
-def _secret_fields(schema: dict | None) -> frozenset[str]:
-    """Inputs typed `cog.Secret`: their values never leave the kernel in a record."""
-    props = ((schema or {}).get("components") or {}).get("schemas", {}).get("Input", {}).get("properties", {})
-    return frozenset(k for k, v in props.items() if v.get("x-cog-secret") or v.get("format") == "password")
-
-
-def _is_iterator(schema: dict | None) -> bool:
-    out = ((schema or {}).get("components") or {}).get("schemas", {}).get("Output", {})
-    return out.get("x-cog-array-type") == "iterator"
-
-
-def _is_concatenate(schema: dict | None) -> bool:
-    out = ((schema or {}).get("components") or {}).get("schemas", {}).get("Output", {})
-    return out.get("x-cog-array-display") == "concatenate"

@@ -1,8 +1,11 @@
-"""Backends. Each lives in its own module and is imported only when first used."""
+"""Backends. Each lives in its own module and is imported only when first used, so choosing
+`local` never imports httpx or ray, and `import replicate_jupyter` stays light."""
 from __future__ import annotations
 
 import importlib
+from typing import Any
 
+from replicate_jupyter.errors import UnknownBackend
 from replicate_jupyter.runners.base import ModelHandle, Runner
 
 __all__ = ["ModelHandle", "Runner", "BACKENDS", "create"]
@@ -16,20 +19,19 @@ BACKENDS: dict[str, str] = {
 }
 
 
-def create(name: str, **options) -> Runner:
+def create(name: str, **options: Any) -> Runner:
+    """A new runner for backend `name` with `options`. An unknown name raises `UnknownBackend`
+    (a ValueError too) naming the closest backend."""
     try:
         target = BACKENDS[name]
-    except KeyError:
-        import difflib
-
-        close = difflib.get_close_matches(name, list(BACKENDS), n=1)
-        hint = f" — did you mean {close[0]!r}?" if close else ""
-        raise ValueError(f"Unknown backend {name!r}{hint} (backends: {', '.join(BACKENDS)})") from None
+    except (KeyError, TypeError):
+        raise UnknownBackend(str(name), list(BACKENDS)) from None
     module_name, _, cls_name = target.partition(":")
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         if exc.name == module_name:
-            raise ValueError(f"The {name!r} backend is not available in this version") from None
+            raise UnknownBackend(name, list(BACKENDS), detail="is not available in this version") from None
         raise
-    return getattr(module, cls_name)(**options)
+    runner: Runner = getattr(module, cls_name)(**options)
+    return runner

@@ -15,6 +15,11 @@ from replicate_jupyter.notebook.forms.form import Form
 __all__ = ["form", "Form"]
 
 
-def form(ref: Any, on: str | None = None) -> Form:
-    """The form of model `ref` on backend `on` (the session default when None)."""
+def form(ref: Any = None, on: str | None = None) -> Form:
+    """The form of model `ref` (the session's default model when None) on backend `on` (the
+    session's default backend when None). This is `rj.form` and `%replicate form`."""
+    if ref is None:
+        from replicate_jupyter.session import session
+
+        ref = session.default_model
     return Form(ref, on=on)

@@ -13,6 +13,7 @@ the run).
 """
 from __future__ import annotations
 
+import functools
 import html
 import threading
 import uuid
@@ -21,14 +22,17 @@ from typing import Any
 import ipywidgets as W
 
 from replicate_jupyter import api
-from replicate_jupyter.notebook import display as rjdisplay, live as rjlive
-from replicate_jupyter.errors import InputError, Problem, ReplicateJupyterError
-from replicate_jupyter.prediction.files import InputFile
-from replicate_jupyter.session import session
+from replicate_jupyter.errors import InputError, PredictionTimeout, Problem, ReplicateJupyterError
 from replicate_jupyter.model.validation import validate
+from replicate_jupyter.notebook import display as rjdisplay
+from replicate_jupyter.notebook import live as rjlive
 from replicate_jupyter.notebook.forms import cell as cellmod
 from replicate_jupyter.notebook.forms.fields import UNSET, Field, Layouts, build_field
 from replicate_jupyter.notebook.forms.history import History
+from replicate_jupyter.prediction.events import Completed, Event
+from replicate_jupyter.prediction.files import InputFile
+from replicate_jupyter.prediction.prediction import Prediction
+from replicate_jupyter.session import session
 
 __all__ = ["Form", "PRIMARY_COUNT"]
 
@@ -56,9 +60,9 @@ class Form:
         self.model = ref if isinstance(ref, str) else self.handle.name
         self.schema = self.handle.schema
         self.display_id = f"rj-form-{uuid.uuid4().hex[:12]}"
-        self.predictions: list[Any] = []
+        self.predictions: list[Prediction] = []
         self.problems: list[Problem] = []
-        self._running: Any = None
+        self._running: Prediction | None = None
         self._cell: int | None = None
         self._lock = threading.RLock()
         self._done = threading.Event()
@@ -88,7 +92,7 @@ class Form:
             self._advanced_box = W.VBox([], layout=lay.full)
             self.accordion = W.Accordion([self._advanced_box], selected_index=None, layout=lay.full)
             self.accordion.set_title(0, f"Advanced inputs ({len(self.advanced)})")
-            self.accordion.observe(lambda c: c["new"] is not None and self.build_advanced(), names="selected_index")
+            self.accordion.observe(self._on_fold, names="selected_index")
             for n in self.advanced:
                 self.fields[n].on_build = lambda _f: self.build_advanced()
             children.append(self.accordion)
@@ -115,6 +119,10 @@ class Form:
         for f in self.fields.values():
             f.observe(self._changed)
         self.validate()
+
+    def _on_fold(self, change: dict[str, Any]) -> None:
+        if change["new"] is not None:  # "Advanced inputs" opened
+            self.build_advanced()
 
     def build_advanced(self) -> None:
         """Make the folded fields' widgets and put them under "Advanced inputs"."""
@@ -181,11 +189,11 @@ class Form:
 
     # ----- run / cancel ------------------------------------------------------------------------
     @property
-    def last(self) -> Any:
+    def last(self) -> Prediction | None:
         """The latest Prediction started from this form (None before the first run)."""
         return self.predictions[-1] if self.predictions else None
 
-    def run(self) -> Any:
+    def run(self) -> Prediction | None:
         """Start a prediction with the form's inputs on a worker thread; returns it (or None
         when the inputs are invalid or the run was refused, with the reason shown)."""
         with self._lock:
@@ -212,14 +220,12 @@ class Form:
             self._say(f"● running {p.id}…", "#1f6feb")
             live = rjlive.LiveDisplay(p, publish=self._publish)
             live.async_mode = True  # re-sent after the next cell too, for tools that record per cell
-            p.subscribe(lambda _p, e, entry=entry: self._on_event(entry, e), replay=False)
+            p.subscribe(functools.partial(self._on_run_event, entry), replay=False)
             live.attach()
             api.start(p)
             return p
 
-    def _on_event(self, entry: Any, event: Any) -> None:
-        from replicate_jupyter.prediction.events import Completed
-
+    def _on_run_event(self, entry: Any, _p: Prediction, event: Event) -> None:
         if not isinstance(event, Completed):
             return
         p = entry.prediction
@@ -235,17 +241,20 @@ class Form:
         self._say(line, color)
         self._done.set()
 
-    def cancel(self) -> Any:
+    def cancel(self) -> Prediction | None:
         p = self._running
         if p is not None and not p.done:
             p.cancel(reason="canceled from the form")
             self._say(f"● canceling {p.id}…", "#9a6700")
         return p
 
-    def wait(self, timeout: float | None = None) -> Any:
-        """Block until the current run is final; returns the latest Prediction."""
+    def wait(self, timeout: float | None = None) -> Prediction | None:
+        """Block until the current run is final; returns the latest Prediction. Past
+        `timeout`, `PredictionTimeout` (the run goes on)."""
         if not self._done.wait(timeout):
-            raise TimeoutError(f"form run still going after {timeout}s")
+            running = self._running
+            raise PredictionTimeout(running.id if running is not None else "?",
+                                    running.status if running is not None else "running", timeout, what="form run")
         last = self.last
         if last is not None:
             last.wait(timeout)

@@ -1,0 +1,80 @@
+"""The budget, enforced: refuse a prediction before it runs, cancel one that runs past it.
+
+Two limits: the kernel's budget (`%replicate budget USD`, the ledger's total may not pass it)
+and a prediction's own `--max-cost`. `check_budget` is called by `api.prepare` before anything
+is dispatched; a `CostGuard` follows a running prediction and cancels it once its running
+cost (elapsed × the price of its hardware) would pass either limit. The guard looks on every
+event and on a 10 Hz timer, since a predictor may report nothing for a while.
+"""
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING, Callable
+
+from replicate_jupyter.cost import prices
+from replicate_jupyter.cost.ledger import Ledger
+from replicate_jupyter.errors import BudgetExceeded
+from replicate_jupyter.prediction.events import Completed, Event
+
+if TYPE_CHECKING:
+    from replicate_jupyter.prediction.prediction import Prediction
+
+__all__ = ["CostGuard", "check_budget", "running_cost"]
+
+#: seconds between the guard's own looks at a prediction that emits nothing
+INTERVAL = 0.1
+
+
+def check_budget(budget: float | None, ledger: Ledger) -> None:
+    """Raise `BudgetExceeded` when the ledger has reached `budget` (None: no budget)."""
+    if budget is None:
+        return
+    spent = ledger.total()
+    if spent >= budget:
+        raise BudgetExceeded(budget, spent)
+
+
+def running_cost(p: Prediction) -> float:
+    """What `p` has cost so far: its elapsed predict time at its hardware's price."""
+    return p.elapsed * prices.price(p.metrics.get("hardware"))
+
+
+class CostGuard:
+    """Cancels `p` once it would pass its own `max_cost` or the budget. `budget` is a function
+    (the session's setting now, so a budget changed mid-run applies at once); `ledger` gives
+    the total spent before this prediction."""
+
+    def __init__(self, p: Prediction, max_cost: float | None, budget: Callable[[], float | None],
+                 ledger: Ledger) -> None:
+        self.p = p
+        self.max_cost = max_cost
+        self.budget = budget
+        self.ledger = ledger
+        self._timer: threading.Thread | None = None
+
+    def attach(self) -> CostGuard:
+        self.p.subscribe(self.on_event)
+        return self
+
+    def on_event(self, p: Prediction, e: Event) -> None:
+        if isinstance(e, Completed):
+            return
+        if self._timer is None and p.started_at is not None:
+            self._timer = threading.Thread(target=self._tick, daemon=True, name=f"rj-cost-guard-{p.id}")
+            self._timer.start()
+        self.check()
+
+    def _tick(self) -> None:
+        while not self.p._done.wait(INTERVAL):
+            self.check()
+
+    def check(self) -> None:
+        p = self.p
+        if p.done or p.finished or p.cancel_event.is_set():
+            return
+        running = running_cost(p)
+        budget = self.budget()
+        if self.max_cost is not None and running >= self.max_cost:
+            p.cancel(reason=f"canceled: --max-cost ${self.max_cost:.4f} reached")
+        elif budget is not None and self.ledger.total() + running >= budget:
+            p.cancel(reason=f"canceled: budget ${budget:.4f} reached")
