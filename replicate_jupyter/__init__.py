@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 # submodule as a package attribute when it is first imported, which would replace the function;
 # importing them here first, then binding the functions, keeps `rj.schema(...)` callable.
 from replicate_jupyter import models as _models_pkg  # noqa: F401  (before the API binds `models`)
-
+from replicate_jupyter._labextension import _jupyter_labextension_paths  # noqa: F401  (JupyterLab finds the prebuilt extension)
 from replicate_jupyter.api import create, form, ledger, models, predictions, run, schema, stream
 from replicate_jupyter.errors import (
     BackendError,
@@ -26,7 +26,6 @@ from replicate_jupyter.errors import (
     ModelNotFound,
     ReplicateJupyterError,
 )
-from replicate_jupyter._labextension import _jupyter_labextension_paths  # noqa: F401  (JupyterLab finds the prebuilt extension)
 from replicate_jupyter.prediction.files import FileOutput
 from replicate_jupyter.prediction.prediction import Prediction
 from replicate_jupyter.session import session

@@ -81,7 +81,7 @@ class PriceOverrides(CheckedDict):
         return cost.prices.overrides
 
     def set(self, obj: Any, value: Any) -> None:
-        new = self._validate(obj, value)
+        new: dict[str, float] = self._validate(obj, value) or {}
         old = dict(cost.prices.overrides)
         if new == old:
             return

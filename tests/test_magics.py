@@ -7,9 +7,8 @@ import json
 import re
 from datetime import datetime
 
-from PIL import Image
-
 from kernel_helpers import nb_json, text_of
+from PIL import Image
 
 MIME = "application/vnd.replicate.prediction+json"
 P = "../tests/predictors"
@@ -203,8 +202,14 @@ def test_line_magics_help_models_schema_use(run_cells):
         "import replicate_jupyter as rj; print(rj.session.default_backend, rj.session.runner().memory_budget)",
         f"%%replicate {P}/echo.py:Predictor\nhello {{{{there}}}}",
         ("%replicate nonsense", ["raises-exception"]),
+        ("%replicate budgt 1", ["raises-exception"]),
+        "%config ReplicateMagics",
+        "%replicate use",
     ], timeout=60)
     assert "%replicate cost" in text_of(nb.cells[1])
+    for command in ("models", "schema MODEL", "form MODEL", "use BACKEND", "workers", "predictions", "cancel ID",
+                    "cost", "budget", "price", "login"):
+        assert f"%replicate {command}" in text_of(nb.cells[1]), command
     schema_text = text_of(nb.cells[2])
     assert re.search(r"color\s+string\s+'red'\s+one of: red, green, blue", schema_text)
     assert re.search(r"count\s+integer\s+1\s+1…4", schema_text)
@@ -212,3 +217,10 @@ def test_line_magics_help_models_schema_use(run_cells):
     (card,) = displays(nb.cells[5])
     assert card["data"][MIME]["input"]["text"] == "hello {there}"
     assert "unknown command 'nonsense'" in text_of(nb.cells[6])
+    assert "UsageError" in text_of(nb.cells[7]) and "Did you mean 'budget'?" in text_of(nb.cells[7])
+    # %config lists the settings with their help and the session's current values
+    config_help = text_of(nb.cells[8])
+    for name in ("default_backend", "default_model", "budget", "preview_rate", "text_rate", "prices", "backend_options"):
+        assert f"ReplicateMagics.{name}" in config_help, name
+    assert "Current: 'local'" in config_help and "Current: {'local': {'memory_budget': 100000000}}" in config_help
+    assert text_of(nb.cells[9]).strip() == "Using backend 'local'"

@@ -24,16 +24,20 @@ from __future__ import annotations
 import copy
 import sys
 from collections import ChainMap
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class, needs_local_scope
 from traitlets import TraitType
 
 from replicate_jupyter import api
 from replicate_jupyter.errors import InputError, ReplicateJupyterError
-from replicate_jupyter.notebook import commands, live as rjlive
+from replicate_jupyter.notebook import commands
+from replicate_jupyter.notebook import live as rjlive
 from replicate_jupyter.notebook.cellparse import LineError, parse_body, parse_line, sweep_grid
 from replicate_jupyter.session import Session, session
+
+if TYPE_CHECKING:
+    from IPython.core.interactiveshell import InteractiveShell
 
 __all__ = ["ReplicateMagics", "load_ipython_extension", "unload_ipython_extension", "HELP"]
 
@@ -100,8 +104,9 @@ class ReplicateMagics(Magics):
             print(f"c.ReplicateMagics: {exc}", file=sys.stderr)
 
     # ----- the magics ----------------------------------------------------------------------------
+    # IPython types line_magic's result as a union that needs_local_scope does not accept
     @needs_local_scope
-    @line_magic("replicate")
+    @line_magic("replicate")  # type: ignore[arg-type]
     def replicate_line(self, line: str = "", local_ns: Any = None) -> Any:
         """Line commands (see `%replicate` alone for the list)."""
         try:
@@ -114,8 +119,8 @@ class ReplicateMagics(Magics):
             raise _usage(str(exc)) from None
 
     @needs_local_scope
-    @cell_magic("replicate")
-    def replicate_cell(self, line: str = "", cell: str = "", local_ns=None):
+    @cell_magic("replicate")  # type: ignore[arg-type]
+    def replicate_cell(self, line: str = "", cell: str = "", local_ns: Any = None) -> Any:
         """Run a model on the cell's inputs; the cell's value is the Prediction."""
         # names as the cell sees them, without copying the whole namespace on every run
         ns = ChainMap(local_ns or {}, self.shell.user_ns if self.shell is not None else {})
@@ -193,7 +198,7 @@ class ReplicateMagics(Magics):
 
 
 # ----- errors: one clear message, not a traceback of our internals ---------------------------
-def _usage(message: str):
+def _usage(message: str) -> Exception:
     from IPython.core.error import UsageError
 
     return UsageError(message)
@@ -244,7 +249,7 @@ def _post_run_cell(result=None) -> None:
     rjlive.flush_finished()
 
 
-def load_ipython_extension(ipython) -> None:
+def load_ipython_extension(ipython: InteractiveShell) -> None:
     """`%load_ext replicate_jupyter`."""
     if _installed.get("shell") is ipython:
         return
@@ -262,7 +267,7 @@ def load_ipython_extension(ipython) -> None:
     session.current_cell = _cell_number(ipython)
 
 
-def unload_ipython_extension(ipython) -> None:
+def unload_ipython_extension(ipython: InteractiveShell) -> None:
     if _installed.get("shell") is not ipython:
         return
     for name, fn in (("pre_run_cell", _pre_run_cell), ("post_run_cell", _post_run_cell)):
