@@ -380,3 +380,42 @@ def test_form_in_a_real_kernel(tmp_path):
     assert not [o for o in nb.cells[click].outputs if o.output_type != "stream"]
     steps_result = [o for o in nb.cells[cancel].outputs if "application/vnd.replicate.prediction+json" in o.get("data", {})]
     assert steps_result and steps_result[0]["data"]["application/vnd.replicate.prediction+json"]["status"] == "canceled"
+
+
+def test_each_kind_alone_lazy_value_round_trip_and_reset():
+    """Fields without a form: an unbuilt field's value is what its fresh widgets hold; a value
+    put back reads back the same; reset gives the default again."""
+    from replicate_jupyter.notebook.forms.fields import KINDS, Layouts, build_field
+
+    props = {n: fl.prop for n, fl in form(Kinds).fields.items()}  # as the form resolved them (enums)
+    lay = Layouts()
+    round_trip = {"text": "abc", "needed": 4, "size": 768, "plain": 3, "bare": 1.5, "flag": True, "nothing": "x",
+                  "opt": "y", "tags": ["c", "d", "e"], "ratio": 0.25, "image": "/tmp/a.png",
+                  "images": ["/tmp/a.png", "https://example.com/b.png"], "mode": "slow"}
+    seen = set()
+    for name, prop in props.items():
+        fresh = build_field(name, prop, False, "text", lay)
+        built = build_field(name, prop, False, "text", lay).build()
+        assert type(fresh) is KINDS[fresh.kind] and not fresh.built
+        assert fresh.value() == built.value() or (fresh.value() is UNSET and built.value() is UNSET), name
+        seen.add(fresh.kind)
+        if name in round_trip:
+            built.set_value(round_trip[name])
+            assert built.value() == round_trip[name], name
+            built.reset()
+            default = build_field(name, prop, False, "text", lay).value()
+            assert built.value() == default or (built.value() is UNSET and default is UNSET), name
+    assert seen == set(KINDS) - {"yaml"}
+    # a secret is never put back, and reset forgets it
+    secret = build_field("api_key", props["api_key"], False, None, lay).build()
+    secret.widget.value = "typed"
+    assert secret.value() == "typed" and secret.widget.value == ""
+    secret.set_value("from-history")
+    assert secret.value() == "typed"
+    secret.reset()
+    assert secret.value() is UNSET
+    # anything else is YAML
+    obj = build_field("cfg", {"type": "object", "default": {"a": 1}}, False, None, lay)
+    assert obj.kind == "yaml" and obj.value() == {"a": 1}
+    obj.set_value({"b": [1, 2]})
+    assert obj.value() == {"b": [1, 2]}
