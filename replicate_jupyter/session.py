@@ -27,7 +27,7 @@ from replicate_jupyter.cost.ledger import Ledger
 from replicate_jupyter.errors import InputError, Problem
 from replicate_jupyter.runners import BACKENDS, Runner, create
 
-__all__ = ["Session", "session", "SETTINGS"]
+__all__ = ["Session", "session", "SETTINGS", "refuse", "redacted"]
 
 #: the settings, in the order `%config ReplicateMagics` lists them
 SETTINGS = ("default_backend", "default_model", "budget", "preview_rate", "text_rate", "prices", "backend_options")
@@ -75,7 +75,8 @@ class CheckedDict(_Checked, Dict):
 
 class PriceOverrides(CheckedDict):
     """The price table's per-kernel overrides (SKU → USD per second) as a trait. The table keeps
-    the only copy: reading gives its dict, setting validates and replaces its contents."""
+    the only copy: reading gives its dict, setting validates and replaces its contents. (The
+    table is the process's, so a second Session, as tests make, shares it.)"""
 
     def get(self, obj: Any, cls: Any = None) -> dict[str, float]:
         return cost.prices.overrides
@@ -283,10 +284,12 @@ class Session(Configurable):
         into the ones it had). A bad name or option raises and changes nothing."""
         if name not in BACKENDS:
             _unknown_backend("backend", name, self.default_backend)
-        if options:
-            self.backend_options = {**self.backend_options, name: {**self.backend_options.get(name, {}), **options}}
-        runner = self.runner(name)
-        self.default_backend = name
+        with self._lock:  # two threads configuring one backend: neither one's options are lost
+            if options:
+                merged = {**self.backend_options.get(name, {}), **options}
+                self.backend_options = {**self.backend_options, name: merged}
+            runner = self.runner(name)
+            self.default_backend = name
         return runner
 
     def track(self, prediction: Any) -> None:
