@@ -1,19 +1,30 @@
 """The link between a running predictor and its Prediction: runner internals.
 
-A runner activates a `RunContext` in the thread that calls the predictor; what the predictor
-calls (`replicate_jupyter.progress`) finds it here. On a Cog worker started by `serve` there is
-no context: progress and previews travel as tagged log lines (`relay_*`), which the workers
-backend turns back into events with `parse_relayed`.
+A runner activates a `RunContext` where it calls the predictor; what the predictor calls
+(`replicate_jupyter.progress`) finds it here. It is a `contextvars.ContextVar`, not a
+thread-local, because an async predictor's coroutines run as tasks on an event loop thread:
+each task carries its own context, so `progress()`/`preview()`/`log()` from a coroutine reach its
+own prediction, also with several predictions of one model running at once on one loop.
+
+Threads a predictor starts itself begin with an empty context (Python's rule for
+`threading.Thread`), so they are not linked to the prediction: start them as
+`threading.Thread(target=contextvars.copy_context().run, args=(fn,))` (the same for an
+executor's `submit`); `asyncio.to_thread` carries it by itself. We do not patch
+`threading.Thread`: the kernel's own threads must never inherit a prediction.
+
+On a Cog worker started by `serve` there is no context: progress and previews travel as tagged
+log lines (`relay_*`), which the workers backend turns back into events with `parse_relayed`.
 """
 from __future__ import annotations
 
+import contextvars
 import os
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-__all__ = ["RunContext", "current", "activate", "parse_relayed", "relay_progress", "relay_preview",
+__all__ = ["RunContext", "current", "activate", "fresh_context", "parse_relayed", "relay_progress", "relay_preview",
            "RELAY_ENV", "PROGRESS_TAG", "PREVIEW_TAG"]
 
 # On a Cog worker started by `replicate-jupyter serve`, there is no RunContext: progress and
@@ -35,19 +46,36 @@ class RunContext:
     wants_preview: Callable[[], bool] = field(default=lambda: True)
 
 
-_local = threading.local()
+_current: contextvars.ContextVar[RunContext | None] = contextvars.ContextVar("rj_run_context", default=None)
 
 
 def current() -> RunContext | None:
-    return getattr(_local, "ctx", None)
+    return _current.get()
 
 
 def activate(ctx: RunContext | None) -> RunContext | None:
-    """Make `ctx` this thread's running prediction (None: none); returns the previous one, for a
-    runner to restore in a `finally`."""
-    prev = getattr(_local, "ctx", None)
-    _local.ctx = ctx
+    """Make `ctx` the running prediction of the current context (None: none); returns the
+    previous one, for a runner to restore in a `finally`."""
+    prev = _current.get()
+    _current.set(ctx)
     return prev
+
+
+def fresh_context(ctx: RunContext | None, sink: Callable[[str], None] | None = None) -> contextvars.Context:
+    """A new, empty `contextvars.Context` in which `ctx` is the running prediction and prints go
+    to `sink`: what a model thread runs one call in (`Context.run`) or gives an asyncio task
+    (`create_task(..., context=)`), so nothing of the caller's context leaks into the model and
+    nothing the model sets leaks out."""
+    from replicate_jupyter.runners.capture import set_sink
+
+    fresh = contextvars.Context()
+    fresh.run(_enter, ctx, sink, set_sink)
+    return fresh
+
+
+def _enter(ctx: RunContext | None, sink, set_sink) -> None:
+    _current.set(ctx)
+    set_sink(sink)
 
 
 def relay_progress(step: int, total: int | None) -> None:

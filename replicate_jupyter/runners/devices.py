@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import sys
 import warnings
+from typing import Any
 
-__all__ = ["sku_for_name", "current_sku", "device_name", "FALLBACK_GPU_SKU"]
+__all__ = ["sku_for_name", "current_sku", "device_name", "FALLBACK_GPU_SKU", "synchronize", "free_device_memory",
+           "memory_in_use", "total_memory", "estimate_bytes", "to_cpu"]
 
 # Most specific first: "A100-SXM4-80GB" must match before "A100".
 _GPU_SKUS: list[tuple[tuple[str, ...], str]] = [
@@ -115,3 +117,49 @@ def total_memory() -> int | None:
         except Exception:
             pass
     return None
+
+
+def estimate_bytes(obj: Any, depth: int = 2) -> int:
+    """Bytes of torch weights an object holds (modules, tensors, diffusers pipeline components)."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return 0
+    seen: set[int] = set()
+
+    def size_of(value: Any, d: int) -> int:
+        if id(value) in seen:
+            return 0
+        seen.add(id(value))
+        if isinstance(value, torch.nn.Module):
+            return sum(t.numel() * t.element_size() for t in list(value.parameters()) + list(value.buffers()))
+        if isinstance(value, torch.Tensor):
+            return value.numel() * value.element_size()
+        if d <= 0:
+            return 0
+        comps = getattr(value, "components", None)
+        if isinstance(comps, dict):
+            return sum(size_of(v, d - 1) for v in comps.values())
+        if isinstance(value, (list, tuple)):
+            return sum(size_of(v, d - 1) for v in value)
+        if isinstance(value, dict):
+            return sum(size_of(v, d - 1) for v in value.values())
+        attrs = getattr(value, "__dict__", None)
+        if attrs and not isinstance(value, type):
+            return sum(size_of(v, d - 1) for v in attrs.values())
+        return 0
+
+    return size_of(obj, depth)
+
+
+def to_cpu(instance: Any) -> None:
+    """Move the instance's torch weights off the accelerator before dropping it."""
+    torch = sys.modules.get("torch")
+    if torch is None or not (torch.cuda.is_available()):
+        return
+    for value in list(getattr(instance, "__dict__", {}).values()):
+        to = getattr(value, "to", None)
+        if callable(to) and (isinstance(value, torch.nn.Module) or hasattr(value, "components")):
+            try:
+                to("cpu")
+            except Exception:
+                pass

@@ -18,7 +18,7 @@ from replicate_jupyter.prediction.files import FileOutput, InputFile
 
 __all__ = ["call_params", "takes_kwargs", "is_stream", "close_stream", "to_predictor_input", "to_output",
            "is_oom", "model_traceback", "run_coroutine", "iterate_async", "build_kwargs", "preview_throttle",
-           "call_and_emit"]
+           "call_and_emit", "acall_and_emit"]
 
 _PKG_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _MODELS_DIR = os.path.join(_PKG_DIR, "models")
@@ -188,6 +188,36 @@ def call_and_emit(call: Any, kwargs: dict, emit: Callable[[Any], None], cancel: 
     if inspect.isasyncgen(result):
         result = iterate_async(result)
     if is_stream(result):
+        for i, item in enumerate(result):
+            emit(Output(value=to_output(item, i), index=i))
+            if cancel.is_set():
+                close_stream(result)
+                raise Canceled()
+    else:
+        emit(Output(value=to_output(result), index=None))
+
+
+async def acall_and_emit(call: Any, kwargs: dict, emit: Callable[[Any], None], cancel: threading.Event) -> None:
+    """`call_and_emit` for an async predictor, run as a task on its model's own loop: a coroutine
+    is awaited and an async generator iterated there, so canceling the task raises
+    `asyncio.CancelledError` at the predictor's own `await`, as Cog does."""
+    from replicate_jupyter.errors import Canceled
+    from replicate_jupyter.prediction.events import Output
+
+    result = call(**kwargs)
+    if inspect.iscoroutine(result):
+        result = await result
+    if inspect.isasyncgen(result):
+        try:
+            i = 0
+            async for item in result:
+                emit(Output(value=to_output(item, i), index=i))
+                i += 1
+                if cancel.is_set():
+                    raise Canceled()
+        finally:
+            await result.aclose()
+    elif is_stream(result):
         for i, item in enumerate(result):
             emit(Output(value=to_output(item, i), index=i))
             if cancel.is_set():

@@ -1,12 +1,21 @@
 """The kernel-side runner: predictors run in this process, on CUDA, else MPS, else CPU.
 
 Set-up predictors stay warm between cells in an LRU cache bounded by a device-memory budget,
-because setup (loading weights) is usually the slowest part of a notebook iteration. Predictions
-run one at a time (one device), in the calling thread, so a kernel interrupt lands in the
-predictor and stops it at once.
+because setup (loading weights) is usually the slowest part of a notebook iteration.
+
+Each warm model lives on a thread of its own (model_thread.py): its setup and every prediction
+of it run there, whichever thread asked (the cell's main thread, `--async`, forms, sweeps,
+`predictions.create`), so what setup set for its thread holds in every prediction, as under
+Cog. The asking thread waits; a kernel interrupt while it waits stops the prediction, records it
+canceled and propagates. A cancel from anywhere stops it at its next step, or by raising cog's
+`CancelationException` in the model thread (asyncio.CancelledError for async predictors); one
+that cannot be stopped within `cancel_deadline` is reported canceled with a log line saying so,
+and its model is evicted. Predictions of different models take turns on the device; one model
+runs as many at once as it declares (slots.py), the rest wait in `starting`.
 """
 from __future__ import annotations
 
+import asyncio
 import inspect
 import os
 import threading
@@ -15,24 +24,26 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-from replicate_jupyter.runners import devices
 from replicate_jupyter.model import predictors
-from replicate_jupyter.runners.capture import capture
-from replicate_jupyter.errors import Canceled
 from replicate_jupyter.prediction.events import Completed, Log, Output, Started
-from replicate_jupyter.runners.context import RunContext, activate
+from replicate_jupyter.runners import devices, model_thread
 from replicate_jupyter.runners.base import ModelHandle, Runner
+from replicate_jupyter.runners.context import RunContext, fresh_context
+from replicate_jupyter.runners.interrupt import is_cancel
 from replicate_jupyter.runners.invoke import (
+    acall_and_emit,
     build_kwargs,
     call_and_emit,
     call_params,
     is_oom,
     model_traceback,
     preview_throttle,
-    run_coroutine,
 )
+from replicate_jupyter.runners.model_thread import Call, ModelThread
+from replicate_jupyter.runners.slots import Slots, declared_concurrency, is_async_callable
 
 __all__ = ["LocalRunner"]
+
 
 @dataclass
 class _Warm:
@@ -41,17 +52,37 @@ class _Warm:
     setup_time: float
     call: Any  # the bound predict/run method
     params: dict[str, Any]  # parameter → default, so every parameter is always passed
+    thread: ModelThread  # where setup ran and every prediction runs
+    is_async: bool
+
+
+@dataclass
+class _Outcome:
+    status: str
+    error: str | None = None
+    trace: str | None = None
+    oom: bool = False
+    abandoned: bool = False
+    interrupt: BaseException | None = None  # the KeyboardInterrupt to re-raise after recording
 
 
 class LocalRunner(Runner):
     name = "local"
     concurrent = False
 
-    def __init__(self, memory_budget: int | None = None, preview_rate: float = 4.0) -> None:
+    def __init__(self, memory_budget: int | None = None, preview_rate: float = 4.0,
+                 cancel_deadline: float = 3.0, cancel_grace: float = 0.1) -> None:
         self.memory_budget = memory_budget
         self.preview_rate = preview_rate
+        #: seconds after the first interrupt before a predictor that does not stop is given up on
+        self.cancel_deadline = cancel_deadline
+        #: seconds a canceled predictor gets to stop by itself (at its next progress()) first
+        self.cancel_grace = cancel_grace
         self._warm: "OrderedDict[str, _Warm]" = OrderedDict()
-        self._run_lock = threading.RLock()
+        self._cache_lock = threading.RLock()  # the warm cache, and one setup at a time
+        self._slots = Slots()
+        self._calls: dict[str, tuple[Any, ModelThread, Call]] = {}  # prediction id → what runs for it
+        self._stopping: set[int] = set()
         self.evictions: list[str] = []
 
     # ----- models --------------------------------------------------------------------------
@@ -67,6 +98,11 @@ class LocalRunner(Runner):
             out.append(ModelHandle(name=name, version=None, schema={}, description=DESCRIPTIONS.get(name, ""),
                                    extra={"warm": any(k.endswith(name) for k in self._warm), "source": EMBEDDED.get(name)}))
         return out
+
+    def concurrency(self, handle: ModelHandle) -> int:
+        """How many predictions of this model run at once here (its `@cog.concurrent(max=N)` or
+        cog.yaml `concurrency.max`; 1 for sync models): a sweep or form can start that many."""
+        return declared_concurrency(*_predict_fn(handle.extra["spec"]))
 
     @property
     def warm(self) -> list[str]:
@@ -84,31 +120,35 @@ class LocalRunner(Runner):
         except (ValueError, OSError):
             return 8 << 30
 
-    def _acquire(self, spec: predictors.PredictorSpec, p) -> _Warm:
-        warm = self._warm.get(spec.key)
-        if warm is not None:
-            self._warm.move_to_end(spec.key)
-            return warm
-        before = devices.memory_in_use()
-        t0 = time.perf_counter()
-        instance = spec.make()
-        setup = getattr(instance, "setup", None)
-        if setup is not None:
-            with capture(lambda s: p.emit(Log(text=s))):
-                result = setup()
-                if inspect.iscoroutine(result):
-                    run_coroutine(result)
-        devices.synchronize()
-        setup_time = time.perf_counter() - t0
-        after = devices.memory_in_use()
-        size = getattr(instance, "memory_bytes", None)
-        if size is None:
-            size = (after - before) if (after is not None and before is not None) else estimate_bytes(instance)
-        call = predictors.predict_method(instance)
-        warm = _Warm(instance=instance, size=int(size), setup_time=setup_time, call=call, params=call_params(call))
-        self._warm[spec.key] = warm
-        self._evict_to_budget(keep=spec.key)
-        return warm
+    def _acquire(self, p, spec: predictors.PredictorSpec, is_async: bool) -> tuple[_Warm | None, _Outcome | None]:
+        """The warm model, set up on a new model thread if need be; or the outcome of a failed,
+        canceled or stuck setup."""
+        with self._cache_lock:
+            warm = self._warm.get(spec.key)
+            if warm is not None and not warm.thread.defunct:
+                self._warm.move_to_end(spec.key)
+                return warm, None
+            thread = ModelThread(spec.name, use_loop=is_async)
+            context = fresh_context(None, sink=lambda s: p.emit(Log(text=s)))
+            if is_async:
+                call = thread.submit_async(lambda: _asetup(spec), context)
+            else:
+                call = thread.submit(lambda: _setup(spec), context)
+            outcome = self._outcome(p, thread, call, self._wait(p, thread, call), emitted=False)
+            if outcome is not None:
+                if outcome.status == "failed":
+                    outcome.error = f"setup failed: {outcome.error}"
+                elif outcome.status == "canceled":
+                    outcome.error = p.cancel_reason or "canceled during setup"
+                thread.close()
+                return None, outcome
+            instance, setup_time, size = call.value
+            fn = predictors.predict_method(instance)
+            warm = _Warm(instance=instance, size=int(size), setup_time=setup_time, call=fn,
+                         params=call_params(fn), thread=thread, is_async=is_async)
+            self._warm[spec.key] = warm
+            self._evict_to_budget(keep=spec.key)
+            return warm, None
 
     def _evict_to_budget(self, keep: str) -> None:
         budget = self._budget()
@@ -117,142 +157,244 @@ class LocalRunner(Runner):
             self.evict(oldest)
 
     def evict(self, key: str | None = None) -> None:
-        """Drop a warm predictor (all of them with no key) and give its device memory back."""
-        keys = [key] if key else list(self._warm)
-        for k in keys:
-            warm = self._warm.pop(k, None)
-            if warm is None:
-                continue
-            self.evictions.append(k)
-            teardown = getattr(warm.instance, "teardown", None)
-            if callable(teardown):
-                try:
-                    teardown()
-                except Exception:
-                    pass
-            _to_cpu(warm.instance)
-            del warm
+        """Drop a warm predictor (all of them with no key) and give its device memory back. Its
+        teardown runs on its own thread, after any call still running there."""
+        with self._cache_lock:
+            keys = [key] if key else list(self._warm)
+            for k in keys:
+                warm = self._warm.pop(k, None)
+                if warm is None:
+                    continue
+                self.evictions.append(k)
+                instance, warm.instance = warm.instance, None
+                warm.thread.close(final=lambda instance=instance: _release(instance))
+                del instance, warm
         devices.free_device_memory()
+
+    def _drop_defunct(self, thread: ModelThread) -> None:
+        """A model whose predictor would not stop: out of the cache, so nothing runs on it again."""
+        with self._cache_lock:
+            for k, w in list(self._warm.items()):
+                if w.thread is thread:
+                    del self._warm[k]
+                    self.evictions.append(k)
 
     # ----- running -------------------------------------------------------------------------
     def execute(self, p) -> None:
         spec: predictors.PredictorSpec = p.handle.extra["spec"]
-        with self._run_lock:
-            if p.cancel_event.is_set():
-                p.emit(Completed(status="canceled", metrics={"predict_time": 0.0, "hardware": devices.current_sku()}))
-                return
-            cold = spec.key not in self._warm
-            try:
-                warm = self._acquire(spec, p)
-            except KeyboardInterrupt:
-                p.emit(Completed(status="canceled", error="canceled during setup", metrics={"hardware": devices.current_sku()}))
-                raise
-            except BaseException as exc:  # noqa: BLE001 — the model's own error, shown as such
-                p.emit(Completed(status="failed", error=f"setup failed: {exc!r}", traceback=model_traceback(exc),
-                                 metrics={"hardware": devices.current_sku()}))
-                return
-            hardware = devices.current_sku()
-            p.emit(Started(hardware=hardware))
-            metrics: dict[str, Any] = {"hardware": hardware}
-            if cold:
-                metrics["setup_time"] = round(warm.setup_time, 4)
-            kwargs = build_kwargs(warm.params, warm.call, p.input, p.secret_fields)
-            self._predict(p, warm, kwargs, metrics, retry_oom=True)
+        fn, source = _predict_fn(spec)
+        is_async = is_async_callable(fn)
+        nested = model_thread.current() is not None  # a predictor running a model: it holds the device
+        if not nested and not self._slots.enter(spec.key, declared_concurrency(fn, source), p.cancel_event):
+            p.emit(Completed(status="canceled", error=p.cancel_reason,
+                             metrics={"predict_time": 0.0, "hardware": devices.current_sku()}))
+            return
+        try:
+            self._execute(p, spec, is_async)
+        finally:
+            if not nested:
+                self._slots.leave()
 
-    def _predict(self, p, warm: _Warm, kwargs: dict, metrics: dict, retry_oom: bool) -> None:
+    def _execute(self, p, spec: predictors.PredictorSpec, is_async: bool) -> None:
+        hardware = devices.current_sku()
+        if p.cancel_event.is_set():
+            p.emit(Completed(status="canceled", error=p.cancel_reason, metrics={"predict_time": 0.0, "hardware": hardware}))
+            return
+        cold = spec.key not in self._warm
+        warm, failed = self._acquire(p, spec, is_async)
+        if failed is not None:
+            p.emit(Completed(status=failed.status, error=failed.error, traceback=failed.trace,
+                             metrics={"hardware": hardware}))
+            if failed.interrupt is not None:
+                raise failed.interrupt
+            return
+        p.emit(Started(hardware=hardware))
+        metrics: dict[str, Any] = {"hardware": hardware}
+        if cold:
+            metrics["setup_time"] = round(warm.setup_time, 4)
+        kwargs = build_kwargs(warm.params, warm.call, p.input, p.secret_fields)
+        t0 = time.perf_counter()
+        outcome = self._attempt(p, warm, kwargs)
+        if outcome.oom:
+            # Retry here, after the failed attempt's exception and frames were dropped (their
+            # tensors would otherwise stay alive through the retry: pytorch#18853).
+            with self._cache_lock:
+                freed = [k for k, w in self._warm.items() if w is not warm]
+                for k in freed:
+                    self.evict(k)
+            devices.free_device_memory()
+            p.emit(Log(text=f"[replicate-jupyter] out of device memory: evicted {len(freed)} warm model(s), retrying once\n"))
+            outcome = self._attempt(p, warm, kwargs)
+            if outcome.oom:
+                outcome.status = "failed"
+                outcome.error = (f"Out of device memory running {p.model}, even after freeing the warm models and retrying "
+                                 f"once ({outcome.error}). Try fewer outputs, a smaller size, or another backend (--on workers).")
+        metrics["predict_time"] = round(time.perf_counter() - t0, 6)
+        p.emit(Completed(status=outcome.status, error=outcome.error, traceback=outcome.trace, metrics=metrics))
+        if outcome.interrupt is not None:
+            raise outcome.interrupt
+
+    def _attempt(self, p, warm: _Warm, kwargs: dict) -> _Outcome:
+        """One call of the predictor on its model thread, waited for here."""
         emitted = [False]
 
         def emit(event) -> None:
-            emitted[0] = emitted[0] or isinstance(event, Output)
+            if event.__class__ is Output:
+                emitted[0] = True
             p.emit(event)
 
         ctx = RunContext(emit=p.emit, cancel_event=p.cancel_event, wants_preview=preview_throttle(self.preview_rate))
-        t0 = time.perf_counter()
-        interrupted: BaseException | None = None
-        prev = activate(ctx)
+        context = fresh_context(ctx, sink=lambda s: p.emit(Log(text=s)))
+        cancel = p.cancel_event
+        if warm.is_async:
+            call = warm.thread.submit_async(lambda: acall_and_emit(warm.call, kwargs, emit, cancel), context)
+        else:
+            call = warm.thread.submit(lambda: _predict(warm.call, kwargs, emit, cancel), context)
+        interrupt = self._wait(p, warm.thread, call)
+        outcome = self._outcome(p, warm.thread, call, interrupt, emitted[0])
+        return outcome or _Outcome(status="succeeded")
+
+    def _wait(self, p, thread: ModelThread, call: Call) -> BaseException | None:
+        """Wait for `call`; a KeyboardInterrupt meanwhile stops it (waiting for that) and is
+        returned, for the caller to re-raise once the prediction is recorded."""
+        self._calls[p.id] = (p, thread, call)
         try:
-            with capture(lambda s: p.emit(Log(text=s))):
-                call_and_emit(warm.call, kwargs, emit, p.cancel_event)
-            devices.synchronize()
-            status, error, trace = "succeeded", None, None
-        except (Canceled, KeyboardInterrupt) as exc:
-            status, error, trace = "canceled", p.cancel_reason, None
-            if isinstance(exc, KeyboardInterrupt):
-                interrupted = exc
-        except BaseException as exc:  # noqa: BLE001
-            if type(exc).__name__ == "CancelationException":
-                status, error, trace = "canceled", p.cancel_reason, None
-            elif is_oom(exc) and retry_oom and not emitted[0]:
-                activate(prev)
-                freed = [k for k in list(self._warm) if self._warm.get(k) is not warm]
-                for k in freed:
-                    self.evict(k)
-                devices.free_device_memory()
-                p.emit(Log(text=f"[replicate-jupyter] out of device memory: evicted {len(freed)} warm model(s), retrying once\n"))
-                return self._predict(p, warm, kwargs, metrics, retry_oom=False)
-            elif is_oom(exc):
-                status, trace = "failed", model_traceback(exc)
-                error = (f"Out of device memory running {p.model}, even after freeing the warm models and retrying once "
-                         f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}). "
-                         "Try fewer outputs, a smaller size, or another backend (--on workers).")
-            else:
-                status, error, trace = "failed", f"{type(exc).__name__}: {exc}", model_traceback(exc)
+            if p.cancel_event.is_set():  # canceled before the call was registered
+                self.cancel(p)
+            try:
+                call.wait()
+                return None
+            except KeyboardInterrupt as exc:
+                p.cancel()
+                call.wait(self.cancel_grace + self.cancel_deadline + 1.0)
+                return exc
         finally:
-            activate(prev)
-        metrics["predict_time"] = round(time.perf_counter() - t0, 6)
-        p.emit(Completed(status=status, error=error, traceback=trace, metrics=metrics))
-        if interrupted is not None:
-            raise interrupted
+            self._calls.pop(p.id, None)
+
+    def _outcome(self, p, thread: ModelThread, call: Call, interrupt: BaseException | None,
+                 emitted: bool) -> _Outcome | None:
+        """What a settled call means for its prediction (None: it succeeded). The exception and
+        its frames are dropped here, so nothing of a failed attempt outlives this."""
+        exc, call.error = call.error, None
+        try:
+            if call.state == "abandoned" or (interrupt is not None and not call.settled):
+                self._drop_defunct(thread)
+                p.emit(Log(text=f"[replicate-jupyter] the predictor did not stop within {self.cancel_deadline:g} s of "
+                                f"the cancel; it is still running in thread {thread.thread_name!r} "
+                                f"(ident {thread.ident}). Its model was evicted: the next prediction sets it up again.\n"))
+                return _Outcome(status="canceled", abandoned=True, interrupt=interrupt,
+                                error=f"{p.cancel_reason or 'canceled'}; the predictor did not stop (still running in "
+                                      f"thread {thread.thread_name!r})")
+            if interrupt is not None or is_cancel(exc):
+                return _Outcome(status="canceled", error=p.cancel_reason, interrupt=interrupt)
+            if exc is None:
+                if call.stop_requested:  # it returned after the cancel reached it: not a clean success
+                    p.emit(Log(text="[replicate-jupyter] canceled: the predictor returned after the cancel\n"))
+                    return _Outcome(status="canceled", error=p.cancel_reason)
+                return None
+            if is_oom(exc) and not emitted:
+                first = str(exc).splitlines()[0] if str(exc) else ""
+                return _Outcome(status="failed", error=f"{type(exc).__name__}: {first}", trace=model_traceback(exc), oom=True)
+            return _Outcome(status="failed", error=f"{type(exc).__name__}: {exc}", trace=model_traceback(exc))
+        finally:
+            _forget(exc)
+            del exc
+
+    def cancel(self, prediction) -> None:
+        """Stop a prediction: waiting for a slot, it leaves the queue; running, it is stopped on
+        its model thread by a helper thread (this returns at once)."""
+        self._slots.wake()
+        entry = self._calls.get(prediction.id)
+        if entry is None:
+            return
+        _p, thread, call = entry
+        if call.settled or id(call) in self._stopping:
+            return
+        self._stopping.add(id(call))
+
+        def stop() -> None:
+            try:
+                thread.stop(call, grace=self.cancel_grace, deadline=self.cancel_deadline)
+            finally:
+                self._stopping.discard(id(call))
+
+        threading.Thread(target=stop, name=f"rj-stop-{prediction.id}", daemon=True).start()
 
     def close(self) -> None:
+        """Cancel the predictions still running (the runner is being replaced, or the kernel is
+        ending), wait for them up to the cancel deadline, then release every warm model."""
+        running = list(self._calls.values())
+        for p, _thread, _call in running:
+            p.cancel(reason="canceled: the local runner was closed")
+        end = time.monotonic() + self.cancel_grace + self.cancel_deadline + 1.0
+        for _p, _thread, call in running:
+            call.wait(max(0.0, end - time.monotonic()))
         self.evict()
 
 
-def estimate_bytes(obj: Any, depth: int = 2) -> int:
-    """Bytes of torch weights an object holds (modules, tensors, diffusers pipeline components)."""
-    import sys
+def _predict_fn(spec: predictors.PredictorSpec) -> tuple[Any, str | None]:
+    """The predictor's predict/run function (unbound when there is no instance yet) and where it
+    came from: enough to tell async from sync and read its declared concurrency."""
+    return predictors.predict_method(spec.instance if spec.instance is not None else spec.cls), spec.source
 
-    torch = sys.modules.get("torch")
-    if torch is None:
-        return 0
+
+def _setup(spec: predictors.PredictorSpec) -> tuple[Any, float, int]:
+    """Make and set up the predictor (on its model thread): instance, seconds, bytes held."""
+    before = devices.memory_in_use()
+    t0 = time.perf_counter()
+    instance = spec.make()
+    setup = getattr(instance, "setup", None)
+    if setup is not None:
+        result = setup()
+        if inspect.iscoroutine(result):  # async setup of a sync predictor: no loop runs on this thread
+            asyncio.run(result)
+    return _measured(instance, before, t0)
+
+
+async def _asetup(spec: predictors.PredictorSpec) -> tuple[Any, float, int]:
+    """`_setup` for async predictors, as a task on the model's loop (their setup may be async)."""
+    before = devices.memory_in_use()
+    t0 = time.perf_counter()
+    instance = spec.make()
+    setup = getattr(instance, "setup", None)
+    if setup is not None:
+        result = setup()
+        if inspect.isawaitable(result):
+            await result
+    return _measured(instance, before, t0)
+
+
+def _measured(instance: Any, before: int | None, t0: float) -> tuple[Any, float, int]:
+    devices.synchronize()
+    setup_time = time.perf_counter() - t0
+    after = devices.memory_in_use()
+    size = getattr(instance, "memory_bytes", None)
+    if size is None:
+        size = (after - before) if (after is not None and before is not None) else devices.estimate_bytes(instance)
+    return instance, setup_time, int(size)
+
+
+def _predict(call: Any, kwargs: dict, emit, cancel: threading.Event) -> None:
+    call_and_emit(call, kwargs, emit, cancel)
+    devices.synchronize()
+
+
+def _release(instance: Any) -> None:
+    """Teardown (if the predictor has one) and weights off the accelerator, on its model thread."""
+    teardown = getattr(instance, "teardown", None)
+    if callable(teardown):
+        try:
+            teardown()
+        except Exception:
+            pass
+    devices.to_cpu(instance)
+
+
+def _forget(exc: BaseException | None) -> None:
+    """Drop the frames a failed call's exception (and those it chains) hold: their locals may be
+    tensors on the device."""
     seen: set[int] = set()
-
-    def size_of(value: Any, d: int) -> int:
-        if id(value) in seen:
-            return 0
-        seen.add(id(value))
-        if isinstance(value, torch.nn.Module):
-            return sum(t.numel() * t.element_size() for t in list(value.parameters()) + list(value.buffers()))
-        if isinstance(value, torch.Tensor):
-            return value.numel() * value.element_size()
-        if d <= 0:
-            return 0
-        comps = getattr(value, "components", None)
-        if isinstance(comps, dict):
-            return sum(size_of(v, d - 1) for v in comps.values())
-        if isinstance(value, (list, tuple)):
-            return sum(size_of(v, d - 1) for v in value)
-        if isinstance(value, dict):
-            return sum(size_of(v, d - 1) for v in value.values())
-        attrs = getattr(value, "__dict__", None)
-        if attrs and not isinstance(value, type):
-            return sum(size_of(v, d - 1) for v in attrs.values())
-        return 0
-
-    return size_of(obj, depth)
-
-
-def _to_cpu(instance: Any) -> None:
-    """Move the instance's torch weights off the accelerator before dropping it."""
-    import sys
-
-    torch = sys.modules.get("torch")
-    if torch is None or not (torch.cuda.is_available()):
-        return
-    for value in list(getattr(instance, "__dict__", {}).values()):
-        to = getattr(value, "to", None)
-        if callable(to) and (isinstance(value, torch.nn.Module) or hasattr(value, "components")):
-            try:
-                to("cpu")
-            except Exception:
-                pass
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        exc.__traceback__ = None
+        exc = exc.__cause__ or exc.__context__
