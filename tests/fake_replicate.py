@@ -47,12 +47,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlparse
 
-from replicate_jupyter.model import predictors
-from replicate_jupyter.runners.capture import capture
 from replicate_jupyter.errors import Canceled, InputError
-from replicate_jupyter.prediction.files import InputFile
-from replicate_jupyter.runners.context import RunContext, activate as _set_context
+from replicate_jupyter.model import predictors
 from replicate_jupyter.model.schema import build_schema
+from replicate_jupyter.prediction.files import InputFile
+from replicate_jupyter.runners.capture import capture
+from replicate_jupyter.runners.context import RunContext
+from replicate_jupyter.runners.context import activate as _set_context
 
 __all__ = ["FakeReplicate"]
 

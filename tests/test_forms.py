@@ -12,14 +12,13 @@ from typing import Optional
 import ipywidgets as W
 import pytest
 from cog import BasePredictor, Input, Path, Secret
+from test_schema import PUBLISHED_SDXL_INPUT, SDXL
 
+from replicate_jupyter.model.validation import validate
 from replicate_jupyter.notebook.cellparse import parse_body
-from replicate_jupyter.prediction.files import InputFile
 from replicate_jupyter.notebook.forms import Form, form
 from replicate_jupyter.notebook.forms.fields import UNSET
-from replicate_jupyter.model.validation import validate
-
-from test_schema import PUBLISHED_SDXL_INPUT, SDXL
+from replicate_jupyter.prediction.files import InputFile
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 P = ROOT / "tests" / "predictors"

@@ -18,8 +18,7 @@ import threading
 import time
 
 import pytest
-
-import ray  # noqa: F401  (the [test] extra installs it: a missing ray must fail, not skip)
+import ray  # the [test] extra installs it: a missing ray must fail, not skip
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 PRED = ROOT / "tests" / "predictors"
@@ -77,7 +76,7 @@ def cluster():
                 break
             except OSError:
                 if time.monotonic() > deadline or procs[0].poll() is not None:
-                    raise RuntimeError("ray head did not start:\n" + (tmp / "head.log").read_text()[-3000:])
+                    raise RuntimeError("ray head did not start:\n" + (tmp / "head.log").read_text()[-3000:]) from None
                 time.sleep(0.3)
         procs.append(_start(["--address", address, "--node-ip-address", WORKER_IP, "--num-cpus", "1",
                              "--disable-usage-stats"], tmp / "worker.log", env))
@@ -177,8 +176,6 @@ def test_cancel_stops_the_step_loop_within_a_step(rj):
 
 def test_ray_cancel_alone_stops_the_actor_run(rj):
     """Without the cancel flag: `ray.cancel` on the stream is seen by the actor (is_canceled)."""
-    import ray
-
     actor = _runner().actor(STEPS)
     stream = actor.predict.remote("direct-1", {"steps": 200, "delay": 0.1})
     got = [ray.get(next(stream)) for _ in range(3)]
@@ -224,8 +221,6 @@ def test_model_error_is_failed_with_its_traceback(rj):
 
 
 def test_killed_actor_fails_the_run_then_restarts(rj):
-    import ray
-
     actor = _runner().actor(TOKENS)
     pid = ray.get(actor.pid.remote(), timeout=30)
     p = rj.predictions.create(TOKENS, input={"n": 100, "delay": 0.1}, on="ray")

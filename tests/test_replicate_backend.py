@@ -10,6 +10,7 @@ import time
 import httpx
 import pytest
 from cog import BasePredictor, Input
+from fake_replicate import FakeReplicate
 
 import replicate_jupyter as rj
 from replicate_jupyter.cost import prices as cost
@@ -19,8 +20,6 @@ from replicate_jupyter.prediction.files import FileOutput
 from replicate_jupyter.prediction.prediction import Prediction
 from replicate_jupyter.runners import create
 from replicate_jupyter.session import session
-
-from fake_replicate import FakeReplicate
 
 PRED = pathlib.Path(__file__).resolve().parent / "predictors"
 TOKEN = "r8_TestSecretToken0123456789abcdef"
@@ -84,8 +83,9 @@ def test_image_outputs_are_fetched_and_embedded_before_they_expire(fake, on):
     # Replicate deletes outputs after an hour: after that the links are dead, the notebook's copy is not
     assert fake.expire_outputs() >= 2
     assert httpx.get(urls[0]).status_code == 404
-    from PIL import Image
     import io
+
+    from PIL import Image
 
     img = Image.open(io.BytesIO(p.output[0].read()))
     assert img.getpixel((3, 3)) == (0, 255, 0)

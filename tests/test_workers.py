@@ -187,8 +187,8 @@ def test_relayed_previews_round_trip(monkeypatch, capsys):
     from PIL import Image
 
     from replicate_jupyter import progress
-    from replicate_jupyter.runners import context
     from replicate_jupyter.prediction.events import Preview, Progress
+    from replicate_jupyter.runners import context
 
     monkeypatch.setenv(context.RELAY_ENV, "1")
     monkeypatch.setitem(context._relay_state, "last_preview", 0.0)

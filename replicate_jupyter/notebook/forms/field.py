@@ -13,7 +13,8 @@ at once. An unbuilt field's value is what its fresh widgets would hold (`initial
 from __future__ import annotations
 
 import html
-from typing import Any, Callable
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
 
 import ipywidgets as W
 from ipywidgets.widgets.widget_bool import CheckboxStyle
@@ -167,6 +168,16 @@ class Field:
 
     def _raw(self) -> Any:
         return self._w.value if self.built else self._initial
+
+    @contextmanager
+    def _quiet(self) -> Iterator[None]:
+        """While the kernel itself writes a widget: the field's observers see `_syncing` and
+        ignore the change events that write causes."""
+        self._syncing = True
+        try:
+            yield
+        finally:
+            self._syncing = False
 
     # ----- text shown around the control ---------------------------------------------------
     def hint(self) -> str:

@@ -105,8 +105,7 @@ class FileField(Field):
             return
         files = [InputFile(bytes(f["content"]), name=f["name"], content_type=f.get("type") or None)
                  for f in change["new"]]
-        self._syncing = True
-        try:
+        with self._quiet():
             assert self._upload is not None
             self._upload.value = ()
             if self.many:
@@ -116,8 +115,6 @@ class FileField(Field):
                 self._file = files[0]
                 self.widget.value = ""
                 self._show_upload()
-        finally:
-            self._syncing = False
         self._changed()
 
     def _typed_path(self, change: dict) -> None:
@@ -127,11 +124,8 @@ class FileField(Field):
 
     def _set_file(self, f: InputFile | None) -> None:
         self._file = f
-        self._syncing = True
-        try:
+        with self._quiet():
             self.widget.value = ""
-        finally:
-            self._syncing = False
         self._show_upload()
 
     def _show_upload(self) -> None:

@@ -90,11 +90,8 @@ class NumberField(Field):
         def from_slider(change: dict) -> None:
             if self._syncing:
                 return
-            self._syncing = True
-            try:
+            with self._quiet():
                 box.value = change["new"] if not isinstance(box, W.Text) else fmt(change["new"])
-            finally:
-                self._syncing = False
 
         def from_box(change: dict) -> None:
             if self._syncing:
@@ -107,13 +104,11 @@ class NumberField(Field):
             if num is None or (isinstance(num, float) and math.isnan(num)):
                 return
             if slider.min <= num <= slider.max:
-                self._syncing = True
-                try:
-                    slider.value = int(num) if isinstance(slider, W.IntSlider) and float(num).is_integer() else num
-                except Exception:
-                    pass
-                finally:
-                    self._syncing = False
+                with self._quiet():
+                    try:
+                        slider.value = int(num) if isinstance(slider, W.IntSlider) and float(num).is_integer() else num
+                    except Exception:
+                        pass
 
         slider.observe(from_slider, names="value")
         box.observe(from_box, names="value")

@@ -77,11 +77,8 @@ class SecretField(Field):
         if self._syncing or change["new"] == "":
             return
         self._secret = change["new"]
-        self._syncing = True
-        try:
+        with self._quiet():
             self.widget.value = ""
-        finally:
-            self._syncing = False
         self._show_secret()
         self._changed()
 
