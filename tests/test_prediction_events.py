@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
 from cog import BasePredictor, Input
 
 from replicate_jupyter import api
@@ -92,3 +93,161 @@ def test_a_done_callback_added_while_listeners_run_still_runs_after_them():
     p.emit(Completed(status="succeeded"))
     assert order == ["first listener", "second listener", "late callback, done=False"]
     assert p.done
+
+
+# ----- one event order ----------------------------------------------------------------------
+class _CancelFails:
+    """A runner whose cancel request fails, so `p.cancel()` logs (an emit inside a listener)."""
+
+    def cancel(self, p) -> None:
+        raise ConnectionError("worker gone")
+
+
+def test_a_listener_that_emits_does_not_reorder_what_the_others_see():
+    p = Prediction("test/stream", {}, schema=STREAM, runner=_CancelFails())
+    first: list = []
+    second: list = []
+
+    def canceling(_p, e):
+        first.append(e)
+        if isinstance(e, Output) and e.index == 1:
+            p.cancel(reason="enough")  # the failed cancel request emits a Log, from inside here
+
+    p.subscribe(canceling)
+    p.subscribe(lambda _p, e: second.append(e))
+    p.emit(Started(hardware="cpu"))
+    for i in range(3):
+        p.emit(Output(value=f"t{i}", index=i))
+    p.emit(Completed(status="canceled"))
+    names = [e.__class__.__name__ for e in second]
+    assert names == ["Started", "Output", "Output", "Log", "Output", "Completed"]
+    assert first == second == p._history
+
+
+def test_listeners_see_history_order_while_threads_hammer_emit_and_subscribe():
+    import sys
+
+    p = Prediction("test/stream", {}, schema=STREAM, runner=_CancelFails())
+    seen: dict[str, list] = {"a": [], "b": []}
+
+    def a(_p, e):
+        seen["a"].append(e)
+        if isinstance(e, Output) and e.index % 97 == 0:
+            p.emit(Log(text=f"listener saw {e.index}\n"))  # re-entrant emit
+        if isinstance(e, Output) and e.index == 1500:
+            p.cancel(reason="test")  # re-entrant: cancel logs its failed request
+
+    p.subscribe(a)
+    p.subscribe(lambda _p, e: seen["b"].append(e))
+    late: list[list] = []
+    go = threading.Event()
+
+    def emitter(k: int) -> None:
+        go.wait()
+        for i in range(600):
+            p.emit(Output(value=f"{k}.{i}", index=k * 1000 + i))
+
+    def subscriber() -> None:
+        go.wait()
+        for _ in range(20):
+            got: list = []
+            late.append(got)
+            p.subscribe(lambda _p, e, got=got: got.append(e))
+            time.sleep(0.001)
+
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # hand the GIL over as often as possible
+    try:
+        threads_ = [threading.Thread(target=emitter, args=(k,)) for k in range(4)]
+        threads_.append(threading.Thread(target=subscriber))
+        for t in threads_:
+            t.start()
+        go.set()
+        for t in threads_:
+            t.join(60)
+    finally:
+        sys.setswitchinterval(old)
+    p.emit(Completed(status="succeeded"))
+    p.wait(10)
+    history = p._history
+    assert len([e for e in history if isinstance(e, Output)]) == 2400
+    assert any(isinstance(e, Log) and "listener saw" in e.text for e in history)
+    assert seen["a"] == history and seen["b"] == history
+    assert len(late) == 20 and all(got == history for got in late)
+
+
+def test_an_emitter_never_waits_for_a_listener_running_in_another_thread():
+    p = Prediction("test/stream", {}, schema=STREAM)
+    release = threading.Event()
+    entered = threading.Event()
+    seen: list = []
+
+    def slow(_p, e):
+        if isinstance(e, Started):
+            entered.set()
+            release.wait(10)
+        seen.append(e)
+
+    p.subscribe(slow)
+    t = threading.Thread(target=p.emit, args=(Started(hardware="cpu"),))
+    t.start()
+    assert entered.wait(5)
+    t0 = time.monotonic()
+    p.emit(Output(value="a", index=0))  # recorded; the busy thread hands it on
+    p.emit(Completed(status="succeeded"))
+    assert time.monotonic() - t0 < 1.0
+    assert p.status == "succeeded" and p.finished and not p.done and seen == []
+    release.set()
+    t.join(5)
+    assert p.wait(5).done
+    assert [e.__class__.__name__ for e in seen] == ["Started", "Output", "Completed"]
+
+
+# ----- one error tree -----------------------------------------------------------------------
+def test_waits_that_run_out_raise_a_timeout_of_the_tree_and_leave_the_prediction_alone():
+    from replicate_jupyter.errors import PredictionTimeout, ReplicateJupyterError
+
+    p = Prediction("test/stream", {}, schema=STREAM)
+    p.emit(Started(hardware="cpu"))
+    with pytest.raises(PredictionTimeout) as info:
+        p.wait(0.05)
+    assert isinstance(info.value, TimeoutError) and isinstance(info.value, ReplicateJupyterError)
+    assert p.id in str(info.value) and "processing" in str(info.value)
+    reader = p.events(timeout=0.05)
+    assert isinstance(next(reader), Started)  # the history first
+    with pytest.raises(PredictionTimeout):
+        next(reader)
+    assert p._listeners == ()  # the reader is gone with its generator
+    p.emit(Completed(status="succeeded"))
+    assert p.wait(1).status == "succeeded"
+
+
+def test_unknown_ids_and_backends_are_errors_of_the_tree():
+    from replicate_jupyter.errors import PredictionNotFound, ReplicateJupyterError, UnknownBackend
+    from replicate_jupyter.runners import create
+
+    with pytest.raises(PredictionNotFound) as info:
+        api.predictions.get("no-such-id")
+    assert isinstance(info.value, KeyError) and isinstance(info.value, ReplicateJupyterError)
+    assert str(info.value) == "No prediction 'no-such-id' in this kernel"
+    with pytest.raises(PredictionNotFound):
+        api.predictions.cancel("no-such-id")
+    with pytest.raises(UnknownBackend) as bad:
+        create("workr")
+    assert isinstance(bad.value, ValueError) and "did you mean 'workers'" in str(bad.value)
+    with pytest.raises(UnknownBackend):
+        api.prepare(Ident, {}, on="rayy")
+
+
+def test_prepare_declares_what_runners_read_on_the_prediction():
+    p = api.prepare(Ident, {"tag": "x"}, max_cost=0.5)
+    assert p.handle is not None and p.handle.name == p.model and p.schema is p.handle.schema
+    assert p.max_cost == 0.5 and p.background is False and p.display_cell is None
+    api.start(p).wait(30)
+    assert p.background and p.status == "succeeded"
+    from replicate_jupyter.errors import InputError
+
+    for bad in (0, -1, float("nan"), float("inf")):
+        with pytest.raises(InputError) as info:
+            api.prepare(Ident, {}, max_cost=bad)
+        assert info.value.problems[0].field == "--max-cost"
