@@ -192,8 +192,7 @@ class ReplicateRunner(Runner):
     def _create(self, run: ReplicateRun) -> None:
         p = run.p
         body: dict[str, Any] = {"input": {k: self.files.encode(v) for k, v in p.input.items()}, "stream": True}
-        handle = getattr(p, "handle", None)
-        pinned = bool(handle is not None and handle.extra.get("pinned"))
+        pinned = bool(p.handle is not None and p.handle.extra.get("pinned"))
         if pinned or not p.version:
             if p.version:
                 body["version"] = p.version
