@@ -251,3 +251,38 @@ def test_prepare_declares_what_runners_read_on_the_prediction():
         with pytest.raises(InputError) as info:
             api.prepare(Ident, {}, max_cost=bad)
         assert info.value.problems[0].field == "--max-cost"
+
+
+def test_bad_values_given_to_data_objects_are_input_errors_and_a_dead_url_a_backend_error():
+    import http.server
+
+    from replicate_jupyter.cost.ledger import Ledger
+    from replicate_jupyter.cost.prices import PriceTable
+    from replicate_jupyter.errors import BackendError, InputError
+    from replicate_jupyter.prediction.files import InputFile, parse_data_uri
+
+    table = PriceTable()
+    for bad in (float("nan"), float("inf"), -1.0, "cheap"):
+        with pytest.raises(InputError) as info:
+            table.set("gpu-t4", bad)
+        assert info.value.problems[0].field == "gpu-t4"
+    assert table.price("gpu-t4") == 0.000225  # nothing changed
+    with pytest.raises(InputError):
+        Ledger().by("colour")
+    with pytest.raises(InputError):
+        parse_data_uri("https://example.com/a.png")
+    with pytest.raises(InputError):
+        parse_data_uri("data:image/png;base64,abc")  # bad padding
+    with pytest.raises(InputError):
+        InputFile()
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/no-such-file.png"
+    try:
+        with pytest.raises(BackendError) as fetch:
+            InputFile(url=url, name="x.png").read()
+        assert fetch.value.url == url and "404" in str(fetch.value)
+    finally:
+        server.shutdown()
+        server.server_close()

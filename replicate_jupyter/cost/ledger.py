@@ -12,6 +12,7 @@ import threading
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
+from replicate_jupyter.errors import InputError, Problem
 from replicate_jupyter.prediction import registry
 from replicate_jupyter.prediction.events import Completed, Event
 
@@ -96,7 +97,9 @@ class Ledger:
             self._sum = 0.0
 
     def by(self, key: str) -> dict[Any, dict[str, float]]:
-        """Sums grouped by an Entry field (`cell`, `model`, `hardware`, `backend`)."""
+        """Sums grouped by an Entry field (`cell`, `model`, `hardware`, `backend`, …)."""
+        if key not in Entry.__dataclass_fields__:
+            raise InputError([Problem("key", "choices", key, "one of: " + ", ".join(Entry.__dataclass_fields__))])
         groups: dict[Any, dict[str, float]] = {}
         for e in self.entries:
             g = groups.setdefault(getattr(e, key), {"predictions": 0, "predict_time": 0.0, "cost_usd": 0.0})

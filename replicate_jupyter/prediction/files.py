@@ -16,7 +16,7 @@ import pathlib
 import tempfile
 from typing import Any, Iterator
 
-from replicate_jupyter.errors import InputError, Problem
+from replicate_jupyter.errors import BackendError, InputError, Problem
 from replicate_jupyter.prediction import registry
 
 __all__ = ["FileOutput", "InputFile", "data_uri", "parse_data_uri", "guess_type"]
@@ -173,11 +173,17 @@ class InputFile:
         self._path: pathlib.Path | None = None
 
     def read(self) -> bytes:
+        """The bytes, fetched once from the URL when the file was given as one (an unreachable
+        or failing URL is a `BackendError` naming it)."""
         if self._data is None:
             import httpx
 
-            resp = httpx.get(self.url, follow_redirects=True, timeout=60)  # type: ignore[arg-type]
-            resp.raise_for_status()
+            url = str(self.url)
+            try:
+                resp = httpx.get(url, follow_redirects=True, timeout=60)
+                resp.raise_for_status()
+            except httpx.HTTPError as exc:
+                raise BackendError(f"Could not fetch the input file {url}: {exc}", url=url, tried=[f"GET {url}"]) from None
             self._data = resp.content
         return self._data
 
