@@ -100,11 +100,29 @@ class _Upstream:
             ev = self.conn.next_event()
             if ev is not h11.NEED_DATA:
                 return ev
-            data = await self.reader.read(_READ)
-            if _QUICKACK is not None and self.sock is not None:
-                with contextlib.suppress(OSError):
-                    self.sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
-            self.conn.receive_data(data)
+            await self._receive()
+
+    async def next_events(self) -> list:
+        """Every event parseable from what has arrived (at least one; reads only when none is):
+        Data events, ending early at the first other event."""
+        out: list = []
+        while True:
+            ev = self.conn.next_event()
+            if ev is h11.NEED_DATA:
+                if out:
+                    return out
+                await self._receive()
+                continue
+            out.append(ev)
+            if type(ev) is not h11.Data:
+                return out
+
+    async def _receive(self) -> None:
+        data = await self.reader.read(_READ)
+        if _QUICKACK is not None and self.sock is not None:
+            with contextlib.suppress(OSError):
+                self.sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
+        self.conn.receive_data(data)
 
     @property
     def reusable(self) -> bool:
@@ -285,30 +303,34 @@ class Front:
 
         watch = asyncio.ensure_future(reader.read(_READ))
         watch.add_done_callback(client_said)
+        checker = self._checker(offset) if sse else None
         pending = b""
         try:
             while True:
                 try:
-                    ev = await up.next_event()
+                    events = await up.next_events()
                 except (h11.ProtocolError, OSError):
                     return False
                 if gone:
                     return False
-                if isinstance(ev, h11.Data):
-                    data = ev.data
-                    if sse:
-                        data, pending = checked_events(pending + data, self._checker(offset))
-                    if data:
-                        writer.write(conn.send(h11.Data(data=data)))
-                        await writer.drain()
-                elif isinstance(ev, h11.EndOfMessage):
+                # everything that arrived together goes on as one write (coglet drops events
+                # for a reader that lags behind: "SSE stream lagged"; see COG_STREAM_HISTORY_CAPACITY)
+                body = b"".join(ev.data for ev in events if type(ev) is h11.Data)
+                last = events[-1]
+                if checker is not None:
+                    body, pending = checked_events(pending + body, checker)
+                out = conn.send(h11.Data(data=body)) if body else b""
+                if type(last) is h11.EndOfMessage:
                     if pending:
-                        writer.write(conn.send(h11.Data(data=pending)))
-                    writer.write(conn.send(h11.EndOfMessage()))
+                        out += conn.send(h11.Data(data=pending))
+                    writer.write(out + conn.send(h11.EndOfMessage()))
                     await writer.drain()
                     return True
-                else:
+                if type(last) is not h11.Data:
                     return False
+                if out:
+                    writer.write(out)
+                    await writer.drain()
         finally:
             data = None
             if not watch.done():

@@ -17,6 +17,7 @@ def _parser() -> argparse.ArgumentParser:
                     "cancel. The server is restarted when it dies or turns unhealthy. A folder with cog.yaml "
                     "runs from that folder with cog.yaml's environment, as under Cog. On any address but "
                     "loopback a worker token is required: set RJ_WORKER_TOKEN or give --token-file.",
+        allow_abbrev=False,  # `--token VALUE` must not be taken for --token-file: no secrets in argv
     )
     serve.add_argument("predictor", metavar="PREDICTOR",
                        help="file.py:Class, a folder with cog.yaml, local/shapes, local/tiny-lm, hf:REPO_ID")

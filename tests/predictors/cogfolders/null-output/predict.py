@@ -1,0 +1,6 @@
+from cog import BasePredictor, Path
+
+
+class Predictor(BasePredictor):
+    def predict(self) -> Path:
+        return Path("missing.webp")

@@ -1,0 +1,2 @@
+def times(x: int, k: int) -> int:
+    return x * k
