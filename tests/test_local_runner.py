@@ -227,6 +227,17 @@ def test_out_of_memory_evicts_warm_models_and_retries_once():
     assert "Out of device memory" in info.value.prediction.error and Flaky.calls == 2
 
 
+def test_out_of_memory_retry_runs_after_the_failed_attempts_frames_are_released():
+    ref = f"{P}/oom_frames.py"
+    cls = session.runner("local").resolve(ref).extra["spec"].cls
+    cls.calls, cls.first = 0, None
+    # the retry reports whether the first attempt's local (its "activations") was freed before it
+    # ran: a retry inside the `except` block keeps that frame alive (pytorch#18853)
+    assert rj.run(ref, {"x": 1}) == "freed"
+    p = rj.predictions.list()[-1]
+    assert p.status == "succeeded" and "retrying once" in p.logs and cls.calls == 2
+
+
 # ----- cost, ledger, budget ----------------------------------------------------------------------
 def test_ledger_sums_every_prediction_and_price_overrides_apply():
     cost.prices.set("cpu", 0.5)

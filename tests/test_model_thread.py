@@ -1,0 +1,159 @@
+"""The local runner's execution model as under Cog (issue 17): a warm model's setup and every
+prediction of it on the model's own thread, whichever thread asked; an async predictor's
+context (prints, progress, previews) reaching its prediction from coroutines and from threads it
+starts with copy_context(); `@cog.concurrent(max=N)` and cog.yaml `concurrency.max` letting N
+predictions of one async model run at once, the rest waiting in `starting`."""
+from __future__ import annotations
+
+import pathlib
+import threading
+import time
+
+import pytest
+from cog import BasePredictor, Input
+
+import replicate_jupyter as rj
+from replicate_jupyter import api
+from replicate_jupyter.prediction.events import Preview, Progress
+from replicate_jupyter.session import session
+
+P = pathlib.Path(__file__).parent / "predictors"
+
+
+def _ts(s: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(s.replace("Z", "+00:00")).timestamp()
+
+
+# ----- thread affinity ---------------------------------------------------------------------------
+def test_setup_state_holds_in_every_prediction_whichever_thread_asks():
+    ref = f"{P}/grad_mode.py"
+    results = {"foreground": rj.run(ref, {"tag": "fg"})}  # cold: setup on the model thread
+    results["create"] = rj.predictions.create(ref, {"tag": "bg"}).wait(10).output
+    p = api.prepare(ref, {"tag": "start"})
+    results["start"] = api.start(p).wait(10).output
+    out: list = []
+    t = threading.Thread(target=lambda: out.append(rj.run(ref, {"tag": "own thread"})))
+    t.start()
+    t.join(10)
+    results["own thread"] = out[0]
+    for how, r in results.items():
+        assert r["grad"] is False, how  # torch.set_grad_enabled(False) from setup still holds
+        assert r["mark"] == "from setup", how  # so does a threading.local set in setup
+        assert r["same_thread"] is True, how
+
+
+def test_the_model_thread_is_one_per_warm_model_and_not_the_callers():
+    class WhereAmI(BasePredictor):
+        def setup(self) -> None:
+            self.thread = threading.current_thread().name
+
+        def predict(self, x: int = Input(default=0)) -> str:
+            assert threading.current_thread().name == self.thread
+            return threading.current_thread().name
+
+    class WhereElse(WhereAmI):
+        pass
+
+    a = rj.run(WhereAmI, {"x": 1})
+    b = rj.run(WhereElse, {"x": 1})
+    assert a.startswith("rj-model ") and b.startswith("rj-model ") and a != b
+    assert a != threading.current_thread().name
+    assert rj.predictions.create(WhereAmI, {"x": 2}).wait(5).output == a
+
+
+def test_a_predictor_may_run_another_local_model_without_deadlock():
+    class Outer(BasePredictor):
+        def predict(self, text: str = Input(default="in")) -> str:
+            return "outer:" + rj.run(f"{P}/echo.py:Predictor", {"text": text})
+
+    p = rj.predictions.create(Outer, {"text": "x"}).wait(10)
+    assert p.status == "succeeded" and p.output == "outer:>x"
+
+
+# ----- async context -----------------------------------------------------------------------------
+@pytest.mark.parametrize("path", ["background", "foreground"])
+def test_async_predictor_prints_progress_and_previews_reach_its_prediction(path):
+    ref = f"{P}/async_context.py"
+    if path == "background":
+        p = rj.predictions.create(ref, {"word": "hey"}).wait(10)
+    else:
+        p = api.execute(api.prepare(ref, {"word": "hey"}))
+    assert p.status == "succeeded" and p.output == "HEY"
+    for line in ("print from coroutine: hey", "log from coroutine", "print from copied thread", "print from to_thread"):
+        assert line in p.logs, (line, p.logs)
+    seen: list = []
+    p.subscribe(lambda _p, e: seen.append(e))
+    assert [e.step for e in seen if isinstance(e, Progress)] == [1, 2, 3, 4]
+    assert [e.step for e in seen if isinstance(e, Preview)] == [1]
+
+
+def test_async_setup_prints_go_to_the_first_predictions_logs():
+    class AsyncSetup(BasePredictor):
+        async def setup(self) -> None:
+            print("loading weights asynchronously")
+
+        async def predict(self, x: int = Input(default=1)) -> int:
+            return x + 1
+
+    assert rj.run(AsyncSetup, {"x": 1}) == 2
+    assert "loading weights asynchronously" in rj.predictions.list()[-1].logs
+
+
+def test_prints_of_other_threads_are_not_captured_by_a_running_prediction(capfd):
+    p = rj.predictions.create(f"{P}/stop_sleep.py", {"seconds": 20})
+    while p.status != "processing":
+        time.sleep(0.005)
+    print("the cell's own print")  # the test's main thread: not the prediction's
+    p.cancel().wait(2)
+    assert "the cell's own print" not in p.logs
+    assert "the cell's own print" in capfd.readouterr().out
+
+
+# ----- concurrency -------------------------------------------------------------------------------
+def _run_at_once(ref: str, n: int, seconds: float) -> tuple[list, float, list[str]]:
+    t0 = time.monotonic()
+    ps = [rj.predictions.create(ref, {"seconds": seconds}) for _ in range(n)]
+    time.sleep(seconds / 2)
+    statuses = [p.status for p in ps]
+    for p in ps:
+        p.wait(10)
+    return ps, time.monotonic() - t0, statuses
+
+
+def test_cog_concurrent_max_runs_that_many_at_once_and_the_next_waits_in_starting():
+    ref = f"{P}/concurrent_async.py"
+    rj.run(ref, {"seconds": 0})  # warm
+    ps, took, statuses = _run_at_once(ref, 4, 0.4)
+    assert all(p.status == "succeeded" for p in ps)
+    assert sorted(statuses) == ["processing"] * 3 + ["starting"]
+    assert max(p.output for p in ps) == 3  # at most three overlapped
+    assert 0.75 < took < 1.3  # two rounds of 0.4 s, not four
+    fourth = min(ps, key=lambda p: -_ts(p.started_at))
+    first_done = min(_ts(p.completed_at) for p in ps if p is not fourth)
+    assert _ts(fourth.started_at) >= first_done - 0.01  # it started when a slot freed
+    assert session.runner("local").concurrency(session.runner("local").resolve(ref)) == 3
+
+
+def test_cog_yaml_concurrency_max_is_honoured():
+    ref = f"{P}/conc_yaml"
+    rj.run(ref, {"seconds": 0})
+    ps, took, statuses = _run_at_once(ref, 3, 0.4)
+    assert all(p.status == "succeeded" for p in ps)
+    assert sorted(statuses) == ["processing"] * 2 + ["starting"]
+    assert max(p.output for p in ps) == 2
+    assert 0.75 < took < 1.3
+
+
+def test_sync_models_run_one_at_a_time_and_models_take_turns():
+    ref = f"{P}/sleep.py"
+    ps, took, statuses = _run_at_once(ref, 2, 0.3)
+    assert sorted(statuses) == ["processing", "starting"]
+    assert took >= 0.6
+    # an async concurrent model does not overlap a running sync one
+    a = rj.predictions.create(ref, {"seconds": 0.3})
+    b = rj.predictions.create(f"{P}/concurrent_async.py", {"seconds": 0})
+    a.wait(5)
+    b.wait(5)
+    assert _ts(b.started_at) >= _ts(a.completed_at) - 0.01
