@@ -12,8 +12,8 @@ import time
 import tracemalloc
 
 import pytest
-
 from kernel_helpers import text_of
+
 from replicate_jupyter.errors import InputError
 from replicate_jupyter.notebook.cellparse import LineError, limits, parse_body, parse_line, parse_options
 

@@ -12,9 +12,17 @@ import pytest
 import yaml
 
 from replicate_jupyter.errors import InputError
-from replicate_jupyter.notebook.cellparse import (CellArgs, LineError, parse_body, parse_line, parse_options,
-                                                  parse_sweep, sweep_grid, yaml_scalar)
-from replicate_jupyter.notebook.cellparse import safe_yaml
+from replicate_jupyter.notebook.cellparse import (
+    CellArgs,
+    LineError,
+    parse_body,
+    parse_line,
+    parse_options,
+    parse_sweep,
+    safe_yaml,
+    sweep_grid,
+    yaml_scalar,
+)
 
 
 # ----- option line ------------------------------------------------------------------------------

@@ -68,9 +68,9 @@ def _template(source: str, content: str) -> _Template | None:
             return _Template(source, problem=("call", "{name}, {name.attr} or {name[key]}: no calls"))
         return None
     root = m["path"].split(".", 1)[0].split("[", 1)[0]
-    parts = tuple((".", a) if a else ("[]", int(k) if k.isdigit() else k)
-                  for a, k in _PART.findall(m["path"][len(root):]))
-    problem = _private(root, [name for kind, name in parts if kind == "."])
+    steps = _PART.findall(m["path"][len(root):])  # (attr, "") or ("", key)
+    parts: tuple[tuple[str, Any], ...] = tuple((".", a) if a else ("[]", int(k) if k.isdigit() else k) for a, k in steps)
+    problem = _private(root, [a for a, _ in steps if a])
     conv, spec = m["conv"], m["spec"] or ""
     if conv not in (None, "r", "s", "a"):
         problem = problem or ("conversion", "!r, !s or !a")
@@ -203,9 +203,10 @@ def parse_body(body: str, ns: Mapping[str, Any] | None = None,
 
     `text_field` is the model's first string input (by x-order), where a body that is not a
     mapping goes; or a function giving it, called only for such a body, so a caller can parse
-    (and refuse) a body before it looks the model's schema up. Raises InputError naming the field (or the body line) and the rule, for YAML
-    the strict loader refuses, a missing or private `{name}`/`$name`, a template past its limits,
-    a body over MAX_BODY_CHARS, and text given to a model without a string input.
+    (and refuse) a body before it looks the model's schema up. Raises InputError naming the
+    field (or the body line) and the rule, for YAML the strict loader refuses, a missing or
+    private `{name}`/`$name`, a template past its limits, a body over MAX_BODY_CHARS, and text
+    given to a model without a string input.
     """
     ns = ns if ns is not None else {}
     body = body or ""

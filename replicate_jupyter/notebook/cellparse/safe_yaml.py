@@ -89,19 +89,26 @@ def _setup() -> None:
     import yaml
     from yaml import events
 
+    implicit = yaml.resolver.Resolver.yaml_implicit_resolvers
     _YAML.update(yaml=yaml, ev=events, loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader),
-                 resolver=yaml.resolver.Resolver(), constructor=yaml.constructor.SafeConstructor())
+                 implicit=implicit, wildcard=implicit.get(None, []), constructor=yaml.constructor.SafeConstructor())
 
 
 def _scalar(e: Any) -> Any:
+    """A scalar's value as `yaml.safe_load` types it (PyYAML's resolver, inlined: most values
+    are words, which no resolver claims)."""
+    value = e.value
     if not e.implicit[0]:  # quoted or block scalar: text
-        return e.value
-    yaml, constructor = _YAML["yaml"], _YAML["constructor"]
-    tag = _YAML["resolver"].resolve(yaml.ScalarNode, e.value, (True, False))
+        return value
+    resolvers = _YAML["implicit"].get(value[:1], []) + _YAML["wildcard"]
+    tag = next((tag for tag, regexp in resolvers if regexp.match(value)), None)
+    if tag is None:
+        return value
     if tag.endswith((":str", ":value")):
-        return e.value
+        return value
     if tag.endswith(":merge"):
         return _MERGE
+    yaml, constructor = _YAML["yaml"], _YAML["constructor"]
     try:
         return constructor.yaml_constructors[tag](constructor, yaml.ScalarNode(tag, e.value))
     except (yaml.YAMLError, ValueError, OverflowError) as exc:  # e.g. the date 2024-13-45
@@ -115,6 +122,8 @@ def load(text: str) -> Any:
     if not _YAML:
         _setup()
     yaml, ev = _YAML["yaml"], _YAML["ev"]
+    scalar, alias, end = ev.ScalarEvent, ev.AliasEvent, (ev.SequenceEndEvent, ev.MappingEndEvent)
+    collections: dict[type, type] = {ev.SequenceStartEvent: list, ev.MappingStartEvent: dict}
     loader = _YAML["loader"](text)
     stack: list[_Open] = []
     anchors: dict[str, tuple[Any, int]] = {}
@@ -124,20 +133,21 @@ def load(text: str) -> Any:
         while loader.check_event():
             e = loader.get_event()
             line = e.start_mark.line
-            if isinstance(e, (ev.ScalarEvent, ev.SequenceStartEvent, ev.MappingStartEvent)):
+            kind = type(e)
+            if kind is scalar or kind in collections:
                 if e.tag is not None:
                     raise Refused(line, "tag", e.tag.replace("tag:yaml.org,2002:", "!!"),
                                   "plain YAML values: no tags (quote the text to mean it as text)")
                 nodes += 1
-                if not isinstance(e, ev.ScalarEvent):
+                if kind is not scalar:
                     if len(stack) >= limits.MAX_DEPTH:
                         raise Refused(line, "depth", f"{len(stack) + 1} levels", f"at most {limits.MAX_DEPTH} nested levels")
-                    stack.append(_Open([] if isinstance(e, ev.SequenceStartEvent) else {}, e.anchor))
+                    stack.append(_Open(collections[kind](), e.anchor))
                     continue
                 value, size, anchor = _scalar(e), 1, e.anchor
                 if value is _MERGE and not (stack and stack[-1].awaits_key()):
                     value = e.value  # `<<` merges only as a key
-            elif isinstance(e, ev.AliasEvent):
+            elif kind is alias:
                 if e.anchor not in anchors:  # undefined, or inside its own anchor (a cycle)
                     raise Malformed(line, "alias", f"*{e.anchor}", "an alias of an anchor (&name) completed before it")
                 aliases += 1
@@ -145,11 +155,11 @@ def load(text: str) -> Any:
                     raise Refused(line, "aliases", f"{aliases} alias uses", f"at most {limits.MAX_ALIASES} alias uses")
                 (value, size), anchor = anchors[e.anchor], None
                 nodes += size
-            elif isinstance(e, (ev.SequenceEndEvent, ev.MappingEndEvent)):
+            elif kind in end:
                 o = stack.pop()
                 value, size, anchor = o.close(line), o.size, o.anchor
             else:  # stream and document start/end
-                docs += isinstance(e, ev.DocumentStartEvent)
+                docs += kind is ev.DocumentStartEvent
                 if docs > 1:
                     raise Malformed(line, "documents", "---", "one YAML document")
                 continue
