@@ -176,3 +176,15 @@ def test_budget_stops_a_background_sleep_loop():
     p = rj.predictions.create(f"{P}/stop_sleep.py", {"seconds": 20}).wait(5)
     assert p.status == "canceled" and "budget" in (p.error or "")
     assert session.ledger.total() <= 0.3 + 1.0 and session.ledger.total() < 0.8
+
+
+def test_closing_the_runner_cancels_its_running_prediction_first(runner_named):
+    runner = runner_named("local-closing")
+    p = rj.predictions.create(f"{P}/stop_busy.py", {"seconds": 20}, on="local-closing")
+    _wait_processing(p)
+    t0 = time.monotonic()
+    runner.close()
+    assert time.monotonic() - t0 < 1.5
+    p.wait(1)
+    assert p.status == "canceled" and "runner was closed" in (p.error or "")
+    assert runner.warm == []

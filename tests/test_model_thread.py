@@ -122,9 +122,15 @@ def _run_at_once(ref: str, n: int, seconds: float) -> tuple[list, float, list[st
     return ps, time.monotonic() - t0, statuses
 
 
+def _fresh_peak(ref: str, on: str | None = None) -> None:
+    cls = session.runner(on).resolve(ref).extra["spec"].cls
+    cls.peak = cls.active = 0
+
+
 def test_cog_concurrent_max_runs_that_many_at_once_and_the_next_waits_in_starting():
     ref = f"{P}/concurrent_async.py"
     rj.run(ref, {"seconds": 0})  # warm
+    _fresh_peak(ref)
     ps, took, statuses = _run_at_once(ref, 4, 0.4)
     assert all(p.status == "succeeded" for p in ps)
     assert sorted(statuses) == ["processing"] * 3 + ["starting"]
@@ -139,6 +145,7 @@ def test_cog_concurrent_max_runs_that_many_at_once_and_the_next_waits_in_startin
 def test_cog_yaml_concurrency_max_is_honoured():
     ref = f"{P}/conc_yaml"
     rj.run(ref, {"seconds": 0})
+    _fresh_peak(ref)
     ps, took, statuses = _run_at_once(ref, 3, 0.4)
     assert all(p.status == "succeeded" for p in ps)
     assert sorted(statuses) == ["processing"] * 2 + ["starting"]
@@ -157,3 +164,51 @@ def test_sync_models_run_one_at_a_time_and_models_take_turns():
     a.wait(5)
     b.wait(5)
     assert _ts(b.started_at) >= _ts(a.completed_at) - 0.01
+
+
+def test_a_runner_may_cap_concurrency_below_what_the_model_declares():
+    from replicate_jupyter import runners
+    from replicate_jupyter.runners.local import LocalRunner
+
+    runner = session._runners["local-capped"] = LocalRunner(max_concurrency=2)
+    runners.BACKENDS.setdefault("local-capped", "replicate_jupyter.runners.local:LocalRunner")
+    try:
+        ref = f"{P}/concurrent_async.py"
+        rj.predictions.create(ref, {"seconds": 0}, on="local-capped").wait(5)
+        _fresh_peak(ref, "local-capped")
+        ps = [rj.predictions.create(ref, {"seconds": 0.3}, on="local-capped") for _ in range(3)]
+        time.sleep(0.15)
+        assert sorted(p.status for p in ps) == ["processing"] * 2 + ["starting"]
+        assert max(p.wait(5).output for p in ps) == 2
+        assert runner.concurrency(runner.resolve(ref)) == 2
+    finally:
+        session._runners.pop("local-capped").close()
+        runners.BACKENDS.pop("local-capped", None)
+
+
+def _tiny(i: int) -> type:
+    class Tiny(BasePredictor):
+        def predict(self, x: int = Input(default=1)) -> int:
+            return x
+
+    Tiny.__name__ = Tiny.__qualname__ = f"Tiny{i}"
+    return Tiny
+
+
+def test_warm_models_are_capped_in_number_so_their_threads_are_too():
+    from replicate_jupyter import runners
+    from replicate_jupyter.runners.local import LocalRunner
+
+    runner = session._runners["local-few"] = LocalRunner(max_warm=2)
+    runners.BACKENDS.setdefault("local-few", "replicate_jupyter.runners.local:LocalRunner")
+    try:
+        before = threading.active_count()
+        for i in range(5):
+            p = rj.predictions.create(_tiny(i), {"x": i}, on="local-few").wait(5)
+            assert p.status == "succeeded" and p.output == i
+        assert len(runner.warm) == 2 and len(runner.evictions) == 3
+        time.sleep(0.1)
+        assert threading.active_count() <= before + 2 + 1  # the evicted models' threads ended
+    finally:
+        session._runners.pop("local-few").close()
+        runners.BACKENDS.pop("local-few", None)

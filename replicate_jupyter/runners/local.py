@@ -15,8 +15,7 @@ runs as many at once as it declares (slots.py), the rest wait in `starting`.
 """
 from __future__ import annotations
 
-import asyncio
-import inspect
+import functools
 import os
 import threading
 import time
@@ -27,13 +26,13 @@ from typing import Any
 from replicate_jupyter.model import predictors
 from replicate_jupyter.prediction.events import Completed, Log, Output, Started
 from replicate_jupyter.runners import devices, model_thread
+from replicate_jupyter.runners import warm as warm_mod
 from replicate_jupyter.runners.base import ModelHandle, Runner
 from replicate_jupyter.runners.context import RunContext, fresh_context
 from replicate_jupyter.runners.interrupt import is_cancel
 from replicate_jupyter.runners.invoke import (
     acall_and_emit,
     build_kwargs,
-    call_and_emit,
     call_params,
     is_oom,
     model_traceback,
@@ -41,19 +40,9 @@ from replicate_jupyter.runners.invoke import (
 )
 from replicate_jupyter.runners.model_thread import Call, ModelThread
 from replicate_jupyter.runners.slots import Slots, declared_concurrency, is_async_callable
+from replicate_jupyter.runners.warm import Warm
 
 __all__ = ["LocalRunner"]
-
-
-@dataclass
-class _Warm:
-    instance: Any
-    size: int
-    setup_time: float
-    call: Any  # the bound predict/run method
-    params: dict[str, Any]  # parameter → default, so every parameter is always passed
-    thread: ModelThread  # where setup ran and every prediction runs
-    is_async: bool
 
 
 @dataclass
@@ -71,14 +60,19 @@ class LocalRunner(Runner):
     concurrent = False
 
     def __init__(self, memory_budget: int | None = None, preview_rate: float = 4.0,
-                 cancel_deadline: float = 3.0, cancel_grace: float = 0.1) -> None:
+                 cancel_deadline: float = 3.0, cancel_grace: float = 0.1,
+                 max_concurrency: int | None = None, max_warm: int = 16) -> None:
         self.memory_budget = memory_budget
         self.preview_rate = preview_rate
+        #: at most this many predictions of one model at once, whatever it declares (None: as declared)
+        self.max_concurrency = max_concurrency
+        #: at most this many warm models (each holds a thread), however little memory they use
+        self.max_warm = max_warm
         #: seconds after the first interrupt before a predictor that does not stop is given up on
         self.cancel_deadline = cancel_deadline
         #: seconds a canceled predictor gets to stop by itself (at its next progress()) first
         self.cancel_grace = cancel_grace
-        self._warm: "OrderedDict[str, _Warm]" = OrderedDict()
+        self._warm: "OrderedDict[str, Warm]" = OrderedDict()
         self._cache_lock = threading.RLock()  # the warm cache, and one setup at a time
         self._slots = Slots()
         self._calls: dict[str, tuple[Any, ModelThread, Call]] = {}  # prediction id → what runs for it
@@ -102,7 +96,11 @@ class LocalRunner(Runner):
     def concurrency(self, handle: ModelHandle) -> int:
         """How many predictions of this model run at once here (its `@cog.concurrent(max=N)` or
         cog.yaml `concurrency.max`; 1 for sync models): a sweep or form can start that many."""
-        return declared_concurrency(*_predict_fn(handle.extra["spec"]))
+        return self._limit(*_predict_fn(handle.extra["spec"]))
+
+    def _limit(self, fn: Any, source: str | None) -> int:
+        declared = declared_concurrency(fn, source)
+        return min(declared, self.max_concurrency) if self.max_concurrency else declared
 
     @property
     def warm(self) -> list[str]:
@@ -120,7 +118,7 @@ class LocalRunner(Runner):
         except (ValueError, OSError):
             return 8 << 30
 
-    def _acquire(self, p, spec: predictors.PredictorSpec, is_async: bool) -> tuple[_Warm | None, _Outcome | None]:
+    def _acquire(self, p, spec: predictors.PredictorSpec, is_async: bool) -> tuple[Warm | None, _Outcome | None]:
         """The warm model, set up on a new model thread if need be; or the outcome of a failed,
         canceled or stuck setup."""
         with self._cache_lock:
@@ -131,9 +129,9 @@ class LocalRunner(Runner):
             thread = ModelThread(spec.name, use_loop=is_async)
             context = fresh_context(None, sink=lambda s: p.emit(Log(text=s)))
             if is_async:
-                call = thread.submit_async(lambda: _asetup(spec), context)
+                call = thread.submit_async(lambda: warm_mod.asetup(spec), context)
             else:
-                call = thread.submit(lambda: _setup(spec), context)
+                call = thread.submit(lambda: warm_mod.setup(spec), context)
             outcome = self._outcome(p, thread, call, self._wait(p, thread, call), emitted=False)
             if outcome is not None:
                 if outcome.status == "failed":
@@ -144,7 +142,7 @@ class LocalRunner(Runner):
                 return None, outcome
             instance, setup_time, size = call.value
             fn = predictors.predict_method(instance)
-            warm = _Warm(instance=instance, size=int(size), setup_time=setup_time, call=fn,
+            warm = Warm(instance=instance, size=int(size), setup_time=setup_time, call=fn,
                          params=call_params(fn), thread=thread, is_async=is_async)
             self._warm[spec.key] = warm
             self._evict_to_budget(keep=spec.key)
@@ -152,7 +150,8 @@ class LocalRunner(Runner):
 
     def _evict_to_budget(self, keep: str) -> None:
         budget = self._budget()
-        while sum(w.size for w in self._warm.values()) > budget and len(self._warm) > 1:
+        while len(self._warm) > 1 and (sum(w.size for w in self._warm.values()) > budget
+                                       or len(self._warm) > max(1, self.max_warm)):
             oldest = next(k for k in self._warm if k != keep)
             self.evict(oldest)
 
@@ -167,7 +166,7 @@ class LocalRunner(Runner):
                     continue
                 self.evictions.append(k)
                 instance, warm.instance = warm.instance, None
-                warm.thread.close(final=lambda instance=instance: _release(instance))
+                warm.thread.close(final=functools.partial(warm_mod.release, instance))
                 del instance, warm
         devices.free_device_memory()
 
@@ -185,7 +184,7 @@ class LocalRunner(Runner):
         fn, source = _predict_fn(spec)
         is_async = is_async_callable(fn)
         nested = model_thread.current() is not None  # a predictor running a model: it holds the device
-        if not nested and not self._slots.enter(spec.key, declared_concurrency(fn, source), p.cancel_event):
+        if not nested and not self._slots.enter(spec.key, self._limit(fn, source), p.cancel_event):
             p.emit(Completed(status="canceled", error=p.cancel_reason,
                              metrics={"predict_time": 0.0, "hardware": devices.current_sku()}))
             return
@@ -208,6 +207,7 @@ class LocalRunner(Runner):
             if failed.interrupt is not None:
                 raise failed.interrupt
             return
+        assert warm is not None
         p.emit(Started(hardware=hardware))
         metrics: dict[str, Any] = {"hardware": hardware}
         if cold:
@@ -234,7 +234,7 @@ class LocalRunner(Runner):
         if outcome.interrupt is not None:
             raise outcome.interrupt
 
-    def _attempt(self, p, warm: _Warm, kwargs: dict) -> _Outcome:
+    def _attempt(self, p, warm: Warm, kwargs: dict) -> _Outcome:
         """One call of the predictor on its model thread, waited for here."""
         emitted = [False]
 
@@ -249,7 +249,7 @@ class LocalRunner(Runner):
         if warm.is_async:
             call = warm.thread.submit_async(lambda: acall_and_emit(warm.call, kwargs, emit, cancel), context)
         else:
-            call = warm.thread.submit(lambda: _predict(warm.call, kwargs, emit, cancel), context)
+            call = warm.thread.submit(lambda: warm_mod.predict(warm.call, kwargs, emit, cancel), context)
         interrupt = self._wait(p, warm.thread, call)
         outcome = self._outcome(p, warm.thread, call, interrupt, emitted[0])
         return outcome or _Outcome(status="succeeded")
@@ -336,58 +336,6 @@ def _predict_fn(spec: predictors.PredictorSpec) -> tuple[Any, str | None]:
     """The predictor's predict/run function (unbound when there is no instance yet) and where it
     came from: enough to tell async from sync and read its declared concurrency."""
     return predictors.predict_method(spec.instance if spec.instance is not None else spec.cls), spec.source
-
-
-def _setup(spec: predictors.PredictorSpec) -> tuple[Any, float, int]:
-    """Make and set up the predictor (on its model thread): instance, seconds, bytes held."""
-    before = devices.memory_in_use()
-    t0 = time.perf_counter()
-    instance = spec.make()
-    setup = getattr(instance, "setup", None)
-    if setup is not None:
-        result = setup()
-        if inspect.iscoroutine(result):  # async setup of a sync predictor: no loop runs on this thread
-            asyncio.run(result)
-    return _measured(instance, before, t0)
-
-
-async def _asetup(spec: predictors.PredictorSpec) -> tuple[Any, float, int]:
-    """`_setup` for async predictors, as a task on the model's loop (their setup may be async)."""
-    before = devices.memory_in_use()
-    t0 = time.perf_counter()
-    instance = spec.make()
-    setup = getattr(instance, "setup", None)
-    if setup is not None:
-        result = setup()
-        if inspect.isawaitable(result):
-            await result
-    return _measured(instance, before, t0)
-
-
-def _measured(instance: Any, before: int | None, t0: float) -> tuple[Any, float, int]:
-    devices.synchronize()
-    setup_time = time.perf_counter() - t0
-    after = devices.memory_in_use()
-    size = getattr(instance, "memory_bytes", None)
-    if size is None:
-        size = (after - before) if (after is not None and before is not None) else devices.estimate_bytes(instance)
-    return instance, setup_time, int(size)
-
-
-def _predict(call: Any, kwargs: dict, emit, cancel: threading.Event) -> None:
-    call_and_emit(call, kwargs, emit, cancel)
-    devices.synchronize()
-
-
-def _release(instance: Any) -> None:
-    """Teardown (if the predictor has one) and weights off the accelerator, on its model thread."""
-    teardown = getattr(instance, "teardown", None)
-    if callable(teardown):
-        try:
-            teardown()
-        except Exception:
-            pass
-    devices.to_cpu(instance)
 
 
 def _forget(exc: BaseException | None) -> None:

@@ -1,0 +1,87 @@
+"""A warm model of the local runner, and the calls that run on its model thread.
+
+`setup`/`asetup` make and set the predictor up, `predict` runs one prediction, `release` tears
+it down: each is handed to the model's own thread (model_thread.py), so the model only ever
+runs there. Kept apart from local.py, which decides what runs when.
+"""
+from __future__ import annotations
+
+import asyncio
+import inspect
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from replicate_jupyter.model import predictors
+from replicate_jupyter.runners import devices
+from replicate_jupyter.runners.invoke import call_and_emit
+from replicate_jupyter.runners.model_thread import ModelThread
+
+__all__ = ["Warm", "setup", "asetup", "predict", "release"]
+
+
+@dataclass
+class Warm:
+    """A set-up model in the local runner's cache: the instance, what it holds, its thread."""
+
+    instance: Any
+    size: int
+    setup_time: float
+    call: Any  # the bound predict/run method
+    params: dict[str, Any]  # parameter → default, so every parameter is always passed
+    thread: ModelThread  # where setup ran and every prediction runs
+    is_async: bool
+
+
+def setup(spec: predictors.PredictorSpec) -> tuple[Any, float, int]:
+    """Make and set up the predictor (on its model thread): instance, seconds, bytes held."""
+    before = devices.memory_in_use()
+    t0 = time.perf_counter()
+    instance = spec.make()
+    hook = getattr(instance, "setup", None)
+    if hook is not None:
+        result = hook()
+        if inspect.iscoroutine(result):  # async setup of a sync predictor: no loop runs on this thread
+            asyncio.run(result)
+    return _measured(instance, before, t0)
+
+
+async def asetup(spec: predictors.PredictorSpec) -> tuple[Any, float, int]:
+    """`setup` for async predictors, as a task on the model's loop (their setup may be async)."""
+    before = devices.memory_in_use()
+    t0 = time.perf_counter()
+    instance = spec.make()
+    hook = getattr(instance, "setup", None)
+    if hook is not None:
+        result = hook()
+        if inspect.isawaitable(result):
+            await result
+    return _measured(instance, before, t0)
+
+
+def _measured(instance: Any, before: int | None, t0: float) -> tuple[Any, float, int]:
+    devices.synchronize()
+    setup_time = time.perf_counter() - t0
+    after = devices.memory_in_use()
+    size = getattr(instance, "memory_bytes", None)
+    if size is None:
+        size = (after - before) if (after is not None and before is not None) else devices.estimate_bytes(instance)
+    return instance, setup_time, int(size)
+
+
+def predict(call: Any, kwargs: dict, emit: Any, cancel: threading.Event) -> None:
+    """One sync prediction, its device work finished before it counts as done (predict_time)."""
+    call_and_emit(call, kwargs, emit, cancel)
+    devices.synchronize()
+
+
+def release(instance: Any) -> None:
+    """Teardown (if the predictor has one) and weights off the accelerator, on its model thread."""
+    teardown = getattr(instance, "teardown", None)
+    if callable(teardown):
+        try:
+            teardown()
+        except Exception:
+            pass
+    devices.to_cpu(instance)
