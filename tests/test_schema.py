@@ -496,3 +496,194 @@ def test_source_less_predictor_treats_blank_inputs_as_optional():
     inp = doc["components"]["schemas"]["Input"]
     assert "required" not in inp
     assert inp["properties"]["n"]["default"] == 2
+
+
+# ---------------------------------------------------------------------------------- every Cog type, as Cog's generator writes it
+# Expected JSON per cog 0.23's static generator (pkg/schema: openapi.go buildInputSchema,
+# schema_type.go SchemaType.JSONSchema, types.go PrimitiveType.JSONType) and docs/python.md.
+
+from typing import Annotated, TypedDict, Union  # noqa: E402
+
+import pydantic  # noqa: E402
+from typing_extensions import Required  # noqa: E402
+
+
+class Result(TypedDict):
+    text: str
+    score: float
+    mask: Optional[Path]
+
+
+class Partial(TypedDict, total=False):
+    a: int
+    b: Required[str]
+
+
+class Inner(BaseModel):
+    x: int
+
+
+class Rich(BaseModel):
+    name: str
+    tags: list[str]
+    counts: dict[str, int]
+    inner: Inner
+    note: Optional[str] = None
+    n: int = 3
+
+
+class Pyd(pydantic.BaseModel):
+    label: str
+    prob: float = 0.5
+    extra: Optional[list[int]] = None
+
+
+def _output_of(ret):
+    ns: dict = {}
+    exec("def predict(self) -> R:\n    pass\n", {"R": ret}, ns)
+    cls = type("P", (BasePredictor,), {"predict": ns["predict"]})
+    return S.build_schema(cls)["components"]["schemas"]["Output"]
+
+
+@pytest.mark.parametrize("ret, expected", [
+    (Result, {"title": "Output", "type": "object", "required": ["text", "score", "mask"], "properties": {
+        "text": {"type": "string", "title": "Text"}, "score": {"type": "number", "title": "Score"},
+        "mask": {"type": "string", "format": "uri", "nullable": True, "title": "Mask"}}}),
+    (Partial, {"title": "Output", "type": "object", "required": ["b"], "properties": {
+        "a": {"type": "integer", "title": "A"}, "b": {"type": "string", "title": "B"}}}),
+    (Rich, {"title": "Output", "type": "object", "required": ["name", "tags", "counts", "inner"], "properties": {
+        "name": {"type": "string", "title": "Name"},
+        "tags": {"type": "array", "items": {"type": "string"}, "title": "Tags"},
+        "counts": {"type": "object", "additionalProperties": {"type": "integer"}, "title": "Counts"},
+        "inner": {"type": "object", "properties": {"x": {"type": "integer", "title": "X"}}, "required": ["x"], "title": "Inner"},
+        "note": {"type": "string", "nullable": True, "title": "Note"},
+        "n": {"type": "integer", "title": "N"}}}),
+    (Pyd, {"title": "Output", "type": "object", "required": ["label"], "properties": {
+        "label": {"type": "string", "title": "Label"}, "prob": {"type": "number", "title": "Prob"},
+        "extra": {"type": "array", "items": {"type": "integer"}, "nullable": True, "title": "Extra"}}}),
+    (dict[str, list[int]], {"title": "Output", "type": "object",
+                            "additionalProperties": {"type": "array", "items": {"type": "integer"}}}),
+    (dict, {"title": "Output", "type": "object"}),
+    (list[dict[str, str]], {"title": "Output", "type": "array",
+                            "items": {"type": "object", "additionalProperties": {"type": "string"}}}),
+    (Annotated[Inner, cog.Opaque], {"title": "Output", "type": "object"}),
+    (Annotated[list, cog.Opaque], {"title": "Output", "type": "array", "items": {"type": "object"}}),
+    (Secret, {"title": "Output", "type": "string", "format": "password", "writeOnly": True, "x-cog-secret": True}),
+    (Iterator[Caption], {"title": "Output", "type": "array", "x-cog-array-type": "iterator", "items": {
+        "type": "object", "required": ["text", "score"], "properties": {
+            "text": {"type": "string", "title": "Text"}, "score": {"type": "number", "title": "Score"},
+            "mask": {"type": "string", "format": "uri", "nullable": True, "title": "Mask"}}}}),
+])
+def test_output_types_as_cog_writes_them(ret, expected):
+    assert _output_of(ret) == expected
+
+
+class AllInputs(BasePredictor):
+    def predict(
+        self,
+        x: str | float,
+        y: Union[int, list[int]] = 3,
+        z: Optional[Union[int, str]] = None,
+        cfg: Annotated[dict, cog.Opaque] = Input(description="Any JSON object"),
+        items: Annotated[list, cog.Opaque] = Input(default=None),
+        loose: Annotated[Optional[dict], cog.Opaque] = None,
+        image: Path = Input(description="An image", accept="image/*"),
+        weights: list[File] = Input(accept=".safetensors,.bin", default=None),
+        maybe: File | None = None,
+        key: Secret = Input(description="Key", default=None),
+        token: Secret = Input(description="Token"),
+        old: str = Input(default="x", deprecated=True),
+        data: dict = Input(default=None),
+        rows: list[dict] = Input(default=None),
+    ) -> str:
+        return ""
+
+
+def test_input_types_as_cog_writes_them():
+    inp = S.build_schema(AllInputs)["components"]["schemas"]["Input"]
+    p = inp["properties"]
+    assert p["x"] == {"title": "X", "anyOf": [{"type": "string"}, {"type": "number"}], "x-order": 0}
+    assert p["y"] == {"title": "Y", "anyOf": [{"type": "integer"}, {"type": "array", "items": {"type": "integer"}}],
+                      "default": 3, "x-order": 1}
+    assert p["z"] == {"title": "Z", "anyOf": [{"type": "integer"}, {"type": "string"}], "nullable": True,
+                      "default": None, "x-order": 2}
+    assert p["cfg"] == {"title": "Cfg", "type": "object", "x-order": 3, "description": "Any JSON object"}
+    assert p["items"] == {"title": "Items", "type": "array", "items": {"type": "object"}, "x-order": 4}
+    assert p["loose"] == {"title": "Loose", "type": "object", "nullable": True, "default": None, "x-order": 5}
+    assert p["image"] == {"title": "Image", "type": "string", "format": "uri", "x-cog-accept": "image/*", "x-order": 6,
+                          "description": "An image"}
+    assert p["weights"] == {"title": "Weights", "type": "array", "items": {"type": "string", "format": "uri"},
+                            "x-cog-accept": ".safetensors,.bin", "x-order": 7}
+    assert p["maybe"] == {"title": "Maybe", "type": "string", "format": "uri", "nullable": True, "default": None, "x-order": 8}
+    secret = {"type": "string", "format": "password", "writeOnly": True, "x-cog-secret": True}
+    assert p["key"] == {"title": "Key", **secret, "nullable": True, "default": None, "x-order": 9, "description": "Key"}
+    assert p["token"] == {"title": "Token", **secret, "x-order": 10, "description": "Token"}  # no default: required
+    assert p["old"] == {"title": "Old", "type": "string", "default": "x", "deprecated": True, "x-order": 11}
+    assert p["data"] == {"title": "Data", "type": "object", "x-order": 12}
+    assert p["rows"] == {"title": "Rows", "type": "array", "items": {"type": "object"}, "x-order": 13}
+    assert inp["required"] == ["x", "cfg", "image", "token"]
+
+
+def _predictor_source(signature: str, ret: str = "str", body: str = "return ''") -> str:
+    return ("from typing import Optional, Iterator, Union\nfrom cog import BasePredictor, BaseRunner, Input, Path, "
+            "ConcatenateIterator\n\nclass Predictor(BasePredictor):\n"
+            f"    def predict(self, {signature}) -> {ret}:\n        {body}\n")
+
+
+REFUSED = [  # (signature, return type, the reason we give (Cog's), cog SDK's wording at setup or None)
+    ("x: int = Input(default=1, ge=2)", "str", "invalid default for x: int: must be at minimum 2", "same"),
+    ("x: float = Input(default=3.5, le=2)", "str", "invalid default for x: float: must be at maximum 2", "same"),
+    ("name: str = Input(accept='text/plain')", "str", "accept is only valid on Path or File inputs (parameter 'name')",
+     None),  # checked by cog build (Go) only
+    ("c: str = Input(choices=['a'])", "str", "choices=['a'] must have >= 2 elements: c: str", "same"),
+    ("c: int = Input(choices=[1, 2], ge=0)", "str", "choices and ge/le are mutually exclusive: c: int", "same"),
+    ("c: float = Input(choices=[0.5, 1.5])", "str", "incompatible input type for choices: c: float", "same"),
+    ("n: int = Input(min_length=2)", "str", "incompatible input type for min_length/max_length: n: int", "same"),
+    ("s: str = Input(default='ABC', regex='^[a-z]+$')", "str", "default not a regex match for input: s: str", "same"),
+    ("s: str = Input(default='a', min_length=2)", "str", "default conflicts with min_length=2 for input: s: str", "same"),
+    ("p: Union[Path, str]", "str", "unsupported union member Path in union", "same"),
+    ("xs: list[list[int]]", "str", "List cannot have nested type list", "same"),
+    ("x: str", "Optional[str]", "unsupported output type: Optional is not allowed as a return type",
+     "output must not be Optional"),
+    ("x: str", "Union[str, int]", "union types are not supported as output", None),  # Go refuses; the SDK lets it by
+    ("x: str", "ConcatenateIterator[int]", "ConcatenateIterator element type must be str, got int",
+     "ConcatenateIterator must have str element"),
+    ("x: str", "Iterator[list[str]]", "iterator element type must not be Optional or List", "same"),
+]
+
+
+@pytest.mark.parametrize("signature, ret, reason, sdk", REFUSED)
+def test_refuses_what_cog_refuses(tmp_path, signature, ret, reason, sdk):
+    from replicate_jupyter.model import predictors as P
+
+    (tmp_path / "predict.py").write_text(_predictor_source(signature, ret))
+    with pytest.raises(S.SchemaError) as info:
+        _ = P.load(str(tmp_path / "predict.py")).schema
+    assert reason in str(info.value)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+@pytest.mark.parametrize("signature, ret, reason, sdk", [r for r in REFUSED if r[3] is not None])
+def test_cog_sdk_refuses_them_too(tmp_path, monkeypatch, signature, ret, reason, sdk):
+    """The same definitions through cog's own inspector (what coglet runs at setup): refused, for
+    the reason we give."""
+    from cog import _inspector
+
+    name = f"cogref_{abs(hash(signature + ret))}"
+    (tmp_path / f"{name}.py").write_text(_predictor_source(signature, ret))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ValueError) as info:
+        _inspector.create_predictor(name, "Predictor")
+    assert (reason if sdk == "same" else sdk) in str(info.value)
+
+
+def test_run_and_predict_both_refused():
+    class Both(BaseRunner):
+        def run(self, x: str) -> str:
+            return x
+
+        def predict(self, x: str) -> str:
+            return x
+
+    with pytest.raises(S.SchemaError, match=r"must define either run\(\) or predict\(\), not both"):
+        S.build_schema(Both)

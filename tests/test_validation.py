@@ -415,3 +415,65 @@ def test_big_values_are_described_not_dumped(schema):
     err = problems(schema, {"prompt": "x", "steps": np.zeros((64, 64, 3), dtype=np.uint8)})
     text = str(err)
     assert "shape=(64, 64, 3)" in text and "\n    " not in text
+
+
+# ---------------------------------------------------------------------------------- Cog's server rules (issue 17, 18)
+
+from typing import Union  # noqa: E402
+
+
+class Typed(BasePredictor):
+    def predict(
+        self,
+        u: str | float = Input(default="x"),
+        ul: Union[int, list[int]] = Input(default=0),
+        uo: Optional[Union[int, str]] = None,
+        xs: list[int] = Input(default=[1]),
+        fs: list[float] = Input(default=[0.5]),
+        f: float = Input(default=1.0),
+        g: float = Input(default=0.5, ge=0, le=1),
+    ) -> str:
+        return ""
+
+
+@pytest.fixture(scope="module")
+def typed():
+    return S.build_schema(Typed)
+
+
+@pytest.mark.parametrize("given, expected", [(1, 1.0), (2.5, 2.5), ("1", "1"), ("abc", "abc")])
+def test_union_tried_in_cogs_order(typed, given, expected):
+    """`str | float` given 1 is the number 1.0, as cog's own normaliser makes it."""
+    from cog import _adt
+
+    out = V.validate(typed, {"u": given})["u"]
+    assert out == expected and type(out) is type(expected)
+    cog_says = _adt.FieldType.from_type(Union[str, float]).normalize(given)
+    assert cog_says == out and type(cog_says) is type(out)
+
+
+def test_union_of_scalar_and_list(typed):
+    assert V.validate(typed, {"ul": [1, 2]})["ul"] == [1, 2]
+    assert V.validate(typed, {"ul": 3})["ul"] == 3
+    err = problems(typed, {"ul": ["3"], "u": True})
+    assert [(p.field, p.rule) for p in err.problems] == [("u", "type"), ("ul", "type")]
+    assert err.problems[0].allowed == "a string or a number"
+    assert V.validate(typed, {"uo": None})["uo"] is None  # a nullable union takes null
+
+
+def test_list_items_are_typed(typed):
+    err = problems(typed, {"xs": ["3", 4, True]})
+    assert [(p.field, p.rule, p.value, p.allowed) for p in err.problems] == [
+        ("xs[0]", "type", "3", "an integer"), ("xs[2]", "type", True, "an integer")]
+    assert V.validate(typed, {"xs": [3, 4.0]})["xs"] == [3, 4]
+    assert V.validate(typed, {"fs": [1, 2.5]})["fs"] == [1.0, 2.5]
+    assert problems(typed, {"fs": ["1.5"]}).problems[0].field == "fs[0]"
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf"), "nan", "inf", np.float64("nan")])
+def test_nan_and_infinity_refused(typed, bad):
+    for field in ("f", "g"):
+        (p,) = problems(typed, {field: bad}).problems
+        assert (p.field, p.rule, p.allowed) == (field, "type", "a finite number")
+    (p,) = problems(typed, {"fs": [1.0, bad]}).problems
+    assert p.field == "fs[1]" and p.rule == "type"

@@ -149,7 +149,11 @@ def _fields(tp: type) -> list[tuple[str, Any, bool | None, bool]]:
     hints = type_hints(tp)
     if is_typeddict(tp):
         required = getattr(tp, "__required_keys__", frozenset(hints))
-        return [(n, t, n in required, False) for n, t in hints.items()]
+        out = []
+        for n, t in hints.items():
+            qualifier = _qualifier(t)  # explicit on the key; also right when annotations are strings
+            out.append((n, _key_qualifier(t), (n in required) if qualifier is None else qualifier, False))
+        return out
     model_fields = getattr(tp, "model_fields", None)
     if isinstance(model_fields, dict):  # pydantic
         return [(n, hints.get(n, f.annotation), None, not f.is_required()) for n, f in model_fields.items()]
@@ -158,6 +162,18 @@ def _fields(tp: type) -> list[tuple[str, Any, bool | None, bool]]:
                  f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING)
                 for f in dataclasses.fields(tp)]
     return [(n, t, None, hasattr(tp, n)) for n, t in hints.items() if not n.startswith("_")]
+
+
+def _qualifier(tp: Any) -> bool | None:
+    name = str(typing.get_origin(tp) or "")
+    return True if name.endswith(".Required") else False if name.endswith(".NotRequired") else None
+
+
+def _key_qualifier(tp: Any) -> Any:
+    """`Required[X]` / `NotRequired[X]` (a TypedDict key's qualifier) → X."""
+    while _qualifier(tp) is not None:
+        tp = typing.get_args(tp)[0]
+    return tp
 
 
 def _object(tp: type, where: str, seen: set) -> dict[str, Any]:

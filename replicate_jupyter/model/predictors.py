@@ -189,7 +189,15 @@ def _load_ref(ref: str, name: str | None) -> PredictorSpec:
     hit = _by_ref.get(key)
     if hit is not None:
         stamp, spec = hit
-        if not spec.files or sources.fingerprint(spec.files) == stamp:
+        if not spec.files:
+            return spec
+        now = sources.fingerprint(spec.files)
+        if now == stamp:
+            return spec
+        root = spec.folder or spec.files[0].parent
+        if sources.version_of(spec.files, root) == spec.version:  # touched, not changed
+            with _lock:
+                _by_ref[key] = (now, spec)
             return spec
     with _lock:
         spec = _load(ref, name)
