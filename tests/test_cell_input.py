@@ -87,7 +87,8 @@ def test_bad_bodies_are_refused_naming_field_and_rule(body, field, rule):
 
 
 def test_a_body_meant_as_text_is_still_the_prompt():
-    for text in ("Here is a plan; step two is unclear", "*sigh* [not yaml", "A cat: in a hat: again"):
+    for text in ("Here is a plan; step two is unclear", "*sigh* [not yaml", "A cat: in a hat: again",
+                 "[INST] a haiku [/INST]", "! hello", "!important: read this", "{a: 1} and more"):
         assert parse_body(text, NS, "prompt") == {"prompt": text}
 
 

@@ -38,8 +38,8 @@ _CALL = re.compile(r"[A-Za-z_][\w.\[\]]*\s*\(")
 _OBJECT = re.compile(r"^\$([A-Za-z_]\w*(?:\.\w+)*)$")
 _PLACEHOLDER = "\u2063rj{}\u2063"  # invisible separator: never typed by a user, kept by YAML
 _FILL = re.compile("\u2063rj(\\d+)\u2063|\\{\\{|\\}\\}")
-_YAML_START = re.compile(r"[ \t]*(?:\[|\{(?!\{)|!)")
-_KEY_LINE = re.compile(r"^[A-Za-z_]\w*[ \t]*:(?:[ \t]|$)", re.M)
+_FLOW_START = re.compile(r"[ \t]*(?:\[|\{(?!\{))")
+_KEY_LINE = re.compile(r"^[A-Za-z_]\w*[ \t]*:(?:[ \t\r]|$)", re.M)
 
 Path = tuple[str, tuple[tuple[str, Any], ...]]  # root name, then (".", attr) / ("[]", key) steps
 
@@ -177,11 +177,15 @@ def _is_input_mapping(value: Any) -> bool:
     return isinstance(value, dict) and bool(value) and all(isinstance(k, str) and k.isidentifier() for k in value)
 
 
-def _meant_as_yaml(text: str) -> bool:
-    """Whether a body that is not valid YAML was written as YAML (an error) rather than as text
-    that happens not to be YAML (the prompt)."""
-    first = next(ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#"))
-    return bool(_YAML_START.match(first) or _KEY_LINE.search(text))
+def _meant_as_yaml(text: str, r: safe_yaml.Refused) -> bool:
+    """Whether a body the loader refused was written as YAML (then the refusal is the error)
+    rather than as text that happens not to be YAML (then it is the prompt): it has a `name:`
+    line, or starts with `[`/`{` that the error is inside of (`[1, 2` is YAML gone wrong,
+    `[INST] hi` is text), or holds a `!!` tag (`!!python/object…`; `! hello` is text)."""
+    if isinstance(r, safe_yaml.Malformed):
+        first = next(ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#"))
+        return bool(_KEY_LINE.search(text) or (_FLOW_START.match(first) and (r.in_flow or r.rule != "yaml")))
+    return r.rule != "tag" or str(r.value).startswith("!!") or bool(_KEY_LINE.search(text))
 
 
 def _refusal(r: safe_yaml.Refused, body: str, text: str, model: str | None) -> InputError:
@@ -194,7 +198,9 @@ def _refusal(r: safe_yaml.Refused, body: str, text: str, model: str | None) -> I
                                    f"{r.allowed} (first on body line {r.first + 1 + skipped})")], model=model)
     lines = text.splitlines()
     shown = r.value if r.value is not None or r.line >= len(lines) else lines[r.line].strip()
-    return InputError([Problem(f"(cell body) line {line}", r.rule, shown, r.allowed)], model=model)
+    allowed = r.allowed + ("; quote a value that holds ': ' or ' #', or give text as `prompt: |` with the "
+                           "text indented below" if r.rule == "yaml" else "")
+    return InputError([Problem(f"(cell body) line {line}", r.rule, shown, allowed)], model=model)
 
 
 def parse_body(body: str, ns: Mapping[str, Any] | None = None,
@@ -221,7 +227,7 @@ def parse_body(body: str, ns: Mapping[str, Any] | None = None,
     try:
         parsed = safe_yaml.load(protected)
     except safe_yaml.Refused as r:
-        if not isinstance(r, safe_yaml.Malformed) or _meant_as_yaml(protected):
+        if _meant_as_yaml(protected, r):
             raise _refusal(r, body, text, model) from None
         parsed = None  # text that is not YAML and was not meant as YAML: the prompt
     if _is_input_mapping(parsed):

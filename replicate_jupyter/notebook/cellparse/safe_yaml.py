@@ -27,11 +27,14 @@ __all__ = ["load", "Refused", "Malformed"]
 
 class Refused(Exception):
     """A rule of the loader (tag, depth, aliases, size) that holds whatever the text meant.
-    `line` is 0-based in the text given; `first` is the earlier line of a duplicate key."""
+    `line` is 0-based in the text given; `first` is the earlier line of a duplicate key;
+    `in_flow` says a syntax error is inside an unfinished `[…]`/`{…}`."""
 
-    def __init__(self, line: int, rule: str, value: Any, allowed: str, first: int | None = None) -> None:
+    def __init__(self, line: int, rule: str, value: Any, allowed: str, first: int | None = None,
+                 in_flow: bool = False) -> None:
         super().__init__(f"line {line + 1}: {rule}")
         self.line, self.rule, self.value, self.allowed, self.first = line, rule, value, allowed, first
+        self.in_flow = in_flow
 
 
 class Malformed(Refused):
@@ -175,12 +178,13 @@ def load(text: str) -> Any:
     except yaml.YAMLError as exc:
         problem = getattr(exc, "problem", None) or str(exc)
         mark = getattr(exc, "problem_mark", None)
-        if mark is None or "flow" in str(getattr(exc, "context", "")):  # an unclosed [ or {: where it opened
+        in_flow = "flow" in str(getattr(exc, "context", ""))
+        if mark is None or in_flow:  # an unclosed [ or {: say where it opened
             mark = getattr(exc, "context_mark", None) or mark
         line = min(mark.line, text.count("\n")) if mark is not None else 0
         if "nesting depth" in problem:  # libyaml's own limit, met while it scans ahead
             raise Refused(line, "depth", None, f"at most {limits.MAX_DEPTH} nested levels") from None
-        raise Malformed(line, "yaml", None, f"valid YAML ({problem}; quote a value that holds ': ' or ' #')") from None
+        raise Malformed(line, "yaml", None, f"valid YAML ({problem})", in_flow=in_flow) from None
     finally:
         loader.dispose()
     return result
