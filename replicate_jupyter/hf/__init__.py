@@ -16,9 +16,7 @@ own `version` = the cached commit), so the warm cache and the ledger tell models
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import importlib
 import json
 import os
 import pathlib
@@ -27,6 +25,7 @@ import threading
 from dataclasses import dataclass
 
 from replicate_jupyter.errors import ModelNotFound
+from replicate_jupyter.hf.quiet import quiet_progress_bars
 
 __all__ = ["predictor_class", "resolve", "Resolved", "download_command", "quiet_progress_bars"]
 
@@ -173,26 +172,6 @@ def resolve(ref: str) -> Resolved:
         return Resolved(ref, folder, version, "text", cfg)
     raise _not_found(ref, (f"{folder} has neither model_index.json (a diffusers pipeline) nor config.json "
                            "(a transformers model)"))
-
-
-@contextlib.contextmanager
-def quiet_progress_bars():
-    """No tqdm bars from diffusers/transformers while loading: in a prediction's logs they are
-    dozens of carriage-return lines that say nothing the setup_time metric does not."""
-    restore = []
-    for name in ("diffusers.utils.logging", "transformers.utils.logging"):
-        try:
-            mod = importlib.import_module(name)
-        except ImportError:
-            continue
-        if mod.is_progress_bar_enabled():
-            mod.disable_progress_bar()
-            restore.append(mod.enable_progress_bar)
-    try:
-        yield
-    finally:
-        for enable in restore:
-            enable()
 
 
 def _class_name(ref: str, kind: str) -> str:

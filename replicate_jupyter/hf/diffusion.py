@@ -21,8 +21,8 @@ from typing import Any, Optional
 from cog import BasePredictor, Input, Path
 
 from replicate_jupyter import progress
-from replicate_jupyter.hf import quiet_progress_bars
 from replicate_jupyter.errors import Canceled, InputError, Problem
+from replicate_jupyter.hf.quiet import quiet_progress_bars
 
 __all__ = ["DiffusionPredictor", "make_class", "native_size"]
 

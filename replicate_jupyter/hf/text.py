@@ -15,9 +15,9 @@ from typing import Any, Iterator, Optional
 from cog import BasePredictor, ConcatenateIterator, Input
 
 from replicate_jupyter import progress
-from replicate_jupyter.runners.context import current
-from replicate_jupyter.hf import quiet_progress_bars
 from replicate_jupyter.errors import Canceled
+from replicate_jupyter.hf.quiet import quiet_progress_bars
+from replicate_jupyter.runners.context import current
 
 __all__ = ["TextPredictor", "make_class"]
 
