@@ -40,6 +40,10 @@ def current() -> "ModelThread | None":
     return getattr(_local, "thread", None)
 
 
+def _create_task(loop: asyncio.AbstractEventLoop, coro_fn: Callable[[], Any]) -> asyncio.Task:
+    return loop.create_task(coro_fn())
+
+
 class Call:
     """One call handed to a model thread: its value or error, once it has ended."""
 
@@ -143,7 +147,9 @@ class ModelThread:
                 return
             call.state = "running"
         try:
-            call.task = self._loop.create_task(call.context.run(call.fn), context=call.context)  # type: ignore[union-attr]
+            # created inside the call's context, the task runs in (a copy of) it: create_task's
+            # own context= argument is Python 3.11+
+            call.task = call.context.run(_create_task, self._loop, call.fn)  # type: ignore[arg-type]
         except BaseException as exc:  # noqa: BLE001 — e.g. coro_fn raised before its first await
             call.error = exc
             self._settle(call)
@@ -261,7 +267,10 @@ class ModelThread:
         # an async call: cancel its task again (it may have caught the CancelledError); if the
         # loop is stuck inside this very task (a busy coroutine never awaits), raise in the thread
         self._post(self._cancel_task, call)
-        running_task = asyncio.tasks._current_tasks.get(self._loop)  # type: ignore[attr-defined]
+        try:
+            running_task = asyncio.current_task(self._loop)
+        except RuntimeError:
+            running_task = None
         if running_task is not None and running_task is call.task:
             interrupt.raise_in_thread(self.ident, stop)
 
