@@ -7,10 +7,11 @@ import time
 
 from PIL import Image
 
-from replicate_jupyter.notebook import display as d, live as live_mod
+from replicate_jupyter.cost.ledger import Ledger
+from replicate_jupyter.notebook import display as d
+from replicate_jupyter.notebook import live as live_mod
 from replicate_jupyter.prediction.events import Completed, Log, Output, Preview, Progress, Started
 from replicate_jupyter.prediction.files import FileOutput
-from replicate_jupyter.cost.ledger import Ledger
 from replicate_jupyter.prediction.prediction import Prediction
 
 STREAM = {"components": {"schemas": {"Output": {"type": "array", "items": {"type": "string"},
@@ -187,3 +188,19 @@ def test_a_sweep_summary_waits_for_every_cost_to_be_recorded():
     assert len(session.ledger) == 2 and total == round(p1.metrics["cost_usd"] + p2.metrics["cost_usd"], 8)
     assert f"notebook total {d.usd(total)}" in finals[0]["text/plain"].splitlines()[-1]
     session.ledger.reset()
+
+
+def test_a_live_display_marks_its_cell_and_its_final_draw_has_the_stamped_total():
+    sent: list[dict] = []
+    ledger = Ledger()
+    p = Prediction("test/model", {})
+    p.subscribe(ledger.listen)
+    live_mod.LiveDisplay(p, publish=sent.append).attach(cell=5)
+    assert p.display_cell == 5
+    assert d.prediction_bundle(p, current_cell=5) == {"text/plain": repr(p)}  # the cell's value: one line
+    p.emit(Started(hardware="cpu"))
+    p.emit(Output(value="done"))
+    p.emit(Completed(status="succeeded", metrics={"predict_time": 2.0, "hardware": "cpu"}))
+    assert len(sent) == 1  # ended within one interval: drawn once, final
+    assert sent[-1]["text/plain"].splitlines()[-1].endswith(f"notebook total {d.usd(ledger.total())}")
+    assert sent[-1][d.MIME]["metrics"]["notebook_total_usd"] == ledger.total() == 0.0002

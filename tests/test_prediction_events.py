@@ -243,6 +243,8 @@ def test_prepare_declares_what_runners_read_on_the_prediction():
     p = api.prepare(Ident, {"tag": "x"}, max_cost=0.5)
     assert p.handle is not None and p.handle.name == p.model and p.schema is p.handle.schema
     assert p.max_cost == 0.5 and p.background is False and p.display_cell is None
+    with pytest.raises(AttributeError):  # nothing is stuck onto a Prediction that it does not declare
+        p._rj_live_cell = 3  # type: ignore[attr-defined]
     api.start(p).wait(30)
     assert p.background and p.status == "succeeded"
     from replicate_jupyter.errors import InputError

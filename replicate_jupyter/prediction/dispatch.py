@@ -33,6 +33,9 @@ class EventDispatch:
     Subclasses fold each event into their state with `_appliers` and say where a broken
     listener is reported in `_report`."""
 
+    __slots__ = ("_lock", "_history", "_final", "_listeners", "_delivered", "_dispatcher", "_pending",
+                 "_done_callbacks", "_done", "__weakref__")
+
     def __init__(self) -> None:
         self._lock = threading.RLock()  # the state and the history
         self._history: list[Event] = []

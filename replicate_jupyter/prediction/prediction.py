@@ -53,7 +53,13 @@ class Prediction(EventDispatch):
     Every field is declared here. Ours beside Replicate's: `handle` (the resolved model),
     `max_cost` (USD, `--max-cost`), `cell` (the notebook cell that started it), `background`
     (handed to a background thread), `display_cell` (the cell whose live display shows it, so
-    that cell's value shows as one line, not a second card)."""
+    that cell's value shows as one line, not a second card). `__slots__` holds them to
+    that: code that sticks an undeclared attribute onto a Prediction fails at once."""
+
+    __slots__ = ("id", "model", "version", "backend", "input", "status", "output", "logs", "error", "traceback",
+                 "created_at", "started_at", "completed_at", "metrics", "progress", "preview", "handle", "max_cost",
+                 "cell", "background", "display_cell", "cancel_reason", "cancel_event", "schema", "secret_fields",
+                 "_runner", "_iterator", "_concatenate", "_t_started")
 
     def __init__(
         self,
@@ -190,6 +196,9 @@ class Prediction(EventDispatch):
         return self
 
     def cancel(self, reason: str | None = None) -> Prediction:
+        """Ask it to stop: sets `cancel_event` (a predictor's next `progress()` raises) and asks
+        the runner to stop its backend. Safe from any thread and from a listener; a failed
+        request is logged, and the run still ends with its one Completed."""
         if self.done:
             return self
         if reason and not self.cancel_reason:
