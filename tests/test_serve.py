@@ -1,7 +1,9 @@
 """`replicate-jupyter serve`: a real coglet server per predictor, supervised."""
 from __future__ import annotations
 
+import json
 import pathlib
+import shutil
 import signal
 import subprocess
 import sys
@@ -10,6 +12,8 @@ import httpx
 import psutil
 import pytest
 
+import replicate_jupyter as rj
+from replicate_jupyter.runners.workers import pool
 from test_workers import PRED, ROOT, Serve, wait_for
 
 
@@ -98,3 +102,113 @@ def test_console_script_is_installed():
         pytest.skip("package not installed as a console script in this environment")
     r = subprocess.run([str(exe), "serve", "--help"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and "--concurrency" in r.stdout and "--hardware" in r.stdout
+
+
+# ----- Cog folders run as from their own folder ----------------------------------------------
+COG = PRED / "cogfolders"
+
+
+def _run_on_worker(s: Serve, model: str, inp: dict):
+    P = pool()
+    P.add(s.url)
+    try:
+        return rj.predictions.create(model, inp, on="workers").wait(60)
+    finally:
+        P.remove(s.url)
+
+
+def test_hello_image_file_beside_predict_py_comes_back_whole():
+    """replicate/cog-examples hello-image: `return Path("hello.webp")` read from the model's folder."""
+    folder = COG / "hello-image"
+    s = Serve(str(folder))
+    try:
+        assert any("[folder]" in line for line in s.lines)
+        assert (folder / ".cog" / "openapi_schema.json").exists()
+        p = _run_on_worker(s, "local/hello-image", {})
+        assert p.status == "succeeded", p.error
+        assert p.output.read() == (folder / "hello.webp").read_bytes()
+    finally:
+        s.stop()
+    assert not (folder / ".cog").exists()  # what serve wrote into the folder is gone with it
+
+
+def test_a_differing_schema_in_the_folder_is_left_alone(tmp_path):
+    folder = tmp_path / "hello-image"
+    shutil.copytree(COG / "hello-image", folder, ignore=shutil.ignore_patterns(".cog"))
+    (folder / ".cog").mkdir()
+    theirs = (folder / ".cog" / "openapi_schema.json")
+    theirs.write_text('{"info": {"title": "from cog build"}}')
+    s = Serve(str(folder))
+    try:
+        assert any("[mirror]" in line for line in s.lines)
+        p = _run_on_worker(s, "local/hello-image", {})
+        assert p.status == "succeeded" and p.output.read() == (folder / "hello.webp").read_bytes()
+    finally:
+        s.stop()
+    assert theirs.read_text() == '{"info": {"title": "from cog build"}}'
+
+
+def test_null_output_where_the_schema_promises_a_file_is_a_failure():
+    s = Serve(str(COG / "null-output"))
+    try:
+        p = _run_on_worker(s, "local/null-output", {})
+        assert p.status == "failed"
+        assert "null" in p.error and "missing.webp" in p.error and "No such file" in p.error
+        # the same through a raw client, sync and streamed
+        r = httpx.post(s.url + "/predictions", json={"input": {}}, timeout=30).json()
+        assert r["status"] == "failed" and "missing.webp" in r["error"]
+    finally:
+        s.stop()
+
+
+def test_weights_by_relative_path_and_cog_yaml_environment_only(monkeypatch):
+    folder = COG / "weights-env"
+    env = {"REPLICATE_API_TOKEN": "r8_parent", "SOME_SERVICE_KEY": "k-parent", "MY_SECRET_THING": "s",
+           "ANOTHER_TOKEN": "t", "LISTED_TOKEN": "listed-by-cog-yaml"}
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    s = Serve(str(folder))
+    try:
+        r = httpx.post(s.url + "/predictions", json={"input": {"x": 5}}, timeout=30).json()
+        assert r["status"] == "succeeded", r
+        out = json.loads(r["output"])
+        assert out["scaled"] == 15  # weights/scale.txt opened by relative path in setup
+        assert out["cwd"] == str(folder)
+        assert out["greeting"] == "hello from cog.yaml"
+        assert out["listed_token"] == "listed-by-cog-yaml"  # listed in cog.yaml: passed on
+        assert out["leaked"] == []
+        for proc in [s.server()] + s.server().children(recursive=True):
+            environ = pathlib.Path(f"/proc/{proc.pid}/environ").read_bytes().decode(errors="replace")
+            assert "r8_parent" not in environ and "k-parent" not in environ
+    finally:
+        s.stop()
+
+
+def test_serve_killed_with_sigkill_takes_coglet_with_it():
+    s = Serve(f"{PRED / 'echo.py'}:Predictor")
+    server = s.server()
+    worker = s.predictor_process()
+    assert server is not None and worker is not None
+    s.proc.send_signal(signal.SIGKILL)
+    s.proc.wait(10)
+    gone, alive = psutil.wait_procs([server, worker], timeout=10)
+    alive = [p for p in alive if p.status() != psutil.STATUS_ZOMBIE]
+    assert not alive, f"left running: {alive}"
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(s.url + "/health-check", timeout=1)
+
+
+def test_exit_with_stdin_stops_when_the_parent_goes():
+    proc = subprocess.Popen([sys.executable, "-m", "replicate_jupyter.serve.cli", "serve", f"{PRED / 'echo.py'}:Predictor",
+                             "--port", "0", "--exit-with-stdin"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, cwd=ROOT)
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if "ready at" in line:
+            break
+    group = psutil.Process(proc.pid).children(recursive=True)
+    assert group
+    proc.stdin.close()
+    assert proc.wait(30) == 0
+    assert not [p for p in psutil.wait_procs(group, timeout=10)[1] if p.status() != psutil.STATUS_ZOMBIE]

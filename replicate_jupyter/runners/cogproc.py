@@ -169,7 +169,8 @@ class CogProcesses:
     # ----- processes -----------------------------------------------------------------------
     def _get(self, p: Any, spec: Any, folder: ModelFolder) -> _Proc | None:
         key = f"{folder.root}::{folder.target}::{p.model}"
-        version = code_signature(folder.root)
+        # the loader's content hash of the code that runs, else every .py of the folder by stat
+        version = getattr(spec, "version", None) or code_signature(folder.root)
         with self._lock:
             start_lock = self._start_locks.setdefault(key, threading.Lock())
         with start_lock:

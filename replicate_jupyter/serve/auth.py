@@ -125,8 +125,10 @@ class _Upstream:
         self.conn.receive_data(data)
 
     @property
-    def reusable(self) -> bool:
-        return self.conn.our_state is h11.DONE and self.conn.their_state is h11.DONE
+    def fresh(self) -> bool:
+        """Between two exchanges and still open: fit to carry the next request."""
+        return (self.conn.our_state is h11.DONE and self.conn.their_state is h11.DONE
+                and not self.reader.at_eof() and not self.writer.transport.is_closing())
 
     def abort(self) -> None:
         self.writer.transport.abort()
@@ -148,6 +150,7 @@ class Front:
         self.sock = socket.create_server((host.strip("[]"), port), family=family, backlog=256)
         self.port = self.sock.getsockname()[1]
         self.refused = 0
+        self._idle: list[_Upstream] = []  # kept-alive connections to coglet nobody is using
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopped: asyncio.Event | None = None
         self._thread: threading.Thread | None = None
@@ -203,7 +206,10 @@ class Front:
             clean = False
         finally:
             if up is not None:
-                up.close()
+                if clean and up.fresh and len(self._idle) < 16:
+                    self._idle.append(up)  # the next client connection skips a connect to coglet
+                else:
+                    up.close()
             if clean:
                 writer.close()
             else:
@@ -226,15 +232,21 @@ class Front:
         if path.rstrip(b"/") == b"/shutdown":
             await _reply(conn, reader, writer, 403, {"detail": "serve owns this server's lifetime: stop serve instead"})
             return "close", up
-        if up is None or not up.reusable or up.reader.at_eof() or up.writer.transport.is_closing():
+        if up is None or not up.fresh:
             if up is not None:
                 up.close()
-            try:
-                up = await _Upstream.open(self.upstream_port)
-            except OSError:
-                await _reply(conn, reader, writer, 502, {"detail": "the model server is not running (it is being restarted)"})
-                return "close", None
-        else:
+            up = self._idle.pop() if self._idle else None
+            while up is not None and not up.fresh:
+                up.close()
+                up = self._idle.pop() if self._idle else None
+            if up is None:
+                try:
+                    up = await _Upstream.open(self.upstream_port)
+                except OSError:
+                    await _reply(conn, reader, writer, 502,
+                                 {"detail": "the model server is not running (it is being restarted)"})
+                    return "close", None
+        if up.conn.our_state is h11.DONE:
             up.conn.start_next_cycle()
         is_prediction = req.method in (b"POST", b"PUT") and path.startswith(b"/predictions") \
             and not path.rstrip(b"/").endswith(b"/cancel")

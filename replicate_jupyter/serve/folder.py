@@ -7,9 +7,9 @@ the same rules:
 
 - `find_folder(ref)`: a folder holding cog.yaml, a cog.yaml path, or a `file.py[:Name]` inside
   one (the nearest cog.yaml at most three levels up) is a folder model; anything else is not.
-- `environment`: cog.yaml `build.environment` (Cog's documented place; a top-level `environment:`
-  list is read too), a list of `NAME=value` in order, where `$NAME`/`${NAME}` refer to earlier
-  entries or to the parent's variables. A bare `NAME` (our addition) passes the parent's value on.
+- `environment`: cog.yaml's `environment:`, a list of `KEY=VALUE` (Cog 0.23 refuses other forms,
+  a name given twice, and the names it reserves: PATH, PYTHONPATH, CUDA_*, REPLICATE_*, ...);
+  `$NAME`/`${NAME}` in a value refers to an earlier entry, else to the parent's variable.
 - `model_environment`: the environment the model's process gets: the parent's, scrubbed of
   credentials (`scrub`), then the folder's entries. A credential reaches the model only when
   cog.yaml lists it.
@@ -35,6 +35,10 @@ _REF = re.compile(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))"
 #: always scrubbed, whatever their name looks like
 _ALWAYS = frozenset({"REPLICATE_API_TOKEN", "RJ_WORKER_TOKEN"})
 _SECRET = re.compile(r"(_TOKEN|_KEY)\Z|SECRET|PASSWORD", re.IGNORECASE)
+#: names Cog refuses in cog.yaml's environment (cog's pkg/config/env.go)
+_DENY = ("PATH", "LD_LIBRARY_PATH", "PYTHONPATH", "VIRTUAL_ENV", "PYTHONUNBUFFERED", "R8_*", "REPLICATE_*",
+         "LIBRARY_PATH", "CUDA_*", "NVIDIA_*", "NV_*", "PGET_*", "HF_ENDPOINT", "HF_HUB_ENABLE_HF_TRANSFER",
+         "KUBERNETES_*")
 _SKIP_DIRS = frozenset({".cog", ".git", "__pycache__", "node_modules", ".venv", "venv"})
 _MAX_FILES = 2000
 
@@ -45,7 +49,7 @@ class ModelFolder:
 
     root: pathlib.Path
     target: str
-    environment: tuple[tuple[str, str | None], ...] = ()
+    environment: tuple[tuple[str, str], ...] = ()
     concurrency: int | None = None
     config: Any = None  # cog.yaml as read
 
@@ -78,35 +82,15 @@ def find_folder(ref: Any) -> ModelFolder | None:
 
 
 def _read(root: pathlib.Path, target: str | None) -> ModelFolder:
-    import yaml
+    from replicate_jupyter.model.cogyaml import read_config
 
-    cfg_path = root / "cog.yaml"
-    try:
-        cfg = yaml.safe_load(cfg_path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise InputError([Problem("cog.yaml", "yaml", str(cfg_path), "valid YAML", message=f"{cfg_path}: {exc}")]) from None
-    if not isinstance(cfg, dict):
-        raise InputError([Problem("cog.yaml", "type", type(cfg).__name__, "a mapping")])
-    target = target or cfg.get("run") or cfg.get("predict")
-    if not target:
-        raise InputError([Problem("cog.yaml", "required", None, "a 'predict:' (or 'run:') entry",
-                                  message=f"{cfg_path} has no 'predict:' (or 'run:') entry")])
-    if ":" not in str(target):
-        target = _with_class(root, str(target))
-    build = cfg.get("build") if isinstance(cfg.get("build"), dict) else {}
-    entries = list(build.get("environment") or []) + list(_list(cfg.get("environment")))
-    conc = cfg.get("concurrency") if isinstance(cfg.get("concurrency"), dict) else {}
-    maximum = conc.get("max")
-    return ModelFolder(root=root, target=str(target), environment=parse_environment(entries),
-                       concurrency=int(maximum) if isinstance(maximum, int) and maximum > 0 else None, config=cfg)
-
-
-def _list(value: Any) -> list:
-    if value is None:
-        return []
-    if isinstance(value, list):
-        return value
-    raise InputError([Problem("cog.yaml environment", "type", value, "a list of NAME=value strings")])
+    cfg = read_config(root)  # the one cog.yaml reader (target, concurrency), shared with the loader
+    target = target or cfg.target
+    if ":" not in target:
+        target = _with_class(root, target)
+    return ModelFolder(root=root, target=target, environment=parse_environment(cfg.raw.get("environment")),
+                       concurrency=cfg.concurrency if cfg.concurrency and cfg.concurrency > 0 else None,
+                       config=cfg.raw)
 
 
 def _with_class(root: pathlib.Path, file: str) -> str:
@@ -114,29 +98,46 @@ def _with_class(root: pathlib.Path, file: str) -> str:
     from replicate_jupyter.model import predictors
 
     spec = predictors.load(str(root / file))
-    return f"{file}:{spec.cls.__name__}"
+    name = spec.source.rpartition(":")[2] if spec.source else spec.cls.__name__
+    return f"{file}:{name}"
 
 
-def parse_environment(entries: Iterable[Any]) -> tuple[tuple[str, str | None], ...]:
-    """cog.yaml environment entries → (name, value or None for pass-through), checked as Cog does."""
-    out: list[tuple[str, str | None]] = []
+def parse_environment(entries: Any) -> tuple[tuple[str, str], ...]:
+    """cog.yaml `environment:` → (name, value) in order, refused where Cog refuses it: not
+    KEY=VALUE, a name defined twice, or one Cog reserves (PATH, PYTHONPATH, CUDA_*, REPLICATE_*, ...)."""
+    if entries is None:
+        return ()
+    if isinstance(entries, dict):  # accepted by the loader too (model/cogyaml.py)
+        entries = [f"{k}={'' if v is None else v}" for k, v in entries.items()]
+    if not isinstance(entries, list):
+        raise InputError([Problem("cog.yaml environment", "type", entries, "a list of KEY=VALUE strings")])
+    out: dict[str, str] = {}
     problems: list[Problem] = []
     for entry in entries:
-        if not isinstance(entry, str):
-            problems.append(Problem("cog.yaml environment", "type", entry, "NAME=value strings"))
-            continue
-        name, sep, value = entry.partition("=")
-        name = name.strip()
-        if not _NAME.match(name):
+        name, sep, value = str(entry).partition("=")
+        if not sep or not name:
+            problems.append(Problem("cog.yaml environment", "format", entry, "KEY=VALUE",
+                                    message=f"environment variable {str(entry)!r} is not in the KEY=VALUE format"))
+        elif not _NAME.match(name):
             problems.append(Problem("cog.yaml environment", "name", name,
-                                    "a name of letters, digits and _ that does not start with a digit"))
+                                    "letters, digits and _, not starting with a digit"))
+        elif _reserved(name):
+            problems.append(Problem("cog.yaml environment", "reserved", name, "a name Cog does not reserve",
+                                    message=f"environment variable {name!r} is not allowed (Cog reserves it)"))
+        elif name in out:
+            problems.append(Problem("cog.yaml environment", "duplicate", name, "each name once",
+                                    message=f"environment variable {name!r} is already defined"))
         elif "\x00" in value:
             problems.append(Problem("cog.yaml environment", "value", name, "a value without NUL bytes"))
         else:
-            out.append((name, value if sep else None))
+            out[name] = value
     if problems:
         raise InputError(problems)
-    return tuple(out)
+    return tuple(out.items())
+
+
+def _reserved(name: str) -> bool:
+    return any(name.startswith(p[:-1]) if p.endswith("*") else name == p for p in _DENY)
 
 
 def looks_secret(name: str) -> bool:
@@ -152,17 +153,13 @@ def scrub(env: Mapping[str, str], keep: Iterable[str] = ()) -> dict[str, str]:
 
 def model_environment(folder: ModelFolder | None, parent: Mapping[str, str],
                       keep: Iterable[str] = ()) -> dict[str, str]:
-    """What the model's process gets: `parent` scrubbed, then cog.yaml's entries in order
-    (`$NAME` expands from earlier entries, then from the unscrubbed parent: naming it is listing it)."""
-    entries = folder.environment if folder is not None else ()
-    env = scrub(parent, set(keep) | {n for n, v in entries if v is None})
-    for name, value in entries:
-        if value is None:
-            if name in parent:
-                env[name] = parent[name]
-            continue
-        env[name] = _REF.sub(lambda m: env.get(m.group(1) or m.group(2),
-                                               parent.get(m.group(1) or m.group(2), "")), value)
+    """What the model's process gets: `parent` scrubbed, then cog.yaml's entries in order.
+    `$NAME`/`${NAME}` in a value expands from earlier entries, then from the parent, unscrubbed:
+    a credential the model needs reaches it only when its cog.yaml names it (`HF_TOKEN=$HF_TOKEN`)."""
+    env = scrub(parent, keep)
+    for name, value in (folder.environment if folder is not None else ()):
+        env[name] = _REF.sub(lambda m: env.get(m.group(1) or m.group(2), parent.get(m.group(1) or m.group(2), "")),
+                             value)
     return env
 
 
