@@ -15,7 +15,7 @@ import pytest
 from kernel_helpers import text_of
 
 from replicate_jupyter.errors import InputError
-from replicate_jupyter.notebook.cellparse import LineError, limits, parse_body, parse_line, parse_options
+from replicate_jupyter.notebook.cellparse import LineError, limits, parse_body, parse_line, parse_options, parse_usd
 
 BOMB = "a: &a [lol,lol,lol,lol,lol,lol,lol,lol,lol]\n" + "".join(
     f"{c}: &{c} [{','.join(['*' + p] * 9)}]\n" for p, c in zip("abcdefgh", "bcdefghi")) + "prompt: *i"
@@ -137,6 +137,14 @@ def test_every_bad_option_is_named_at_once():
         parse_line("m --seed x --max-cost nan -o 1x --on nowhere")
     assert [(p.field, p.rule) for p in info.value.problems] == [
         ("--seed", "integer"), ("--max-cost", "finite"), ("-o/--out", "identifier"), ("--on", "choices")]
+
+
+@pytest.mark.parametrize("text, rule", [("nan", "finite"), ("inf", "finite"), ("-inf", "finite"), ("$nan", "finite"),
+                                        ("0", "minimum"), ("-1", "minimum"), ("abc", "number"), ("", "number")])
+def test_money_settings_refuse_what_would_switch_a_guard_off(text, rule):
+    with pytest.raises(LineError) as info:
+        parse_usd(text, "budget")
+    assert [(p.field, p.rule) for p in info.value.problems] == [("budget", rule)]
 
 
 def test_line_magic_options_are_checked_and_never_echo_values():

@@ -19,6 +19,7 @@ from replicate_jupyter.notebook.cellparse import (
     parse_line,
     parse_options,
     parse_sweep,
+    parse_usd,
     safe_yaml,
     sweep_grid,
     yaml_scalar,
@@ -62,6 +63,10 @@ def test_line_magic_options():
     assert parse_options(["--address", "ray://h:10001", "--num-gpus", "1", "--verbose", "--x=2"]) == {
         "address": "ray://h:10001", "num_gpus": 1, "verbose": True, "x": 2}
     assert parse_options([]) == {}
+
+
+def test_money_values():
+    assert [parse_usd(t) for t in ("0.5", "$0.5", "1e-3", " 2 ")] == [0.5, 0.5, 0.001, 2.0]
 
 
 def test_line_errors_are_input_errors_and_value_errors():

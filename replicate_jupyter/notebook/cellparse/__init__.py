@@ -29,9 +29,10 @@ from replicate_jupyter.notebook.cellparse.line import (
     parse_line,
     parse_options,
     parse_sweep,
+    parse_usd,
     sweep_grid,
     yaml_scalar,
 )
 
 __all__ = ["CellArgs", "LineError", "parse_line", "parse_body", "parse_sweep", "sweep_grid", "parse_options",
-           "yaml_scalar", "limits"]
+           "parse_usd", "yaml_scalar", "limits"]

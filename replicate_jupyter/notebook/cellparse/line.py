@@ -24,7 +24,8 @@ from typing import Any
 from replicate_jupyter.errors import InputError, Problem
 from replicate_jupyter.notebook.cellparse import limits, safe_yaml
 
-__all__ = ["CellArgs", "LineError", "parse_line", "parse_sweep", "sweep_grid", "parse_options", "yaml_scalar"]
+__all__ = ["CellArgs", "LineError", "parse_line", "parse_sweep", "sweep_grid", "parse_options", "parse_usd",
+           "yaml_scalar"]
 
 
 class LineError(InputError):
@@ -106,16 +107,27 @@ def _seed(text: str, problems: list[Problem]) -> int | None:
     return value
 
 
-def _usd(text: str, problems: list[Problem]) -> float | None:
+def _usd(text: str, problems: list[Problem], field: str = "--max-cost") -> float | None:
     try:
-        value: float | None = float(text)
+        value: float | None = float(text.removeprefix("$"))
     except ValueError:
         value = None
     rule = ("number" if value is None else "finite" if not math.isfinite(value)
             else "minimum" if value <= 0 else "")
     if rule:
-        problems.append(Problem("--max-cost", rule, text, "a finite number of USD > 0 (not nan or inf)"))
+        problems.append(Problem(field, rule, text, "a finite number of USD > 0 (not nan or inf)"))
         return None
+    return value
+
+
+def parse_usd(text: str, field: str = "USD") -> float:
+    """`0.5` or `$0.5` → 0.5 for a money setting (`%replicate budget`, a price); LineError
+    naming `field` for anything that is not a finite number > 0: a `nan` budget would switch
+    every guard off."""
+    problems: list[Problem] = []
+    value = _usd(text, problems, field)
+    if value is None:
+        raise LineError(problems)
     return value
 
 
