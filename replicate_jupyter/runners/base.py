@@ -17,7 +17,8 @@ declared in `Prediction.__init__`):
     p.max_cost                    the `--max-cost` in USD, or None (the cost guard enforces it;
                                   a backend that can cap a run itself may use it)
     p.cancel_event, p.cancel_reason   set by `p.cancel()` before `Runner.cancel` is called
-    p.status, p.started_at, p.metrics, p.elapsed, p.done   state the runner's own events made
+    p.status, p.started_at, p.metrics, p.elapsed   state the runner's own events made
+    p.finished, p.done            a Completed is recorded / and its listeners have run
 
 What a runner may call on it:
 
