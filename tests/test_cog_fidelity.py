@@ -79,7 +79,7 @@ def run_as_cog(spec, inputs=None, context=None, instance=None):
 def test_hello_world():
     spec = P.load(str(EXAMPLES / "hello_world"))
     assert spec.folder == EXAMPLES / "hello_world" and spec.target == "predict.py:Predictor"
-    assert spec.name == "local/hello-world" and spec.key.endswith("@" + spec.version)
+    assert spec.name == "local/hello-world" and spec.key.endswith(f"@{spec.version}:Predictor")
     inp = spec.schema["components"]["schemas"]["Input"]
     assert inp == {"type": "object", "title": "Input", "required": ["text"], "properties": {"text": {
         "type": "string", "title": "Text", "x-order": 0, "description": "Text to prefix with 'hello '"}}}

@@ -137,7 +137,7 @@ def predict_method(obj: Any) -> Callable:
 
 _registered: dict[str, Any] = {}
 _lock = threading.RLock()
-_by_ref: dict[tuple[str, str | None], tuple[sources.Fingerprint, PredictorSpec]] = {}
+_by_ref: dict[tuple[str, str | None, str], tuple[sources.Fingerprint, PredictorSpec]] = {}
 _by_object: "weakref.WeakKeyDictionary[Any, dict[str | None, PredictorSpec]]" = weakref.WeakKeyDictionary()
 _by_id: dict[tuple[int, str | None], PredictorSpec] = {}  # objects that cannot be weak-referenced
 
@@ -185,7 +185,8 @@ def load(ref: Any, name: str | None = None) -> PredictorSpec:
 
 
 def _load_ref(ref: str, name: str | None) -> PredictorSpec:
-    key = (ref, name)
+    relative = not (os.path.isabs(ref) or ref.startswith(("hf:", "local/")) or ref in _registered)
+    key = (ref, name, os.getcwd() if relative else "")  # a relative path means another file elsewhere
     hit = _by_ref.get(key)
     if hit is not None:
         stamp, spec = hit
@@ -210,17 +211,17 @@ def _load_ref(ref: str, name: str | None) -> PredictorSpec:
 def _load(ref: Any, name: str | None) -> PredictorSpec:
     if isinstance(ref, type):
         version = _code_version(ref)
-        return PredictorSpec(name=name or f"local/{_slug(ref.__name__)}", key=f"class:{id(ref)}@{version}",
+        return PredictorSpec(name=name or f"local/{_slug(ref.__name__)}", key=f"class@{version}:{id(ref)}",
                              cls=ref, version=version)
     if inspect.isfunction(ref):
         version = _code_version(ref)
-        return PredictorSpec(name=name or f"local/{_slug(ref.__name__)}", key=f"function:{id(ref)}@{version}",
+        return PredictorSpec(name=name or f"local/{_slug(ref.__name__)}", key=f"function@{version}:{id(ref)}",
                              cls=function_predictor(ref), version=version, function=ref)
     if not isinstance(ref, str):
         if hasattr(ref, "predict") or hasattr(ref, "run"):
             version = _code_version(type(ref))
             return PredictorSpec(name=name or f"local/{_slug(type(ref).__name__)}",
-                                 key=f"object:{id(ref)}@{version}", cls=type(ref), instance=ref, version=version)
+                                 key=f"object@{version}:{id(ref)}", cls=type(ref), instance=ref, version=version)
         raise TypeError(f"Not a model reference: {ref!r} (give a name, a path, or a predictor class)")
     if ref in _registered:
         return _load(_registered[ref], name or ref)
@@ -266,7 +267,7 @@ def _from_cog_yaml(folder: pathlib.Path, name: str | None) -> PredictorSpec:
     cfg_files = (folder / "cog.yaml",)
     spec.files = spec.files + cfg_files
     spec.version = sources.version_of(spec.files, folder)
-    spec.key = f"{spec.source}@{spec.version}"
+    spec.key = f"{spec.files[0]}@{spec.version}:{spec.source.rpartition(':')[2]}"
     return spec
 
 
@@ -294,7 +295,7 @@ def _from_file_ref(ref: str, name: str | None) -> PredictorSpec:
     target_name = obj.__name__
     concurrency = getattr(_predict_fn(function or cls), "__cog_concurrent_max__", None)
     return PredictorSpec(
-        name=name or f"local/{_slug(stem)}", key=f"{path}:{target_name}@{version}", cls=cls, version=version,
+        name=name or f"local/{_slug(stem)}", key=f"{path}@{version}:{target_name}", cls=cls, version=version,
         source=f"{path}:{target_name}", folder=path.parent, target=f"{path.name}:{target_name}",
         concurrency=concurrency, function=function, files=files,
     )
