@@ -8,6 +8,7 @@ a backend needs them, so `%load_ext replicate_jupyter` is instant.
 """
 from __future__ import annotations
 
+import sys
 import warnings
 from typing import TYPE_CHECKING, Any
 
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 # importing them here first, then binding the functions, keeps `rj.schema(...)` callable.
 from replicate_jupyter import models as _models_pkg  # noqa: F401  (before the API binds `models`)
 from replicate_jupyter._labextension import _jupyter_labextension_paths  # noqa: F401  (JupyterLab finds the prebuilt extension)
-from replicate_jupyter.api import create, form, ledger, models, predictions, run, schema, stream
+from replicate_jupyter.api import create, ledger, models, predictions, run, schema, stream
 from replicate_jupyter.errors import (
     BackendError,
     BudgetExceeded,
@@ -40,6 +41,17 @@ __all__ = [
     "Prediction", "FileOutput", "session",
     "ReplicateJupyterError", "InputError", "ModelNotFound", "ModelError", "BackendError", "BudgetExceeded", "Canceled",
 ]
+
+
+if "IPython" in sys.modules:  # in a kernel: give the data objects their looks (the notebook layer's renderers)
+    import replicate_jupyter.notebook  # noqa: E402,F401
+
+
+def form(ref: Any = None, *, on: str | None = None) -> Any:
+    """The model's inputs as a form (the same as `%replicate form MODEL`); loads ipywidgets."""
+    from replicate_jupyter.notebook.forms import form as _form
+
+    return _form(ref, on=on)
 
 
 def backend(name: str, **options: Any) -> Runner:

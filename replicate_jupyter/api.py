@@ -18,7 +18,7 @@ from replicate_jupyter.prediction.events import Completed, Error, Event, Log, Ou
 from replicate_jupyter.prediction.prediction import TERMINAL, Prediction
 from replicate_jupyter.session import session
 
-__all__ = ["run", "stream", "predictions", "schema", "models", "ledger", "form", "create", "prepare", "execute",
+__all__ = ["run", "stream", "predictions", "schema", "models", "ledger", "create", "prepare", "execute",
            "start", "Predictions"]
 
 #: how long `execute` waits for listeners another thread is still running once a run is final
@@ -174,10 +174,3 @@ def ledger() -> Ledger:
     return session.ledger
 
 
-def form(ref: Any = None, *, on: str | None = None) -> Any:
-    """Deprecated place of `rj.form`: the notebook layer's `notebook.forms.form` (the API sits
-    below the notebook and must not import it). Kept until the package root and the magics
-    take `form` from there; then this goes, and tests/test_layout.py passes."""
-    from replicate_jupyter.notebook.forms import form as _form
-
-    return _form(ref, on=on)

@@ -171,7 +171,9 @@ def _allowed(prop: dict[str, Any]) -> str:
 
 @_command("form MODEL [--on BACKEND]", "a form for the model's inputs", _arg("model"), _ON)
 def _form(args: argparse.Namespace) -> Any:
-    return api.form(args.model, on=args.on)
+    from replicate_jupyter.notebook.forms import form
+
+    return form(args.model, on=args.on)
 
 
 @_command("use BACKEND [--opt value]", "switch backend (local, workers, ray, replicate)",

@@ -31,7 +31,7 @@ from traitlets import TraitType
 
 from replicate_jupyter import api
 from replicate_jupyter.errors import InputError, ReplicateJupyterError
-from replicate_jupyter.notebook import commands
+from replicate_jupyter.notebook import commands, renderers
 from replicate_jupyter.notebook import live as rjlive
 from replicate_jupyter.notebook.cellparse import LineError, parse_body, parse_line, sweep_grid
 from replicate_jupyter.session import Session, session
@@ -265,11 +265,13 @@ def load_ipython_extension(ipython: InteractiveShell) -> None:
     if hist:  # the load cell's input is stored already: its number is len - 1
         _installed["offset"] = max(0, ipython.execution_count - (len(hist) - 1))
     session.current_cell = _cell_number(ipython)
+    renderers.register(ipython)
 
 
 def unload_ipython_extension(ipython: InteractiveShell) -> None:
     if _installed.get("shell") is not ipython:
         return
+    renderers.unregister(ipython)
     for name, fn in (("pre_run_cell", _pre_run_cell), ("post_run_cell", _post_run_cell)):
         try:
             ipython.events.unregister(name, fn)
@@ -297,7 +299,7 @@ def _cancel_all(preds: list) -> None:
     for p in preds:
         if p.done:
             continue
-        if p.started_at is None and not p._background:
+        if p.started_at is None and not p.background:
             p.cancel_event.set()
             p.emit(Completed(status="canceled", error="interrupted before it started", metrics={"predict_time": 0.0}))
         else:
