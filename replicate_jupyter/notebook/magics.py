@@ -143,8 +143,9 @@ class ReplicateMagics(Magics):
         from replicate_jupyter.model.schema import first_string_input
 
         model = args.model or self.session.default_model
-        schema = api.schema(model, on=args.on)
-        given = parse_body(cell, ns, text_field=first_string_input(schema), model=model)
+        # the schema only when the body is text (resolving a model may load torch): a bad body
+        # is refused at once, before any model is touched
+        given = parse_body(cell, ns, text_field=lambda: first_string_input(api.schema(model, on=args.on)), model=model)
         if extra:
             given.update(extra)
         return model, given
