@@ -2,10 +2,10 @@
 
 `attach(prediction, url)` subscribes a `Deliverer` to the prediction. Its listener runs in the
 prediction's own thread for every token, so it only sets flags and, when it has something new,
-wakes the delivery loop: one asyncio loop on one daemon thread for the whole kernel, where every
-deliverer is a task (a slow consumer never holds up another). The pending work of a deliverer is
-at most a start, one "state changed" flag and a completed: a queue that cannot grow, whatever
-the model emits.
+wakes the deliverer's worker: a background thread (a reused idle one) from the first event until
+the completed is settled, so a slow consumer holds up no prediction and no other webhook. The
+pending work of a deliverer is at most a start, one "state changed" flag and a completed: a
+queue that cannot grow, whatever the model emits.
 
 Replicate's rules: `start` first; `output`/`logs` at most one per `throttle` seconds, each the
 latest state (a delivery waiting for its retry is dropped once a newer state is there);
@@ -26,7 +26,9 @@ from urllib.parse import urlsplit
 
 from replicate_jupyter.errors import InputError, Problem
 from replicate_jupyter.prediction.events import Completed, Log, Output, Started
+from replicate_jupyter.runners import threads
 from replicate_jupyter.webhooks import body as wire
+from replicate_jupyter.webhooks import transport
 from replicate_jupyter.webhooks.signing import Secret, default_secret, sign
 
 __all__ = ["EVENTS", "RetryPolicy", "Record", "Deliverer", "WebhookDeliveryWarning", "attach"]
@@ -84,34 +86,6 @@ def _check(url: str, events_filter: Iterable[str] | None) -> frozenset[str]:
     return events
 
 
-class _Loop:
-    """The kernel's one delivery thread: an asyncio loop and one pooled httpx client."""
-
-    _instance: "_Loop | None" = None
-    _lock = threading.Lock()
-
-    def __init__(self) -> None:
-        import asyncio
-
-        self.loop = asyncio.new_event_loop()
-        self.client: Any = None
-        threading.Thread(target=self.loop.run_forever, name="rj-webhooks", daemon=True).start()
-
-    @classmethod
-    def get(cls) -> "_Loop":
-        with cls._lock:
-            if cls._instance is None:
-                cls._instance = cls()
-            return cls._instance
-
-    def http(self) -> Any:
-        if self.client is None:  # made in the loop's thread, where it is used
-            import httpx
-
-            self.client = httpx.AsyncClient(follow_redirects=False, headers={"user-agent": _USER_AGENT})
-        return self.client
-
-
 class Deliverer:
     """Sends one prediction's webhooks to one URL. `records` lists every message, `failures`
     those that never got through; `wait()` blocks until the last one is settled."""
@@ -130,15 +104,12 @@ class Deliverer:
         self._body = wire.Builder(prediction)
         self._start: dict[str, Any] | None = None  # the state at Started, waiting to be sent
         self._changed: str | None = None  # "output" or "logs": a newer state than the last sent
-        self._final = False
-        self._armed = False  # a wake-up is on its way to the loop
+        self._final = False  # the Completed arrived
+        self._stopped = False
+        self._armed = False  # the worker was notified since it last looked for work
+        self._worker = False  # the worker thread was started (at the first event)
+        self._cv = threading.Condition()
         self._settled = threading.Event()
-        self._loop = _Loop.get()
-        import asyncio
-
-        self._wake = asyncio.Event()  # something new to send (set through the loop)
-        self._finished = asyncio.Event()  # the Completed arrived
-        self._task = asyncio.run_coroutine_threadsafe(self._run(), self._loop.loop)
         prediction.subscribe(self._listen)
 
     # ----- the prediction's thread: flags and a wake-up, nothing else ---------------------
@@ -156,88 +127,80 @@ class Deliverer:
             self._start = wire.light_state(p)
         elif cls is Completed:
             self._final = True
-            self._loop.loop.call_soon_threadsafe(self._finished.set)
         else:
             return  # progress, previews, metrics are not webhook events
-        if not self._armed:
+        if cls is Completed or not self._armed:
             self._armed = True
-            self._loop.loop.call_soon_threadsafe(self._wake.set)
+            if not self._worker:
+                self._worker = True
+                threads.submit(self._work)
+            else:
+                with self._cv:
+                    self._cv.notify()
 
-    # ----- the delivery thread -----------------------------------------------------------
-    async def _run(self) -> None:
-        import asyncio
+    def _pending(self) -> bool:
+        return self._start is not None or self._changed is not None or self._final or self._stopped
 
+    # ----- the worker thread -------------------------------------------------------------
+    def _work(self) -> None:
         last = -1e9  # monotonic time of the last start/output/logs dispatch
         completed = "completed" in self.events
         try:
-            while True:
-                await self._wake.wait()
-                self._wake.clear()
-                self._armed = False  # from here on, anything new wakes the loop again
+            while not self._stopped:
+                with self._cv:
+                    self._armed = False  # before looking: whatever comes after this notifies
+                    self._cv.wait_for(self._pending)
                 if self._start is not None:
                     state, self._start = self._start, None
                     last = time.monotonic()
-                    await self._send("start", self._body.build(state))
+                    self._send("start", self._body.build(state))
                 if self._changed:
                     if not self._final:  # the throttle window; a completed ends it early
-                        try:
-                            await asyncio.wait_for(self._finished.wait(), last + self.throttle - time.monotonic())
-                        except asyncio.TimeoutError:
-                            pass
+                        with self._cv:
+                            self._cv.wait_for(lambda: self._final or self._stopped, last + self.throttle - time.monotonic())
                     kind, self._changed = self._changed, None
                     if not (self._final and completed):  # else the completed carries this state
-                        await asyncio.sleep(max(0.0, last + self.throttle - time.monotonic()))
+                        time.sleep(max(0.0, last + self.throttle - time.monotonic()))
                         body = self._body.build()
                         if not (body.status in wire.TERMINAL and completed):
                             last = time.monotonic()
-                            await self._send(kind, body, supersedable=True)
+                            self._send(kind, body, supersedable=True)
                 if self._final and self._start is None and not self._changed:
-                    if completed:
-                        await self._send("completed", self._body.build())
+                    if completed and not self._stopped:
+                        self._send("completed", self._body.build())
                     return
-                if self._final or self._changed or self._start is not None:
-                    self._wake.set()  # more came while this round was sending
         finally:
             self._settled.set()
 
-    async def _send(self, kind: str, body: "wire.Body", supersedable: bool = False) -> None:
-        import asyncio
-
-        import httpx
-
+    def _send(self, kind: str, body: "wire.Body", supersedable: bool = False) -> None:
         rec = Record(kind, "msg_" + secrets.token_hex(13), body.status, sent_at=time.time())
         self.records.append(rec)
         policy = self.retry
         for attempt in range(policy.tries):
             ts = int(time.time())  # each attempt is signed at its own time; the id stays
-            headers = {"content-type": "application/json", "webhook-id": rec.webhook_id, "webhook-timestamp": str(ts),
-                       "webhook-signature": sign(self._secret, rec.webhook_id, ts, body.text)}
+            headers = {"content-type": "application/json", "user-agent": _USER_AGENT, "webhook-id": rec.webhook_id,
+                       "webhook-timestamp": str(ts), "webhook-signature": sign(self._secret, rec.webhook_id, ts, body.text)}
             rec.attempts = attempt + 1
             retry_after = None
             try:
-                resp = await self._loop.http().post(self.url, content=body.data, headers=headers, timeout=policy.timeout)
-                rec.code = resp.status_code
-                if 200 <= resp.status_code < 300:
+                answer = transport.post(self.url, body.data, headers, policy.timeout)
+                rec.code = answer.code
+                if 200 <= answer.code < 300:
                     rec.ok, rec.error = True, None
                     return
-                rec.error = f"HTTP {resp.status_code}"
-                retry_after = _retry_after(resp.headers.get("retry-after"), policy.max_retry_after)
-            except httpx.TimeoutException:
-                rec.error = f"no answer within {policy.timeout:g} s"
-            except httpx.HTTPError as exc:
-                rec.error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-            if attempt == policy.tries - 1:
+                rec.error = f"HTTP {answer.code}"
+                retry_after = _retry_after(answer.retry_after, policy.max_retry_after)
+            except transport.DeliveryFailed as exc:
+                rec.error = exc.reason
+            if attempt == policy.tries - 1 or self._stopped:
                 break
             delay = retry_after if retry_after is not None else policy.delays[attempt]
-            if supersedable:  # newer state (or the completed) replaces this one
-                try:
-                    await asyncio.wait_for(self._wake.wait(), delay)
-                    rec.superseded = True
-                    return
-                except asyncio.TimeoutError:
-                    pass
-            else:
-                await asyncio.sleep(delay)
+            with self._cv:  # a newer state (or the completed) replaces an output/logs delivery
+                if self._cv.wait_for(lambda: self._stopped or (supersedable and self._pending()), delay):
+                    rec.superseded = supersedable and not self._stopped
+                    if rec.superseded:
+                        return
+                    break
         rec.given_up = True
         warnings.warn(f"webhook {kind!r} of prediction {self.prediction.id} could not be delivered to {self.url} "
                       f"after {rec.attempts} tries: {rec.error}", WebhookDeliveryWarning, stacklevel=1)
@@ -257,9 +220,13 @@ class Deliverer:
         return self._settled.wait(timeout)
 
     def detach(self) -> None:
-        """Stop: no further deliveries for this prediction."""
+        """Stop: no further deliveries (one in flight still gets its answer)."""
         self.prediction.unsubscribe(self._listen)
-        self._task.cancel()
+        with self._cv:
+            self._stopped = True
+            self._cv.notify()
+        if not self._worker:
+            self._settled.set()
 
     def __repr__(self) -> str:
         sent = sum(r.ok for r in self.records)
