@@ -150,15 +150,17 @@ def test_a_predictor_that_cannot_be_stopped_is_said_so_and_its_model_evicted(run
 
 def test_cancel_while_waiting_for_the_device_never_runs_it():
     a = rj.predictions.create(f"{P}/stop_sleep.py", {"seconds": 20})
-    b = rj.predictions.create(f"{P}/echo.py:Predictor", {"text": "never"})
-    _wait_processing(a)
-    time.sleep(0.1)
-    assert b.status == "starting"  # sync models run one at a time: it waits its turn
-    t0 = time.monotonic()
-    b.cancel().wait(1)
-    assert b.status == "canceled" and b.started_at is None and time.monotonic() - t0 < 0.5
-    assert a.status == "processing"
-    a.cancel().wait(2)
+    try:
+        _wait_processing(a)
+        b = rj.predictions.create(f"{P}/echo.py:Predictor", {"text": "never"})
+        time.sleep(0.1)
+        assert b.status == "starting"  # one model on the device at a time: it waits its turn
+        t0 = time.monotonic()
+        b.cancel().wait(1)
+        assert b.status == "canceled" and b.started_at is None and time.monotonic() - t0 < 0.5
+        assert a.status == "processing"
+    finally:
+        a.cancel().wait(2)
     assert a.status == "canceled"
 
 
@@ -188,3 +190,22 @@ def test_closing_the_runner_cancels_its_running_prediction_first(runner_named):
     p.wait(1)
     assert p.status == "canceled" and "runner was closed" in (p.error or "")
     assert runner.warm == []
+
+
+def test_in_a_kernel_an_async_cell_is_canceled_and_an_interrupt_stops_a_busy_loop(run_cells):
+    import json
+
+    from kernel_helpers import text_of
+
+    nb = run_cells([
+        "%load_ext replicate_jupyter\nimport json, time",
+        f"%%replicate {P}/stop_busy.py --async -o bg\nseconds: 20",
+        "time.sleep(0.4)\nt = time.monotonic(); bg.cancel(); bg.wait(2)\n"
+        "print(json.dumps([bg.status, time.monotonic() - t]))",
+        f"%%replicate {P}/stop_busy.py -o fg\nseconds: 20",
+        "print(json.dumps([fg.status, fg.metrics['predict_time']]))",
+    ], timeout=60, interrupt={3: 1.0})
+    status, took = json.loads(text_of(nb.cells[2]).strip().splitlines()[-1])
+    assert status == "canceled" and took < 1.0
+    status, predict_time = json.loads(text_of(nb.cells[4]).strip().splitlines()[-1])
+    assert status == "canceled" and predict_time < 2.0

@@ -160,7 +160,11 @@ def test_sync_models_run_one_at_a_time_and_models_take_turns():
     assert took >= 0.6
     # an async concurrent model does not overlap a running sync one
     a = rj.predictions.create(ref, {"seconds": 0.3})
+    while a.status == "starting":
+        time.sleep(0.005)
     b = rj.predictions.create(f"{P}/concurrent_async.py", {"seconds": 0})
+    time.sleep(0.05)
+    assert b.status == "starting"
     a.wait(5)
     b.wait(5)
     assert _ts(b.started_at) >= _ts(a.completed_at) - 0.01
