@@ -7,14 +7,15 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 
 import httpx
 import psutil
 import pytest
+from test_workers import PRED, ROOT, Serve, wait_for
 
 import replicate_jupyter as rj
 from replicate_jupyter.runners.workers import pool
-from test_workers import PRED, ROOT, Serve, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -212,3 +213,50 @@ def test_exit_with_stdin_stops_when_the_parent_goes():
     proc.stdin.close()
     assert proc.wait(30) == 0
     assert not [p for p in psutil.wait_procs(group, timeout=10)[1] if p.status() != psutil.STATUS_ZOMBIE]
+
+
+def test_cog_yaml_environment_is_checked_as_cog_checks_it(tmp_path):
+    folder = tmp_path / "reserved"
+    shutil.copytree(COG / "echo", folder, ignore=shutil.ignore_patterns(".cog"))
+    (folder / "cog.yaml").write_text('predict: "predict.py:Predictor"\nenvironment:\n  - PATH=/nowhere\n  - OK=1\n  - OK=2\n')
+    r = subprocess.run([sys.executable, "-m", "replicate_jupyter.serve.cli", "serve", str(folder), "--port", "0"],
+                       capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "'PATH' is not allowed" in r.stderr and "'OK' is already defined" in r.stderr
+
+
+def test_a_dropped_stream_cancels_through_the_front():
+    """coglet cancels a prediction whose stream drops; the front must pass the drop on."""
+    s = Serve(str(COG / "tokens"))
+    try:
+        t0 = time.monotonic()
+        with httpx.stream("POST", s.url + "/predictions", json={"input": {"n": 100, "delay": 0.05}},
+                          headers={"Accept": "text/event-stream"}, timeout=30) as resp:
+            outputs = 0
+            for line in resp.iter_lines():
+                outputs += line.startswith("event: output")
+                if outputs == 3:
+                    break  # leaving the block closes the connection mid-stream
+        wait_for(lambda: "Cancelling prediction" in s.log.read_text(), 5)
+        wait_for(lambda: httpx.get(s.url + "/health-check").json()["status"] == "READY", 5)
+        assert time.monotonic() - t0 < 4  # the 5 s prediction did not run to its end
+    finally:
+        s.stop()
+
+
+def test_which_outputs_may_be_null():
+    from replicate_jupyter.serve.outputs import null_output_error, promises_value
+
+    def schema(output):
+        return {"components": {"schemas": {"Output": output, "Thing": {"type": "object", "properties": {}}}}}
+
+    assert promises_value({}, {"type": "string", "format": "uri"})
+    assert not promises_value({}, {"type": "string", "nullable": True})
+    assert not promises_value({}, {"anyOf": [{"type": "string"}, {"type": "null"}]})
+    assert not promises_value({}, {"title": "Output"})  # Any / returns None
+    assert promises_value(schema({}), {"$ref": "#/components/schemas/Thing"})
+    files = schema({"type": "array", "items": {"type": "string", "format": "uri"}})
+    assert null_output_error(files, {"status": "succeeded", "output": ["a", "b"]}) is None
+    assert "item 1 " in null_output_error(files, {"status": "succeeded", "output": ["a", None]})
+    assert null_output_error(files, {"status": "failed", "output": None}) is None
+    assert null_output_error(schema({"title": "Output"}), {"status": "succeeded", "output": None}) is None

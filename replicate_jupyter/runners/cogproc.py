@@ -40,20 +40,36 @@ __all__ = ["CogProcesses", "folder_of"]
 
 _READY = re.compile(r"ready at (http://\S+) ")
 _instances: "weakref.WeakSet[CogProcesses]" = weakref.WeakSet()
+_by_spec: "weakref.WeakKeyDictionary[Any, ModelFolder | None]" = weakref.WeakKeyDictionary()
 
 
 def folder_of(spec: Any) -> ModelFolder | None:
     """The Cog folder a PredictorSpec (or a reference) runs from; None when it is not a folder model.
-    Reads `spec.folder` when the spec has it, else the file it came from (`spec.source`)."""
-    for candidate in (getattr(spec, "folder", None), getattr(spec, "source", None), spec):
-        if candidate is not None and not isinstance(candidate, type):
-            try:
-                found = find_folder(candidate)
-            except Exception:  # noqa: BLE001 — not a folder we can read: not a folder model
-                found = None
-            if found is not None:
-                return found
-    return None
+    Reads `spec.folder` when the spec has it, else the file it came from (`spec.source`). Asked
+    on every prediction, so answered once per spec (a new spec comes with every edit)."""
+    if isinstance(spec, (str, os.PathLike)):
+        return _find(spec)
+    try:
+        return _by_spec[spec]
+    except (KeyError, TypeError):
+        pass
+    found = None
+    for candidate in (getattr(spec, "folder", None), getattr(spec, "source", None)):
+        found = _find(candidate) if candidate is not None else None
+        if found is not None:
+            break
+    try:
+        _by_spec[spec] = found
+    except TypeError:
+        pass
+    return found
+
+
+def _find(ref: Any) -> ModelFolder | None:
+    try:
+        return find_folder(ref)
+    except Exception:  # noqa: BLE001 — not a folder we can read: not a folder model
+        return None
 
 
 @dataclasses.dataclass(eq=False)
@@ -87,14 +103,21 @@ class _LocalView:
     local: no `worker` metric, the cold start as `setup_time`, errors naming the model's process
     rather than a loopback URL."""
 
-    def __init__(self, p: Any, proc: _Proc, extra: dict[str, Any]) -> None:
+    def __init__(self, p: Any, proc: _Proc, extra: dict[str, Any], setup_seen: str | None = None) -> None:
         self._p, self._proc, self._extra = p, proc, extra
+        self._setup_seen = setup_seen  # the setup prints already shown (cold run only)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._p, name)
 
     def emit(self, event: Any) -> None:
         if event.__class__ is Completed:
+            if self._setup_seen is not None:
+                # coglet may list setup()'s last prints a moment after it says READY: what
+                # came meanwhile is shown before the end, so no print of setup is ever lost
+                later = _setup_prints(self._proc.url)
+                if len(later) > len(self._setup_seen) and later.startswith(self._setup_seen):
+                    self._p.emit(Log(text=later[len(self._setup_seen):]))
             metrics = {k: v for k, v in event.metrics.items() if k != "worker"}
             metrics.update(self._extra)
             error = event.error
@@ -142,14 +165,14 @@ class CogProcesses:
             cold, pr.cold = pr.cold, False
             pr.inflight += 1
             self._running[p.id] = pr
+        seen = None
         if cold:
             extra["setup_time"] = round(pr.start_time, 4)
-            # read now, not at READY: coglet may list setup()'s last prints a moment after it
-            logs = _setup_prints(pr.url)
-            if logs:
-                p.emit(Log(text=logs))
+            seen = _setup_prints(pr.url)
+            if seen:
+                p.emit(Log(text=seen))
         try:
-            pr.runner.execute(_LocalView(p, pr, extra))
+            pr.runner.execute(_LocalView(p, pr, extra, seen))
         finally:
             with self._lock:
                 pr.inflight -= 1
@@ -176,17 +199,15 @@ class CogProcesses:
         with start_lock:
             with self._lock:
                 pr = self._procs.get(key)
-                stale = pr is not None and (pr.version != version or not pr.alive)
-                if stale:
+                if pr is not None and pr.version == version and pr.alive:
+                    return pr
+                old, stop_old = pr, False
+                if old is not None:  # a new version, or a dead process: replace it
                     del self._procs[key]
-                    pr.retired = True
-                    idle = pr.inflight == 0
-            if stale:
-                if idle or not pr.alive:
-                    self._stop(pr)
-                pr = None
-            if pr is not None:
-                return pr
+                    old.retired = True
+                    stop_old = old.inflight == 0 or not old.alive  # else the last prediction stops it
+            if old is not None and stop_old:
+                self._stop(old)
             return self._start(p, spec, folder, key, version)
 
     def _start(self, p: Any, spec: Any, folder: ModelFolder, key: str, version: str) -> _Proc | None:
@@ -216,6 +237,7 @@ class CogProcesses:
                 p.emit(Completed(status="failed", error=f"setup failed: {why}", metrics={"predict_time": 0.0}))
                 return None
         pr.start_time = time.perf_counter() - t0
+        assert pr.url is not None  # set with `ready`
         pr.pool, pr.runner = _private_runner(pr.url, folder.concurrency or 1)
         with self._lock:
             self._procs[key] = pr

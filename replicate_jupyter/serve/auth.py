@@ -263,8 +263,9 @@ class Front:
         if is_prediction and resp.status_code == 200 and ctype.startswith(b"application/json") and length is not None:
             body = await _read_body(up)
             body = checked_json(body, self._checker(offset))
-            writer.write(conn.send(h11.Response(status_code=200, headers=headers + [(b"content-length", b"%d" % len(body))],
-                                                reason=resp.reason)) + conn.send(h11.Data(data=body)) + conn.send(h11.EndOfMessage()))
+            head = h11.Response(status_code=200, headers=headers + [(b"content-length", b"%d" % len(body))],
+                                reason=resp.reason)
+            writer.write(conn.send(head) + conn.send(h11.Data(data=body)) + conn.send(h11.EndOfMessage()))
             await writer.drain()
             return "keep", up
         sse = is_prediction and ctype.startswith(b"text/event-stream")

@@ -81,7 +81,22 @@ def find_folder(ref: Any) -> ModelFolder | None:
     return None
 
 
+_read_cache: dict[tuple[pathlib.Path, str | None], tuple[tuple[int, int], ModelFolder]] = {}
+
+
 def _read(root: pathlib.Path, target: str | None) -> ModelFolder:
+    """cog.yaml read once per edit: a runner asks on every prediction (one stat when unchanged)."""
+    st = os.stat(root / "cog.yaml")
+    stamp = (st.st_mtime_ns, st.st_size)
+    hit = _read_cache.get((root, target))
+    if hit is not None and hit[0] == stamp:
+        return hit[1]
+    folder = _read_config(root, target)
+    _read_cache[(root, target)] = (stamp, folder)
+    return folder
+
+
+def _read_config(root: pathlib.Path, target: str | None) -> ModelFolder:
     from replicate_jupyter.model.cogyaml import read_config
 
     cfg = read_config(root)  # the one cog.yaml reader (target, concurrency), shared with the loader

@@ -213,7 +213,8 @@ class Server:
             self.front.stop()
             raise
         auth = "token required" if self.token else "no token"
-        self.say(f"{self.name} ready at {self.url} (hardware {self.hardware}, pid {self.proc.pid}, {auth}, "
+        pid = self.proc.pid if self.proc is not None else None
+        self.say(f"{self.name} ready at {self.url} (hardware {self.hardware}, pid {pid}, {auth}, "
                  f"runs in {self.rundir.cwd} [{self.rundir.mode}], logs {self.log_path})")
         return self
 
@@ -246,7 +247,8 @@ class Server:
                 try:
                     self._spawn()
                     self.wait_ready()
-                    self.say(f"{self.name} back at {self.url} (restart #{self.restarts}, pid {self.proc.pid})")
+                    pid = self.proc.pid if self.proc is not None else None
+                    self.say(f"{self.name} back at {self.url} (restart #{self.restarts}, pid {pid})")
                     break
                 except Exception as exc:  # noqa: BLE001 — keep trying; the predictor may come back
                     self._kill_child()
