@@ -432,3 +432,66 @@ def test_workers_backend_delivers_the_same_format(worker, consumer):
     assert all(set(b) == REPLICATE_KEYS for b in bodies) and bodies[0]["status"] == "processing"
     assert bodies[-1]["output"] == [f"t{i} " for i in range(20)] and bodies[-1]["model"] == "local/tokens"
     assert_signed(c.requests, webhooks.default_secret().key)
+
+
+# ----- ray ------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def local_ray():
+    """A Ray started by this process (the runner's default without an address), stopped after."""
+    import ray  # noqa: F401  (the [test] extra installs it: missing must fail, not skip)
+
+    from replicate_jupyter.session import session
+
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    previous = session.default_backend
+    session.use("ray", num_cpus=0.25)
+    try:
+        yield session
+    finally:
+        session.default_backend = previous
+        session.backend_options.pop("ray", None)
+        session.close()
+        import ray
+
+        ray.shutdown()
+
+
+def test_ray_backend_delivers_the_same_format(local_ray, consumer):
+    c = consumer()
+    p = api.prepare(TOKENS, {"n": 20, "delay": 0.05}, on="ray")
+    d = webhooks.attach(p, c.url)
+    api.execute(p)
+    assert d.wait(30) and p.status == "succeeded", p.error
+    bodies = c.bodies()
+    assert [r.event for r in d.records][0] == "start" and d.records[-1].event == "completed" and len(bodies) >= 3
+    assert all(set(b) == REPLICATE_KEYS for b in bodies) and bodies[0]["status"] == "processing"
+    assert bodies[-1]["output"] == [f"t{i} " for i in range(20)] and bodies[-1]["status"] == "succeeded"
+    assert_signed(c.requests, webhooks.default_secret().key)
+    # canceled on the cluster: the completed still comes, last
+    q = api.prepare(STEPS, {"steps": 200, "delay": 0.05}, on="ray")
+    c2 = consumer()
+    d2 = webhooks.attach(q, c2.url)
+    threading.Thread(target=api.execute, args=(q,), daemon=True).start()
+    while q.progress is None or q.progress[0] < 3:
+        time.sleep(0.02)
+    q.cancel()
+    assert d2.wait(30) and c2.bodies()[-1]["status"] == "canceled" and d2.records[-1].event == "completed"
+
+
+# ----- a real kernel --------------------------------------------------------------------------
+def test_completed_after_a_real_kernel_interrupt(run_cells, consumer):
+    c = consumer()
+    key = webhooks.new_secret().key
+    nb = run_cells([
+        "from replicate_jupyter import api, webhooks\n"
+        f"p = api.prepare({STEPS!r}, {{'steps': 400, 'delay': 0.05}})\n"
+        f"d = webhooks.attach(p, {c.url!r})\n"
+        "api.execute(p)",
+        ("print(d.wait(20), p.status, [r.event for r in d.records][-1])", []),
+    ], env={webhooks.ENV_SECRET: key}, allow_errors=True, interrupt={0: 2.0})
+    errors = [o for o in nb.cells[0].outputs if o.output_type == "error"]
+    assert errors and errors[0]["ename"] == "KeyboardInterrupt"
+    assert "True canceled completed" in "".join(o.get("text", "") for o in nb.cells[1].outputs)
+    bodies = c.bodies()
+    assert bodies[0]["status"] == "processing" and bodies[-1]["status"] == "canceled"
+    assert_signed(c.requests, key)  # signed with the key the kernel was given
