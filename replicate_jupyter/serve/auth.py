@@ -14,14 +14,14 @@ it through this streaming reverse proxy (asyncio + h11, one thread), which
 - refuses `/shutdown` (the supervisor owns coglet's lifetime).
 
 The token is compared in constant time and never printed: refusals log the method, path and
-peer only. It comes from `RJ_WORKER_TOKEN` or `--token-file`, never from the command line.
+peer only. It comes from `RJ_WORKER_TOKEN` or `--token-file` (serve/tokens.py), never from the
+command line.
 """
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import hmac
-import ipaddress
 import json
 import os
 import pathlib
@@ -33,47 +33,13 @@ import h11
 
 from replicate_jupyter.serve.outputs import check, checked_events, checked_json
 
-__all__ = ["Front", "TOKEN_ENV", "REMOTE_FOR_TESTS_ENV", "load_token", "is_loopback"]
+__all__ = ["Front"]
 
-TOKEN_ENV = "RJ_WORKER_TOKEN"
-#: comma-separated addresses to treat as non-loopback (tests bind 127.0.0.2 and expect the rules
-#: of a network address); it can only make serve stricter
-REMOTE_FOR_TESTS_ENV = "RJ_SERVE_TREAT_AS_REMOTE"
 _QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)
 _HOP = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"proxy-authenticate", b"proxy-authorization",
                   b"te", b"trailer", b"transfer-encoding", b"upgrade", b"content-length", b"host", b"authorization"})
 _READ = 65536
 _MAX_JSON = 256 << 20  # a sync prediction's answer is buffered to be checked
-
-
-def load_token(token_file: str | os.PathLike | None = None, environ: dict | None = None) -> str | None:
-    """The worker token from `--token-file` (first line) or `RJ_WORKER_TOKEN`, removed from this
-    process's environment so no child inherits it. Raises ValueError for an empty or unreadable file."""
-    env = os.environ if environ is None else environ
-    from_env = env.pop(TOKEN_ENV, None)
-    if token_file is not None:
-        try:
-            text = pathlib.Path(token_file).read_text().strip().splitlines()
-        except OSError as exc:
-            raise ValueError(f"cannot read the token file {token_file}: {exc.strerror}") from None
-        token = text[0].strip() if text else ""
-        if not token:
-            raise ValueError(f"the token file {token_file} is empty")
-        return token
-    return from_env.strip() if from_env and from_env.strip() else None
-
-
-def is_loopback(host: str) -> bool:
-    """Whether binding `host` keeps the worker on this machine (no token needed there)."""
-    remote = {h.strip() for h in os.environ.get(REMOTE_FOR_TESTS_ENV, "").split(",") if h.strip()}
-    if host in remote:
-        return False
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False  # a name: it may resolve to a network address
 
 
 def _nodelay(sock: Any) -> None:

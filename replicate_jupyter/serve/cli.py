@@ -46,8 +46,8 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "serve":
-        from replicate_jupyter.serve.auth import load_token
         from replicate_jupyter.serve.server import Server
+        from replicate_jupyter.serve.tokens import load_token
 
         try:
             token = load_token(args.token_file)

@@ -29,9 +29,10 @@ from typing import Any, Iterable, TextIO
 import httpx
 
 from replicate_jupyter.serve import workdir
-from replicate_jupyter.serve.auth import Front, is_loopback
+from replicate_jupyter.serve.auth import Front
 from replicate_jupyter.serve.folder import model_environment
 from replicate_jupyter.serve.lifetime import die_with_parent, exit_when_stdin_closes
+from replicate_jupyter.serve.tokens import is_loopback
 
 __all__ = ["Server", "free_port", "InsecureBind"]
 
