@@ -25,9 +25,9 @@ from replicate_jupyter.prediction.events import (
 )
 from replicate_jupyter.prediction.files import FileOutput, InputFile
 from replicate_jupyter.prediction.handle import ModelHandle
-from replicate_jupyter.prediction.prediction import TERMINAL, Prediction
+from replicate_jupyter.prediction.prediction import TERMINAL, Prediction, plain_output
 
 __all__ = [
-    "Prediction", "TERMINAL", "ModelHandle", "FileOutput", "InputFile",
+    "Prediction", "TERMINAL", "plain_output", "ModelHandle", "FileOutput", "InputFile",
     "Event", "Started", "Log", "Output", "Progress", "Preview", "Metric", "Completed", "Error",
 ]

@@ -2,19 +2,38 @@
 
 Runners turn whatever their backend does (a Python call, Cog's SSE stream, a Ray generator,
 Replicate's API) into these; the Prediction, the display and the ledger read only these.
-`.event` follows replicate-python's stream names where they exist (output, logs, done).
+
+The four a `stream()` yields are shaped like replicate-python's `ServerSentEvent`: `.event` is
+`output`, `logs`, `error` or `done`, `.data` the event's text and `.id` its place in the stream,
+and `str(event)` is the data of an `output` event and `""` for every other kind (so
+`print(str(event), end="")` prints the generated text and nothing else: a log line never lands
+inside the answer).
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-__all__ = ["Event", "Started", "Log", "Output", "Progress", "Preview", "Metric", "Completed", "Error"]
+__all__ = ["Event", "Started", "Log", "Output", "Progress", "Preview", "Metric", "Completed", "Error", "TERMINAL"]
+
+#: a prediction's final statuses (`aborted`: it ended before it ran, e.g. its deadline passed)
+TERMINAL = frozenset({"succeeded", "failed", "canceled", "aborted"})
 
 
 @dataclass(frozen=True, slots=True)
 class Event:
     event: ClassVar[str] = "event"
+
+    @property
+    def data(self) -> Any:
+        """The event's payload as replicate-python's ServerSentEvent carries it."""
+        return ""
+
+    @property
+    def id(self) -> str:
+        """The event's place in its stream (replicate-python's `ServerSentEvent.id`)."""
+        return ""
 
     def __str__(self) -> str:
         return ""
@@ -31,8 +50,11 @@ class Log(Event):
     event: ClassVar[str] = "logs"
     text: str = ""
 
-    def __str__(self) -> str:
-        return self.text
+    @property
+    def data(self) -> str:
+        return self.text.rstrip("\n")
+
+    # str() stays "" (Event's): replicate-python prints only output events' data
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,8 +65,24 @@ class Output(Event):
     value: Any = None
     index: int | None = None
 
+    @property
+    def data(self) -> Any:
+        """The text as it came (a str), a file as its FileOutput (whose str() is its URL), other
+        values as JSON, as Replicate's stream sends them."""
+        v = self.value
+        if isinstance(v, str) or hasattr(v, "read"):
+            return v
+        try:
+            return json.dumps(v)
+        except (TypeError, ValueError):
+            return str(v)
+
+    @property
+    def id(self) -> str:
+        return "" if self.index is None else str(self.index)
+
     def __str__(self) -> str:
-        return self.value if isinstance(self.value, str) else str(self.value)
+        return self.value if isinstance(self.value, str) else str(self.data)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,14 +113,22 @@ class Error(Event):
     event: ClassVar[str] = "error"
     message: str = ""
 
-    def __str__(self) -> str:
-        return self.message
+    @property
+    def data(self) -> str:
+        return json.dumps({"detail": self.message})
 
 
 @dataclass(frozen=True, slots=True)
 class Completed(Event):
     event: ClassVar[str] = "done"
-    status: str = "succeeded"  # succeeded | failed | canceled
+    status: str = "succeeded"  # succeeded | failed | canceled | aborted
     error: str | None = None
     traceback: str | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def data(self) -> str:
+        """Replicate's `done` data: `{}` on success, else `{"reason": status}`."""
+        if self.status == "succeeded":
+            return "{}"
+        return json.dumps({"reason": "error" if self.status == "failed" else self.status})

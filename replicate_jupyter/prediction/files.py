@@ -14,7 +14,8 @@ import mimetypes
 import os
 import pathlib
 import tempfile
-from typing import Any, Iterator
+import threading
+from typing import Any, AsyncIterator, Callable, Iterator
 
 from replicate_jupyter.errors import BackendError, InputError, Problem
 from replicate_jupyter.prediction import registry
@@ -73,14 +74,36 @@ def parse_data_uri(uri: str) -> tuple[bytes, str]:
 
 
 class FileOutput:
-    """A file produced by a model, embedded in the notebook."""
+    """A file produced by a model, embedded in the notebook.
 
-    def __init__(self, data: bytes, name: str = "output", content_type: str | None = None,
-                 url: str | None = None) -> None:
-        self._data = bytes(data)
+    It behaves as replicate-python's `FileOutput` (`read()`, `aread()`, iteration in chunks,
+    `.url`, `str()` is the URL) and renders in a notebook. The bytes are held in memory; a file
+    that came from Replicate also keeps the URL Replicate delivered it at (`.url`, `str()`), so
+    code that hands the URL on to another model or service works as with replicate-python,
+    while the notebook keeps its own copy (`to_json()` embeds the bytes, never the link, which
+    expires an hour on). A file known only by its URL (a remote prediction listed or fetched by
+    id) is read on first use, through `fetch`.
+    """
+
+    #: bytes per chunk when iterated (replicate-python yields httpx's chunks)
+    CHUNK = 64 * 1024
+
+    def __init__(self, data: bytes | None = None, name: str = "output", content_type: str | None = None,
+                 url: str | None = None, *, fetch: Callable[[str], tuple[bytes, str | None]] | None = None) -> None:
+        if data is None and not url:
+            raise InputError([Problem(name, "required", None, "the file's bytes or its URL")])
+        self._data = None if data is None else bytes(data)
         self.name = name
-        self.content_type = content_type or guess_type(name, self._data)
         self._url = url
+        self._fetch = fetch
+        self._lock = threading.Lock()
+        self._path: pathlib.Path | None = None  # the bytes on disk, once a path was asked for
+        if content_type:
+            self.content_type = content_type
+        elif self._data is not None:
+            self.content_type = guess_type(name, self._data)
+        else:
+            self.content_type = guess_type(name)
 
     @classmethod
     def from_path(cls, path: str | os.PathLike[str]) -> FileOutput:
@@ -95,32 +118,95 @@ class FileOutput:
             name = name + ext
         return cls(data, name=name, content_type=ctype)
 
-    # replicate-python's FileOutput surface
+    # ----- replicate-python's FileOutput surface -----------------------------------------------
     def read(self) -> bytes:
-        return self._data
+        """The bytes (fetched from the URL on first use for a file known only by its URL)."""
+        data = self._data
+        if data is None:
+            with self._lock:
+                if self._data is None:
+                    self._data, ctype = self._get()
+                    if ctype and ctype != "application/octet-stream":
+                        self.content_type = ctype
+                    else:
+                        self.content_type = guess_type(self.name, self._data)
+                data = self._data
+        return data
+
+    def _get(self) -> tuple[bytes, str | None]:
+        url = str(self._url)
+        if url.startswith("data:"):
+            return parse_data_uri(url)
+        if self._fetch is not None:
+            return self._fetch(url)
+        import httpx
+
+        try:
+            resp = httpx.get(url, follow_redirects=True, timeout=120)
+            resp.raise_for_status()
+        except httpx.HTTPError as exc:
+            raise BackendError(f"Could not fetch the output {url}: {exc}", url=url, tried=[f"GET {url}"]) from None
+        return resp.content, (resp.headers.get("content-type") or "").split(";")[0].strip() or None
+
+    async def aread(self) -> bytes:
+        """`read()` for async code: a file not yet held is fetched on a worker thread."""
+        if self._data is not None:
+            return self._data
+        import asyncio
+
+        return await asyncio.to_thread(self.read)
+
+    def __iter__(self) -> Iterator[bytes]:
+        """The bytes in chunks, as replicate-python's FileOutput iterates."""
+        data = self.read()
+        for i in range(0, len(data), self.CHUNK):
+            yield data[i:i + self.CHUNK]
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        data = await self.aread()
+        for i in range(0, len(data), self.CHUNK):
+            yield data[i:i + self.CHUNK]
 
     @property
     def url(self) -> str:
-        """The original URL when there was one, else a data URI (which never expires)."""
-        return self._url or data_uri(self._data, self.content_type)
+        """The URL the backend delivered it at when there was one (Replicate's delivery URL),
+        else a data URI of the bytes (which never expires)."""
+        return self._url or data_uri(self.read(), self.content_type)
 
     @property
+    def remote_url(self) -> str | None:
+        """The backend's URL of this file, or None when it never had one."""
+        return self._url if self._url and not self._url.startswith("data:") else None
+
+    def __str__(self) -> str:
+        return self.url
+
+    def __fspath__(self) -> str:
+        """A path to the bytes on disk (written on first use), so `open(output)`, PIL and
+        libraries that take paths accept it, as replicate-python 1.1's `use()` outputs."""
+        if self._path is None or not self._path.exists():
+            suffix = pathlib.Path(self.name).suffix or (mimetypes.guess_extension(self.content_type) or "")
+            fd, name = tempfile.mkstemp(prefix="rj-out-", suffix=suffix)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(self.read())
+            self._path = pathlib.Path(name)
+        return str(self._path)
+
+    # ----- ours --------------------------------------------------------------------------------
+    @property
     def size(self) -> int:
-        return len(self._data)
+        return len(self.read())
 
     @property
     def sha256(self) -> str:
-        return hashlib.sha256(self._data).hexdigest()
+        return hashlib.sha256(self.read()).hexdigest()
 
     def save(self, path: str | os.PathLike[str] | None = None) -> pathlib.Path:
         target = pathlib.Path(path) if path is not None else pathlib.Path(self.name)
         if target.is_dir():
             target = target / self.name
-        target.write_bytes(self._data)
+        target.write_bytes(self.read())
         return target
-
-    def __iter__(self) -> Iterator[bytes]:  # replicate-python's FileOutput iterates over chunks
-        yield self._data
 
     @property
     def is_image(self) -> bool:
@@ -132,25 +218,40 @@ class FileOutput:
 
         from PIL import Image
 
-        return Image.open(io.BytesIO(self._data))
+        return Image.open(io.BytesIO(self.read()))
 
     def to_json(self) -> dict[str, Any]:
+        """The record of the file: its bytes as a data URI (a saved notebook keeps showing it;
+        the backend's URL is left out, it expires)."""
+        data = self.read()
         return {
             "type": "file",
-            "url": data_uri(self._data, self.content_type),
+            "url": data_uri(data, self.content_type),
             "name": self.name,
             "content_type": self.content_type,
-            "size": self.size,
+            "size": len(data),
         }
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
         return registry.mimebundle(self)  # the look the notebook layer registered (registry.py)
 
     def __repr__(self) -> str:
-        return f"FileOutput(name={self.name!r}, content_type={self.content_type!r}, size={self.size})"
+        size = len(self._data) if self._data is not None else "?"
+        return f"FileOutput(name={self.name!r}, content_type={self.content_type!r}, size={size})"
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, FileOutput) and other._data == self._data and other.content_type == self.content_type
+        return isinstance(other, FileOutput) and other.read() == self.read() and other.content_type == self.content_type
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = {k: v for k, v in self.__dict__.items() if k not in ("_lock", "_fetch", "_path")}
+        state["_data"] = self.read()
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+        self._fetch = None
+        self._path = None
 
     __hash__ = None  # type: ignore[assignment]
 

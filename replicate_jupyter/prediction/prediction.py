@@ -22,14 +22,24 @@ from replicate_jupyter.cost import prices as cost
 from replicate_jupyter.errors import PredictionTimeout
 from replicate_jupyter.prediction import registry
 from replicate_jupyter.prediction.dispatch import EventDispatch
-from replicate_jupyter.prediction.events import Completed, Event, Log, Metric, Output, Preview, Progress, Started
+from replicate_jupyter.prediction.events import (
+    TERMINAL,
+    Completed,
+    Event,
+    Log,
+    Metric,
+    Output,
+    Preview,
+    Progress,
+    Started,
+)
 from replicate_jupyter.prediction.files import FileOutput
 from replicate_jupyter.prediction.handle import ModelHandle
+from replicate_jupyter.prediction.surface import ReplicateSurface, plain_output
 from replicate_jupyter.prediction.jsonable import encode_preview, is_concatenate, is_iterator, jsonable, secret_fields
 
-__all__ = ["Prediction", "TERMINAL", "Listener", "encode_preview"]
+__all__ = ["Prediction", "TERMINAL", "Listener", "encode_preview", "plain_output"]
 
-TERMINAL = frozenset({"succeeded", "failed", "canceled"})
 Listener = Callable[["Prediction", Event], None]
 
 
@@ -45,7 +55,7 @@ def _new_id() -> str:
     return f"{next(_counter):04d}{secrets.token_hex(4)}"
 
 
-class Prediction(EventDispatch):
+class Prediction(ReplicateSurface, EventDispatch):
     """One run of a model. Fields follow Replicate's API; `metrics` holds predict_time,
     setup_time, hardware and cost_usd (and, once the ledger recorded it, notebook_total_usd:
     the kernel's total as of this prediction, which its cost line shows).
@@ -54,11 +64,20 @@ class Prediction(EventDispatch):
     `max_cost` (USD, `--max-cost`), `cell` (the notebook cell that started it), `background`
     (handed to a background thread), `display_cell` (the cell whose live display shows it, so
     that cell's value shows as one line, not a second card). `__slots__` holds them to
-    that: code that sticks an undeclared attribute onto a Prediction fails at once."""
+    that: code that sticks an undeclared attribute onto a Prediction fails at once.
+
+    On the replicate backend three more come from Replicate, set by its runner once the create
+    request is answered: `remote_id` (Replicate's id; `id` stays this kernel's, which the
+    ledger, the display and `predictions.get` know it by, and `get` finds it by either),
+    `urls` (Replicate's `get`, `cancel`, `stream`, `web`; `{}` on the other backends) and
+    `version`. `params` holds the create parameters replicate-python takes (`webhook`,
+    `webhook_events_filter`, `stream`, `wait`, `cancel_after`, `deployment`), which each backend
+    honours its own way."""
 
     __slots__ = ("id", "model", "version", "backend", "input", "status", "output", "logs", "error", "traceback",
                  "created_at", "started_at", "completed_at", "metrics", "progress", "preview", "handle", "max_cost",
                  "cell", "background", "display_cell", "cancel_reason", "cancel_event", "schema", "secret_fields",
+                 "remote_id", "urls", "params",
                  "_runner", "_iterator", "_concatenate", "_t_started")
 
     def __init__(
@@ -73,6 +92,7 @@ class Prediction(EventDispatch):
         handle: ModelHandle | None = None,
         max_cost: float | None = None,
         cell: int | None = None,
+        params: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         if schema is None and handle is not None:
@@ -102,6 +122,9 @@ class Prediction(EventDispatch):
         self.cancel_event = threading.Event()
         self.schema = schema
         self.secret_fields = secret_fields(schema)
+        self.remote_id: str | None = None
+        self.urls: dict[str, str] = {}
+        self.params: dict[str, Any] = dict(params or {})
         self._runner = runner
         self._iterator = is_iterator(schema)
         self._concatenate = is_concatenate(schema)
@@ -212,8 +235,9 @@ class Prediction(EventDispatch):
         return self
 
     def reload(self) -> Prediction:
-        """Local state is live (events update it), so there is nothing to fetch; runners that
-        can refresh from a server do it here."""
+        """Ask the backend for the prediction's state now. Local state is live (events update
+        it), so on the kernel's own backends there is nothing to fetch; the replicate backend
+        asks Replicate (`GET /v1/predictions/{id}`) and folds what it learns into the events."""
         refresh = getattr(self._runner, "reload", None)
         if refresh is not None:
             refresh(self)
