@@ -40,6 +40,7 @@ _HOP = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"proxy-aut
                   b"te", b"trailer", b"transfer-encoding", b"upgrade", b"content-length", b"host", b"authorization"})
 _READ = 65536
 _MAX_JSON = 256 << 20  # a sync prediction's answer is buffered to be checked
+_CLIENT_BUFFER = 8 << 20  # bytes the front holds for one slow client before it waits
 
 
 def _nodelay(sock: Any) -> None:
@@ -155,6 +156,9 @@ class Front:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         conn = h11.Connection(h11.SERVER)
         _nodelay(writer.get_extra_info("socket"))
+        # keep reading coglet while a client is slow: coglet ends a stream whose reader falls
+        # ~a few hundred events behind ("SSE stream lagged"), so the front buffers for it
+        writer.transport.set_write_buffer_limits(high=_CLIENT_BUFFER)
         peer = (writer.get_extra_info("peername") or ("?",))[0]
         up: _Upstream | None = None
         clean = True
@@ -292,8 +296,7 @@ class Front:
                     return False
                 if gone:
                     return False
-                # everything that arrived together goes on as one write (coglet drops events
-                # for a reader that lags behind: "SSE stream lagged"; see COG_STREAM_HISTORY_CAPACITY)
+                # everything that arrived together goes on as one write
                 body = b"".join(ev.data for ev in events if type(ev) is h11.Data)
                 last = events[-1]
                 if checker is not None:
