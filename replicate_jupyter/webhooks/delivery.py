@@ -74,10 +74,18 @@ class Record:
 
 def _check(url: str, events_filter: Iterable[str] | None) -> frozenset[str]:
     problems = []
-    parts = urlsplit(url) if isinstance(url, str) else None
-    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
-        problems.append(Problem("webhook", "format", url, "an http:// or https:// URL"))
-    events = frozenset(EVENTS if events_filter is None else events_filter)
+    try:
+        parts = urlsplit(url) if isinstance(url, str) else None
+        ok = parts is not None and parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
+    except ValueError:  # a port that is not a number
+        ok = False
+    if not ok:
+        shown = transport.shown(url) if isinstance(url, str) and "@" in url else url
+        problems.append(Problem("webhook", "format", shown, "an http:// or https:// URL"))
+    try:
+        events = frozenset(EVENTS if events_filter is None else events_filter)
+    except TypeError:
+        events = frozenset()
     if isinstance(events_filter, str) or not events or not events <= set(EVENTS):
         problems.append(Problem("webhook_events_filter", "choices", events_filter,
                                 "a list of: " + ", ".join(EVENTS)))
@@ -202,7 +210,8 @@ class Deliverer:
                         return
                     break
         rec.given_up = True
-        warnings.warn(f"webhook {kind!r} of prediction {self.prediction.id} could not be delivered to {self.url} "
+        where = transport.shown(self.url)
+        warnings.warn(f"webhook {kind!r} of prediction {self.prediction.id} could not be delivered to {where} "
                       f"after {rec.attempts} tries: {rec.error}", WebhookDeliveryWarning, stacklevel=1)
 
     # ----- the caller's side -------------------------------------------------------------
@@ -230,7 +239,7 @@ class Deliverer:
 
     def __repr__(self) -> str:
         sent = sum(r.ok for r in self.records)
-        return f"<Deliverer {self.prediction.id} → {self.url}: {sent}/{len(self.records)} delivered>"
+        return f"<Deliverer {self.prediction.id} → {transport.shown(self.url)}: {sent}/{len(self.records)} delivered>"
 
 
 def _retry_after(value: str | None, cap: float) -> float | None:

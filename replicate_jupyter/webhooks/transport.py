@@ -15,7 +15,7 @@ import threading
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-__all__ = ["Answer", "DeliveryFailed", "post"]
+__all__ = ["Answer", "DeliveryFailed", "post", "shown"]
 
 _idle: dict[tuple[str, str, int], list[http.client.HTTPConnection]] = {}
 _lock = threading.Lock()
@@ -35,6 +35,26 @@ class DeliveryFailed(Exception):
     def __init__(self, reason: str) -> None:
         self.reason = reason
         super().__init__(reason)
+
+
+def shown(url: str) -> str:
+    """The URL as messages may show it: a password in it (`https://user:pw@host/`) is masked."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rsplit("@", 1)[1]
+    return parts._replace(netloc=f"{parts.username}:****@{host}").geturl()
+
+
+def _basic_auth(url: str) -> str | None:
+    import base64
+    from urllib.parse import unquote
+
+    parts = urlsplit(url)
+    if parts.username is None:
+        return None
+    pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
+    return "Basic " + base64.b64encode(pair).decode("ascii")
 
 
 def _origin(url: str) -> tuple[tuple[str, str, int], str]:
@@ -59,6 +79,9 @@ def post(url: str, body: bytes, headers: dict[str, str], timeout: float) -> Answ
     each wait for the consumer's bytes. A kept-alive connection the consumer had closed is
     retried once on a fresh one (that is not a second delivery: nothing was answered)."""
     origin, target = _origin(url)
+    auth = _basic_auth(url)
+    if auth:  # credentials in the URL, as browsers and curl send them
+        headers = {**headers, "authorization": auth}
     while True:
         with _lock:
             pool = _idle.get(origin)
