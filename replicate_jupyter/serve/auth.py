@@ -13,6 +13,10 @@ it through this streaming reverse proxy (asyncio + h11, one thread), which
 - fails a prediction whose output comes back null where the schema promises one (outputs.py);
 - refuses `/shutdown` (the supervisor owns coglet's lifetime).
 
+Measured here (2 shared cores, coglet 0.23.1): the front adds ~0.3 ms to a sync request and
+~1 ms to a prediction through the workers runner (TTFT the same), at ~5 µs of CPU per SSE event;
+a 2,000-token stream is no slower than read from coglet directly.
+
 The token is compared in constant time and never printed: refusals log the method, path and
 peer only. It comes from `RJ_WORKER_TOKEN` or `--token-file` (serve/tokens.py), never from the
 command line.
