@@ -79,9 +79,14 @@ def test_ledger_bundle_by_cell_and_model():
         p.cell = cell
         ledger.record(p)
     b = d.ledger_bundle(ledger)
-    assert "By cell" in b["text/plain"] and "By model" in b["text/plain"]
+    for title in ("By cell", "By model", "By backend", "By day"):
+        assert title in b["text/plain"] and title in b["text/html"]
     assert "Total: 3 predictions" in b["text/plain"]
-    assert b["application/json"]["total_usd"] == ledger.total()
+    # JupyterLab ranks application/json above text/html: it would show a JSON tree, not the table
+    assert "application/json" not in b and set(b) == {"text/html", "text/plain", d.LEDGER_MIME}
+    assert b[d.LEDGER_MIME]["total_usd"] == ledger.total()
+    assert [e["cell"] for e in b[d.LEDGER_MIME]["entries"]] == [1, 1, 2]
+    assert "<table" in b["text/html"] and "[1]" in b["text/html"] and "[2]" in b["text/html"]
 
 
 def test_text_is_coalesced_and_exact_at_the_end():

@@ -1,17 +1,21 @@
 """The budget, enforced: refuse a prediction before it runs, cancel one that runs past it.
 
 Two limits: the kernel's budget (`%replicate budget USD`, the ledger's total may not pass it)
-and a prediction's own `--max-cost`. `check_budget` is called by `api.prepare` before anything
-is dispatched; a `CostGuard` follows a running prediction and cancels it once its running
-cost (elapsed × the price of its hardware) would pass either limit. The guard looks on every
-event and on a 10 Hz timer, since a predictor may report nothing for a while.
+and a prediction's own `--max-cost`. Before anything is dispatched, `check_budget` refuses
+once the ledger has reached the budget, and `check_forecast` refuses a prediction whose
+forecast (`forecast.py`: history, else the model's per-unit price) would pass the budget or
+its `--max-cost`, saying what the forecast rests on. While it runs, a `CostGuard` follows it
+and cancels it once its running cost (`billing.running`: the units so far at the model's
+prices, or the elapsed time at its hardware's price) would pass either limit. The guard looks
+on every event and on a 10 Hz timer, since a predictor may report nothing for a while.
 """
 from __future__ import annotations
 
 import threading
 from typing import TYPE_CHECKING, Callable
 
-from replicate_jupyter.cost import prices
+from replicate_jupyter.cost import billing
+from replicate_jupyter.cost.forecast import Forecast, forecast
 from replicate_jupyter.cost.ledger import Ledger
 from replicate_jupyter.errors import BudgetExceeded
 from replicate_jupyter.prediction.events import Completed, Event
@@ -19,7 +23,7 @@ from replicate_jupyter.prediction.events import Completed, Event
 if TYPE_CHECKING:
     from replicate_jupyter.prediction.prediction import Prediction
 
-__all__ = ["CostGuard", "check_budget", "running_cost"]
+__all__ = ["CostGuard", "check_budget", "check_forecast", "forecast_of", "running_cost"]
 
 #: seconds between the guard's own looks at a prediction that emits nothing
 INTERVAL = 0.1
@@ -34,9 +38,41 @@ def check_budget(budget: float | None, ledger: Ledger) -> None:
         raise BudgetExceeded(budget, spent)
 
 
+def forecast_of(p: Prediction, ledger: Ledger | None) -> Forecast | None:
+    """The forecast of a prepared prediction, from `ledger`'s history and the price table."""
+    return forecast(p.model, p.input, version=p.version, schema=p.schema, backend=p.backend, ledger=ledger)
+
+
+def _refused(limit: float, spent: float, message: str, what: str = "budget") -> BudgetExceeded:
+    exc = BudgetExceeded(limit, spent, what=what)
+    exc.args = (message,)
+    return exc
+
+
+def check_forecast(p: Prediction, budget: float | None, ledger: Ledger, max_cost: float | None = None) -> Forecast | None:
+    """Refuse `p` (not yet dispatched) when its forecast would pass the budget or its own
+    `max_cost`: `BudgetExceeded`, naming the forecast and its basis. Returns the forecast."""
+    if budget is None and max_cost is None:
+        return None
+    f = forecast_of(p, ledger)
+    if f is None:
+        return None
+    spent = ledger.total()
+    if budget is not None and spent + f.usd > budget:
+        raise _refused(budget, spent, (
+            f"Refused: {p.model} is forecast at ≈ ${f.usd:.4g} ({f.basis}); with ${spent:.4g} spent that passes "
+            f"the budget of ${budget:.4g}. Nothing was run. Raise it with %replicate budget USD."))
+    if max_cost is not None and f.usd > max_cost:
+        raise _refused(max_cost, 0.0, (
+            f"Refused: {p.model} is forecast at ≈ ${f.usd:.4g} ({f.basis}), over its --max-cost ${max_cost:.4g}. "
+            "Nothing was run. Ask for less (fewer outputs or tokens) or raise --max-cost."), what="--max-cost")
+    return f
+
+
 def running_cost(p: Prediction) -> float:
-    """What `p` has cost so far: its elapsed predict time at its hardware's price."""
-    return p.elapsed * prices.price(p.metrics.get("hardware"))
+    """What `p` has cost so far: the units so far at its model's prices, or its elapsed
+    predict time at its hardware's price."""
+    return billing.running(p).usd
 
 
 class CostGuard:

@@ -20,7 +20,19 @@ import io
 import json
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
-from replicate_jupyter.cost.ledger import TOTAL_KEY, Ledger
+from replicate_jupyter.cost.billing import BILLING_KEY
+from replicate_jupyter.cost.ledger import GROUPS, Ledger
+from replicate_jupyter.cost.text import (
+    assumptions_of,
+    cost_line,
+    forecast_line,
+    money,
+    notebook_total,
+    running_line,
+    secs,
+    summary_line,
+    usd,
+)
 from replicate_jupyter.prediction.files import FileOutput
 from replicate_jupyter.prediction.jsonable import jsonable
 from replicate_jupyter.prediction.prediction import TERMINAL
@@ -29,12 +41,16 @@ if TYPE_CHECKING:
     from replicate_jupyter.prediction.prediction import Prediction
 
 __all__ = [
-    "MIME", "SWEEP_MIME", "prediction_bundle", "file_bundle", "ledger_bundle", "table_bundle", "error_bundle",
-    "cost_line", "summary_line", "notebook_total", "usd", "render", "compose_grid",
+    "MIME", "SWEEP_MIME", "LEDGER_MIME", "prediction_bundle", "file_bundle", "ledger_bundle", "table_bundle",
+    "error_bundle", "cost_line", "running_line", "forecast_line", "summary_line", "notebook_total", "usd", "render",
+    "compose_grid",
 ]
 
 MIME = "application/vnd.replicate.prediction+json"
 SWEEP_MIME = "application/vnd.replicate.sweep+json"
+#: the ledger's machine data: our own type, so JupyterLab shows the HTML table (application/json
+#: would outrank text/html there and show a JSON tree instead)
+LEDGER_MIME = "application/vnd.replicate.ledger+json"
 _e = html.escape
 #: JupyterLab typesets `$…$` in HTML outputs as maths; dollar amounts must not turn into formulas.
 NOMATH = "tex2jax_ignore mathjax_ignore"
@@ -43,22 +59,8 @@ _STATUS_COLOR = {"starting": "#888", "processing": "#1f6feb", "succeeded": "#1a7
                  "failed": "#cf222e", "canceled": "#9a6700"}
 
 
-# ----- small formatters ------------------------------------------------------------------------
-def usd(x: float | None) -> str:
-    """Dollars as shown everywhere (cost lines, ledger, summaries), so they can be compared."""
-    x = float(x or 0.0)
-    if x == 0:
-        return "$0.00"
-    if abs(x) >= 0.01:
-        return f"${x:.4f}"
-    text = f"{x:.8f}".rstrip("0")
-    return "$" + (text if len(text.split(".")[1]) >= 2 else f"{x:.2f}")
-
-
-def _secs(s: float | None) -> str:
-    if s is None:
-        return "–"
-    return f"{s:.2f} s" if s < 60 else f"{int(s // 60)} min {s % 60:.0f} s"
+# ----- small formatters (the cost ones live in cost/text.py, shared with the ledger's CSV) -------
+_secs = secs
 
 
 def _size(n: int) -> str:
@@ -76,40 +78,21 @@ def _finished(p: Prediction) -> bool:
     return p.status in TERMINAL
 
 
-def notebook_total(p: Prediction) -> float | None:
-    """The kernel's total as of `p`, as the ledger stamped it (None: in no ledger yet)."""
-    total = p.metrics.get(TOTAL_KEY)
-    return None if total is None else float(total)
-
-
-# ----- cost lines --------------------------------------------------------------------------------
-def cost_line(p: Prediction) -> str:
-    """`model · status · predict time · hardware · cost · cold start · notebook total` (the
-    total only once a ledger recorded `p`)."""
-    m = p.metrics
-    parts = [p.model, p.status, _secs(m.get("predict_time")), m.get("hardware") or "unknown hardware",
-             usd(m.get("cost_usd"))]
-    if (m.get("setup_time") or 0) >= 0.005:  # a cold start worth naming
-        parts.append(f"cold start {_secs(m.get('setup_time'))}")
-    total = notebook_total(p)
-    if total is not None:
-        parts.append(f"notebook total {usd(total)}")
-    return " · ".join(str(x) for x in parts)
-
-
-def summary_line(predictions: Sequence[Prediction]) -> str:
-    """A sweep's one line: counts by status, time, cost, and the notebook total after the
-    last of them the ledger recorded."""
-    n = len(predictions)
-    counts: dict[str, int] = {}
-    for p in predictions:
-        counts[p.status] = counts.get(p.status, 0) + 1
-    states = ", ".join(f"{v} {k}" for k, v in counts.items())
-    secs = sum(float(p.metrics.get("predict_time") or 0) for p in predictions)
-    spent = sum(float(p.metrics.get("cost_usd") or 0) for p in predictions)
-    totals = [t for p in predictions if _finished(p) and (t := notebook_total(p)) is not None]
-    line = f"{n} prediction{'s' if n != 1 else ''} · {states} · {_secs(secs)} · {usd(spent)}"
-    return line + (f" · notebook total {usd(max(totals))}" if totals else "")
+def _cost_details_html(p: Prediction) -> str:
+    """The card's fold under the cost line: how the figure was reached and what was assumed."""
+    b = p.metrics.get(BILLING_KEY)
+    if not b:
+        return ""
+    rows = [("billed", "per unit" if b.get("mode") == "per-unit" else f"per second of {b.get('sku') or '?'}")]
+    for unit, qty in (b.get("units") or {}).items():
+        rows.append((unit, f"{qty:g} × ${float((b.get('prices') or {}).get(unit, 0)):g}"))
+    if b.get("source"):
+        rows.append(("price source", f"{b['source']}" + (f" ({b['date']})" if b.get("date") else "")))
+    for a in assumptions_of(b):
+        rows.append(("assumed", a))
+    body = "".join(f"<tr><th style='text-align:left'>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in rows)
+    label = "Cost details (estimate)" if b.get("estimate") else "Cost details"
+    return f'<details class="rj-cost-details"><summary>{label}</summary><table>{body}</table></details>'
 
 
 # ----- images ------------------------------------------------------------------------------------
@@ -240,14 +223,21 @@ def _card_html(p: Prediction, data: dict[str, Any], *, final: bool, compact: boo
                      f'<pre>{_e(p.logs[-20000:])}</pre></details>')
     if line is not None:
         parts.append(f'<div class="rj-cost" style="opacity:.75;font-size:90%">{_e(line)}</div>')
+        parts.append(_cost_details_html(p))
+    elif not final and (data.get("running") or data.get("forecast")):
+        live = running_line(data.get("running")) or forecast_line(data.get("forecast"))
+        parts.append(f'<div class="rj-cost rj-cost-running" style="opacity:.75;font-size:90%">{_e(live)}</div>')
     return f'<div class="rj-prediction {NOMATH}" data-id="{_e(p.id)}" data-status="{_e(status)}">{"".join(parts)}</div>'
 
 
-def _card_text(p: Prediction, *, final: bool, text: str | None = None, line: str | None = None) -> str:
+def _card_text(p: Prediction, *, final: bool, text: str | None = None, line: str | None = None,
+               live: str = "") -> str:
     lines = [f"{p.model} · {p.status} · {p.id}"]
     if not final and p.progress:
         step, total = p.progress
         lines.append(f"step {step}/{total}" if total else f"step {step}")
+    if not final and live:
+        lines.append(live)
     if p.cancel_reason and p.status == "canceled":
         lines.append(p.cancel_reason)
     if p.error and p.status == "failed":
@@ -274,9 +264,13 @@ def _images_png(p: Prediction, text: str | None = None) -> str | None:
         return None
 
 
-def render(p: Prediction, *, final: bool | None = None, preview_uri: Any = ...) -> dict[str, Any]:
+def render(p: Prediction, *, final: bool | None = None, preview_uri: Any = ...,
+           running: dict[str, Any] | None = None, forecast: dict[str, Any] | None = None) -> dict[str, Any]:
     """The bundle of a prediction now. `preview_uri` lets the live display hold back a preview
-    that arrived faster than the preview rate."""
+    that arrived faster than the preview rate. While it runs, the live display passes what it
+    has cost so far (`running`: predict_time, cost_usd, hardware, billing) and, before that,
+    its `forecast` (cost_usd, basis); both ride in the payload (`running`, `forecast`) so the
+    extension's cell line and status bar can show them, and both are gone once it is final."""
     final = _finished(p) if final is None else final
     data = p.to_json()
     if preview_uri is not ...:
@@ -284,10 +278,16 @@ def render(p: Prediction, *, final: bool | None = None, preview_uri: Any = ...) 
     if final:  # a listener runs before `p.done` is set: make the final payload final
         data["progress"] = None
         data["preview"] = None
+    else:
+        if running is not None and p.started_at is not None:
+            data["running"] = dict(running)
+        if forecast is not None:
+            data["forecast"] = dict(forecast)
     text = p.text
     line = cost_line(p) if final else None
+    live = "" if final else (running_line(data.get("running")) or forecast_line(data.get("forecast")))
     bundle: dict[str, Any] = {MIME: data, "text/html": _card_html(p, data, final=final, text=text, line=line),
-                              "text/plain": _card_text(p, final=final, text=text, line=line)}
+                              "text/plain": _card_text(p, final=final, text=text, line=line, live=live)}
     if final:
         png = _images_png(p, text)
         if png:
@@ -338,23 +338,31 @@ def table_bundle(columns: Sequence[str], rows: Iterable[Sequence[Any]], title: s
     return {"text/html": "".join(parts), "text/plain": "\n".join(text)}
 
 
-def ledger_bundle(ledger: Ledger) -> dict[str, Any]:
-    """`%replicate cost`: the ledger by cell and by model, with the totals."""
-    def rows(groups: dict, label: Callable[[Any], str]):
-        return [[label(k), int(g["predictions"]), _secs(g["predict_time"]), usd(g["cost_usd"])]
-                for k, g in groups.items()]
+_GROUP_TITLES = {"cell": "By cell", "model": "By model", "backend": "By backend", "day": "By day"}
 
-    by_cell = table_bundle(["cell", "predictions", "predict time", "cost"],
-                           rows(ledger.by_cell(), lambda k: "–" if k is None else f"[{k}]"), title="By cell")
-    by_model = table_bundle(["model", "predictions", "predict time", "cost"],
-                            rows(ledger.by_model(), str), title="By model")
-    total = f"Total: {len(ledger)} predictions · {_secs(ledger.gpu_seconds())} · {usd(ledger.total())}"
+
+def ledger_bundle(ledger: Ledger) -> dict[str, Any]:
+    """`%replicate cost` and `rj.ledger()`: the ledger by cell, model, backend and day, with the
+    totals; estimates marked. Its machine data travels as LEDGER_MIME, never application/json
+    (which JupyterLab would show as a JSON tree in place of these tables)."""
+    def label(key: str, k: Any) -> str:
+        return ("–" if k is None else f"[{k}]") if key == "cell" else ("–" if k is None else str(k))
+
+    parts = [table_bundle([key, "predictions", "predict time", "cost"],
+                          [[label(key, k), int(g["predictions"]), _secs(g["predict_time"]),
+                            money(g["cost_usd"], g["estimated"] > 0)] for k, g in ledger.by(key).items()],
+                          title=_GROUP_TITLES[key]) for key in GROUPS]
+    n_est = ledger.estimated()
+    total = (f"Total: {len(ledger)} predictions · {_secs(ledger.gpu_seconds())} · "
+             f"{money(ledger.total(), n_est > 0)}")
+    if n_est:
+        total += f" ({n_est} estimated: see each card's cost details)"
+    html_parts = "".join(f"<div class='rj-ledger-group'>{t['text/html']}</div>" for t in parts)
     return {
-        "text/html": (f"<div class='rj-ledger {NOMATH}'>{by_cell['text/html']}{by_model['text/html']}"
-                      f"<div><b>{_e(total)}</b></div></div>"),
-        "text/plain": f"{by_cell['text/plain']}\n\n{by_model['text/plain']}\n\n{total}",
-        "application/json": {"entries": ledger.rows(), "total_usd": ledger.total(),
-                             "predict_time": ledger.gpu_seconds()},
+        "text/html": (f"<div class='rj-ledger {NOMATH}' style='display:flex;flex-wrap:wrap;gap:0 24px'>{html_parts}"
+                      f"<div style='flex-basis:100%'><b>{_e(total)}</b></div></div>"),
+        "text/plain": "\n\n".join(t["text/plain"] for t in parts) + f"\n\n{total}",
+        LEDGER_MIME: ledger.to_json(),
     }
 
 

@@ -7,6 +7,11 @@ moved since the last draw (`Prediction.seq`). Previews are held to `session.prev
 The final state is drawn once, exactly, by `finish()`, which the prediction calls through
 `on_done` in the thread that completed it, before `wait()` returns.
 
+While a prediction runs, each draw carries what it has cost so far (`cost.billing.running`:
+its units so far at its model's prices, or its elapsed time at its hardware's price) and, until
+it starts, its forecast; a running prediction that reports nothing is still redrawn once a
+second (`CLOCK`), so its time and cost tick. The final draw carries the ledger's exact bill.
+
 A run that ends within one interval is drawn once, final; a longer one shows its first state
 after one interval (a `--async` display is shown at once, since its cell ends right away and
 tools that record outputs per cell must see it there).
@@ -20,6 +25,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
+from replicate_jupyter.cost import billing
 from replicate_jupyter.notebook.display import (
     MIME,
     NOMATH,
@@ -40,6 +46,8 @@ __all__ = ["LiveDisplay", "GridDisplay", "flush_finished"]
 
 #: the ticker never redraws more often than this, whatever rate is configured
 _MIN_GAP = 0.01
+#: seconds between redraws of a running prediction that moved not at all (its cost ticks)
+CLOCK = 1.0
 
 
 class _Ticker:
@@ -112,6 +120,9 @@ class _Live:
         self.due = float("inf")  # when the ticker looks at this display next
         self.updates = 0  # display messages sent (first display included)
         self.async_mode = False
+        self.clock = CLOCK
+        self._drawn_at = 0.0
+        self._forecasts: dict[str, dict[str, Any] | None] = {}  # id → its forecast, made at attach
 
     # what to draw
     def bundle(self, final: bool) -> dict[str, Any]:
@@ -160,7 +171,24 @@ class _Live:
 
     def _draw(self) -> None:
         self._drawn_seq = self._seq()
+        self._drawn_at = time.monotonic()
         self._send(self.bundle(final=False))
+
+    def _running(self, p: Prediction) -> dict[str, Any] | None:
+        """What `p` has cost so far, for the payload's `running` (None before it started)."""
+        if p.started_at is None or _finished(p):
+            return None
+        b = billing.running(p)
+        return {"predict_time": round(p.elapsed, 3), "cost_usd": b.usd, "hardware": p.metrics.get("hardware"),
+                "billing": b.to_json()}
+
+    def _ticking(self, now: float) -> bool:
+        """A running prediction's time and cost are due to move on screen."""
+        return now - self._drawn_at >= self.clock and any(
+            p.started_at is not None and not _finished(p) for p in self._predictions())
+
+    def _forecast(self, p: Prediction) -> dict[str, Any] | None:
+        return self._forecasts.get(p.id)
 
     def attach(self, cell: int | None | Any = ...) -> _Live:
         """Start following the predictions (what already happened included). `cell`: the
@@ -170,8 +198,17 @@ class _Live:
             from replicate_jupyter.session import session
 
             cell = session.current_cell
+        from replicate_jupyter.cost.guard import forecast_of
+        from replicate_jupyter.session import session
+
         for p in self._predictions():
             p.display_cell = cell
+            if p.started_at is None:
+                try:
+                    f = forecast_of(p, session.ledger)
+                except Exception:  # a forecast is a courtesy: never a reason not to show the run
+                    f = None
+                self._forecasts[p.id] = None if f is None else f.to_json()
         with self._lock:
             if self.async_mode:
                 _pending_async[self] = None
@@ -196,7 +233,7 @@ class _Live:
         with self._lock:
             if self._final:
                 return
-            if self._seq() != self._drawn_seq or self._preview_waiting(now):
+            if self._seq() != self._drawn_seq or self._preview_waiting(now) or self._ticking(now):
                 self._draw()
             self.due = now + self.gap
 
@@ -234,7 +271,8 @@ class LiveDisplay(_Live):
     def bundle(self, final: bool) -> dict[str, Any]:
         if final:
             return render(self.p, final=True)
-        return render(self.p, final=False, preview_uri=self._preview(self.p))
+        return render(self.p, final=False, preview_uri=self._preview(self.p), running=self._running(self.p),
+                      forecast=self._forecast(self.p))
 
 
 class GridDisplay(_Live):
@@ -255,7 +293,9 @@ class GridDisplay(_Live):
         cells_html, texts, payload = [], [], []
         for p, label in zip(self.predictions, self.labels):
             done = _finished(p)
-            data = render(p, final=done, preview_uri=None if done else self._preview(p))
+            data = (render(p, final=True) if done else
+                    render(p, final=False, preview_uri=self._preview(p), running=self._running(p),
+                           forecast=self._forecast(p)))
             cells_html.append(f'<div class="rj-sweep-cell" style="border:1px solid #ddd;padding:4px">'
                               f'<div class="rj-label"><code>{_e(label)}</code></div>{data["text/html"]}</div>')
             texts.append(f"[{label}]\n{data['text/plain']}")
