@@ -150,6 +150,7 @@ class Prediction(ReplicateSurface, EventDispatch):
 
         q: queue.SimpleQueue[Event] = queue.SimpleQueue()
         wanted = None if kinds is None else frozenset(kinds) | {Completed}
+        self._watched()
 
         def put(_p: Prediction, e: Event) -> None:
             if wanted is None or e.__class__ in wanted:
@@ -209,6 +210,7 @@ class Prediction(ReplicateSurface, EventDispatch):
     def wait(self, timeout: float | None = None) -> Prediction:
         """Block until final (its listeners and done-callbacks have run). Past `timeout`,
         `PredictionTimeout` (the prediction goes on). Ctrl-C (a kernel interrupt) cancels it."""
+        self._watched()
         try:
             if not self._done.wait(timeout):
                 raise PredictionTimeout(self.id, self.status, timeout)
@@ -217,6 +219,13 @@ class Prediction(ReplicateSurface, EventDispatch):
             self._done.wait(30)
             raise
         return self
+
+    def _watched(self) -> None:
+        """Someone waits for this prediction: a runner that follows some predictions only on
+        demand (the replicate backend's predictions from elsewhere) starts following it."""
+        watch = getattr(self._runner, "watch", None)
+        if watch is not None and not self.done:
+            watch(self)
 
     def cancel(self, reason: str | None = None) -> Prediction:
         """Ask it to stop: sets `cancel_event` (a predictor's next `progress()` raises) and asks

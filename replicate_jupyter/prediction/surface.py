@@ -29,7 +29,13 @@ class ReplicateSurface:
 
         loop = asyncio.get_running_loop()
         done = asyncio.Event()
-        self.on_done(lambda _p: loop.call_soon_threadsafe(done.set))
+
+        def wake(_p: Any) -> None:
+            if not loop.is_closed():
+                loop.call_soon_threadsafe(done.set)
+
+        self._watched()
+        self.on_done(wake)
         try:
             await asyncio.wait_for(done.wait(), timeout)
         except asyncio.TimeoutError:

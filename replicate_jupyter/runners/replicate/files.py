@@ -4,8 +4,10 @@ Inputs: a public URL is passed as it is (Replicate fetches it), a small file goe
 data URI, a large one through `POST /v1/files` and its `urls.get` — a data URI of megabytes
 would make the create request itself the slow part. Outputs: Replicate deletes them about an
 hour after the prediction ends, and a saved notebook must keep showing them, so every output
-URL the schema marks as a file is fetched now and kept as a `FileOutput` with its bytes (a
-fetch that fails keeps the link and says so in the logs).
+URL the schema marks as a file is fetched now and kept as a `FileOutput` with its bytes and
+its URL (`str()` gives the URL, as replicate-python's FileOutput; a fetch that fails keeps the
+link and says so in the logs). A prediction this kernel did not run (`predictions.get/list` of
+an id from elsewhere) is decoded lazily (`lazy=True`): its files are fetched when first read.
 """
 from __future__ import annotations
 
@@ -54,21 +56,28 @@ class Files:
         return self.api.upload(data, f.name, f.content_type)["urls"]["get"]
 
     # ----- out -------------------------------------------------------------------------------
-    def decode(self, value: Any, schema: dict | None, name: str, note: Note) -> Any:
-        """Output JSON → our values: file URLs fetched now and embedded as FileOutput. With no
-        schema to say, a string that is a URL is taken for a file."""
+    def decode(self, value: Any, schema: dict | None, name: str, note: Note, lazy: bool = False) -> Any:
+        """Output JSON → our values: file URLs fetched now and embedded as FileOutput (`lazy`:
+        fetched on first read). With no schema to say, a string that is a URL is a file."""
         if isinstance(value, str):
             untyped = not schema or "type" not in schema
             if (is_uri(schema) or untyped) and value.startswith(_URL_PREFIXES):
-                return self.fetch(value, name, note)
+                return self.later(value, name) if lazy else self.fetch(value, name, note)
             return value
         if isinstance(value, list):
             items = schema.get("items") if isinstance(schema, dict) else None
-            return [self.decode(v, items, f"{name}-{i}", note) for i, v in enumerate(value)]
+            return [self.decode(v, items, f"{name}-{i}", note, lazy) for i, v in enumerate(value)]
         if isinstance(value, dict):
             props = (schema or {}).get("properties") or {}
-            return {k: self.decode(v, props.get(k), k, note) for k, v in value.items()}
+            return {k: self.decode(v, props.get(k), k, note, lazy) for k, v in value.items()}
         return value
+
+    def later(self, url: str, name: str) -> FileOutput:
+        """A file known by its URL, fetched (with this client, retried) when first read."""
+        if url.startswith("data:"):
+            return FileOutput.from_data_uri(url, name=name)
+        fname = os.path.basename(unquote(urlparse(url).path)) or name
+        return FileOutput(None, name=fname, url=url, fetch=self.api.fetch)
 
     def fetch(self, url: str, name: str, note: Note) -> Any:
         """One output file as a FileOutput holding its bytes (the link itself when that fails)."""
@@ -82,7 +91,7 @@ class Files:
                  "which Replicate deletes after an hour\n")
             return url
         return FileOutput(data, name=fname, content_type=ctype if ctype not in (None, "application/octet-stream") else None,
-                          url=None)
+                          url=url)
 
     def chunk(self, text: str, items: dict, index: int, note: Note) -> Any:
         """One streamed `output` event of an iterator whose items have schema `items`."""
