@@ -207,10 +207,12 @@ def test_events_filter_and_bad_arguments(consumer):
         c = consumer()
         run_local(TOKENS, {"n": 12, "delay": 0.05}, c.url, events_filter=wanted)
         assert [b["status"] for b in c.bodies()] == statuses
-    outputs = consumer()
-    _, d = run_local(TOKENS, {"n": 12, "delay": 0.05}, outputs.url, events_filter=["output"])
+    _, d = run_local(TOKENS, {"n": 12, "delay": 0.05}, (outputs := consumer()).url, events_filter=["output"])
     assert {r.event for r in d.records} == {"output"}
     assert outputs.bodies()[-1]["output"] == [f"t{i} " for i in range(12)]  # the final state still arrives
+    late = consumer()  # attached after the end: replayed, the start as it was at the start
+    assert webhooks.attach(d.prediction, late.url).wait(10)
+    assert [b["status"] for b in late.bodies()] == ["processing", "succeeded"] and late.bodies()[0]["output"] == []
     p = api.prepare(TOKENS, {"n": 1})
     with pytest.raises(InputError) as err:
         webhooks.attach(p, "ftp://example.com/x", events_filter=["start", "finished"])

@@ -13,7 +13,7 @@ from typing import Any
 
 from replicate_jupyter.prediction.files import InputFile
 
-__all__ = ["TERMINAL", "Body", "Builder", "light_state", "MASK"]
+__all__ = ["TERMINAL", "Body", "Builder", "start_state", "MASK"]
 
 TERMINAL = frozenset({"succeeded", "failed", "canceled", "aborted"})
 MASK = "**********"
@@ -27,13 +27,15 @@ class Body:
     data: bytes  # what is sent (the same text, UTF-8)
 
 
-def light_state(p: Any) -> dict[str, Any]:
-    """What changes during a run, captured at Started in the prediction's thread (a few
-    attribute reads), so the `start` body shows the prediction as it started even when the
-    delivery thread gets to it after the first tokens."""
-    out = p.output
-    return {"status": p.status, "started_at": p.started_at, "logs": p.logs, "metrics": dict(p.metrics),
-            "n_output": len(out) if isinstance(out, list) else None}
+def start_state(p: Any, n_output: int, n_logs: int) -> dict[str, Any]:
+    """The prediction as it was at its Started event, from what the deliverer had seen by then
+    (`n_output` iterator items, `n_logs` characters of logs): the `start` body shows it so even
+    when the delivery thread builds it after the first tokens, or when the events are replayed
+    to a webhook attached later. A few reads, in the prediction's thread."""
+    hardware = p.metrics.get("hardware")
+    return {"status": "processing", "started_at": p.started_at, "logs": p.logs[:n_logs],
+            "metrics": {"hardware": hardware} if hardware else {},
+            "n_output": n_output if isinstance(p.output, list) else None}
 
 
 def _file_url(value: Any) -> Any:
@@ -85,7 +87,7 @@ class Builder:
         return self._secrets
 
     def build(self, state: dict[str, Any] | None = None) -> Body:
-        """The body now, or as it was at Started (`state` from `light_state`)."""
+        """The body now, or as it was at Started (`state` from `start_state`)."""
         d = self.p.to_json()
         for k in _OURS:
             d.pop(k, None)

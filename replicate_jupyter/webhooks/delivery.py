@@ -116,6 +116,7 @@ class Deliverer:
         self._stopped = False
         self._armed = False  # the worker was notified since it last looked for work
         self._worker = False  # the worker thread was started (at the first event)
+        self._n_out = self._n_logs = 0  # iterator items and log characters seen so far
         self._cv = threading.Condition()
         self._settled = threading.Event()
         prediction.subscribe(self._listen)
@@ -123,62 +124,73 @@ class Deliverer:
     # ----- the prediction's thread: flags and a wake-up, nothing else ---------------------
     def _listen(self, p: Any, e: Any) -> None:
         cls = e.__class__
-        if cls is Output or cls is Log:
-            kind = "output" if cls is Output else "logs"
-            if kind not in self.events:
+        if cls is Output:
+            self._n_out += e.index is not None  # what the start body shows, even when replayed
+            if "output" not in self.events:
                 return
-            if self._changed != "output":  # one delivery carries both; it is named for the output
-                self._changed = kind
+            self._changed = "output"  # one delivery carries output and logs; named for the output
+        elif cls is Log:
+            self._n_logs += len(e.text)
+            if "logs" not in self.events:
+                return
+            if self._changed is None:
+                self._changed = "logs"
         elif cls is Started:
             if "start" not in self.events:
                 return
-            self._start = wire.light_state(p)
+            self._start = wire.start_state(p, self._n_out, self._n_logs)
         elif cls is Completed:
             self._final = True
         else:
             return  # progress, previews, metrics are not webhook events
         if cls is Completed or not self._armed:
             self._armed = True
-            if not self._worker:
-                self._worker = True
-                threads.submit(self._work)
-            else:
-                with self._cv:
+            with self._cv:  # two emitting threads (a cancel's log) must not start two workers
+                if self._worker:
                     self._cv.notify()
+                    return
+                self._worker = True
+            threads.submit(self._work)
 
     def _pending(self) -> bool:
         return self._start is not None or self._changed is not None or self._final or self._stopped
 
     # ----- the worker thread -------------------------------------------------------------
     def _work(self) -> None:
-        last = -1e9  # monotonic time of the last start/output/logs dispatch
-        completed = "completed" in self.events
         try:
-            while not self._stopped:
-                with self._cv:
-                    self._armed = False  # before looking: whatever comes after this notifies
-                    self._cv.wait_for(self._pending)
-                if self._start is not None:
-                    state, self._start = self._start, None
-                    last = time.monotonic()
-                    self._send("start", self._body.build(state))
-                if self._changed:
-                    if not self._final:  # the throttle window; a completed ends it early
-                        with self._cv:
-                            self._cv.wait_for(lambda: self._final or self._stopped, last + self.throttle - time.monotonic())
-                    kind, self._changed = self._changed, None
-                    if not (self._final and completed):  # else the completed carries this state
-                        time.sleep(max(0.0, last + self.throttle - time.monotonic()))
-                        body = self._body.build()
-                        if not (body.status in wire.TERMINAL and completed):
-                            last = time.monotonic()
-                            self._send(kind, body, supersedable=True)
-                if self._final and self._start is None and not self._changed:
-                    if completed and not self._stopped:
-                        self._send("completed", self._body.build())
-                    return
+            self._deliver()
+        except Exception as exc:  # a bug here must not pass silently, nor touch the prediction
+            warnings.warn(f"webhook delivery to {transport.shown(self.url)} stopped: {exc!r}", WebhookDeliveryWarning,
+                          stacklevel=1)
         finally:
             self._settled.set()
+
+    def _deliver(self) -> None:
+        last = -1e9  # monotonic time of the last start/output/logs dispatch
+        completed = "completed" in self.events
+        while not self._stopped:
+            with self._cv:
+                self._armed = False  # before looking: whatever comes after this notifies
+                self._cv.wait_for(self._pending)
+            if self._start is not None:
+                state, self._start = self._start, None
+                last = time.monotonic()
+                self._send("start", self._body.build(state))
+            if self._changed:
+                if not self._final:  # the throttle window; a completed ends it early
+                    with self._cv:
+                        self._cv.wait_for(lambda: self._final or self._stopped, last + self.throttle - time.monotonic())
+                kind, self._changed = self._changed, None
+                if not (self._final and completed):  # else the completed carries this state
+                    time.sleep(max(0.0, last + self.throttle - time.monotonic()))
+                    body = self._body.build()
+                    if not (body.status in wire.TERMINAL and completed):
+                        last = time.monotonic()
+                        self._send(kind, body, supersedable=True)
+            if self._final and self._start is None and not self._changed:
+                if completed and not self._stopped:
+                    self._send("completed", self._body.build())
+                return
 
     def _send(self, kind: str, body: "wire.Body", supersedable: bool = False) -> None:
         rec = Record(kind, "msg_" + secrets.token_hex(13), body.status, sent_at=time.time())

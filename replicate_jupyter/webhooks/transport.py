@@ -8,18 +8,21 @@ Retry-After of the answer. Connections are pooled per origin and reused, as a co
 """
 from __future__ import annotations
 
+import atexit
 import http.client
 import socket
 import ssl
 import threading
+import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-__all__ = ["Answer", "DeliveryFailed", "post", "shown"]
+__all__ = ["Answer", "DeliveryFailed", "post", "shown", "close_idle"]
 
-_idle: dict[tuple[str, str, int], list[http.client.HTTPConnection]] = {}
+_idle: dict[tuple[str, str, int], list[tuple[float, http.client.HTTPConnection]]] = {}
 _lock = threading.Lock()
 _MAX_IDLE = 8  # per origin
+_IDLE_SECONDS = 30.0  # older idle connections are closed, not reused (servers drop them too)
 _tls: ssl.SSLContext | None = None
 
 
@@ -64,6 +67,29 @@ def _origin(url: str) -> tuple[tuple[str, str, int], str]:
     return (parts.scheme, parts.hostname or "", port), target
 
 
+def _take(origin: tuple[str, str, int]) -> http.client.HTTPConnection | None:
+    """A kept-alive connection to `origin` that has not idled too long, or None."""
+    stale = []
+    with _lock:
+        pool = _idle.get(origin, [])
+        while pool and time.monotonic() - pool[0][0] > _IDLE_SECONDS:
+            stale.append(pool.pop(0)[1])
+        conn = pool.pop()[1] if pool else None
+    for old in stale:
+        old.close()
+    return conn
+
+
+@atexit.register
+def close_idle() -> None:
+    """Close every kept-alive connection (at exit, so none is left to the garbage collector)."""
+    with _lock:
+        conns = [c for pool in _idle.values() for _, c in pool]
+        _idle.clear()
+    for c in conns:
+        c.close()
+
+
 def _connect(origin: tuple[str, str, int], timeout: float) -> http.client.HTTPConnection:
     global _tls
     scheme, host, port = origin
@@ -83,9 +109,7 @@ def post(url: str, body: bytes, headers: dict[str, str], timeout: float) -> Answ
     if auth:  # credentials in the URL, as browsers and curl send them
         headers = {**headers, "authorization": auth}
     while True:
-        with _lock:
-            pool = _idle.get(origin)
-            conn = pool.pop() if pool else None
+        conn = _take(origin)
         reused = conn is not None
         if conn is None:
             conn = _connect(origin, timeout)
@@ -121,7 +145,7 @@ def post(url: str, body: bytes, headers: dict[str, str], timeout: float) -> Answ
             with _lock:
                 pool = _idle.setdefault(origin, [])
                 if len(pool) < _MAX_IDLE:
-                    pool.append(conn)
+                    pool.append((time.monotonic(), conn))
                     conn = None
             if conn is not None:
                 conn.close()
