@@ -7,7 +7,8 @@
  * the matching media type). A notebook from anyone can be opened safely.
  */
 import { IFileValue, IPrediction, FINAL_STATUSES, RUNNING_STATUSES } from './types';
-import { formatBytes, formatCost, formatSeconds } from './format';
+import { renderCostDetails, renderMetrics } from './costview';
+import { formatBytes, formatSeconds } from './format';
 
 type MediaKind = 'image' | 'audio' | 'video';
 
@@ -309,37 +310,11 @@ function renderProgress(prediction: IPrediction): HTMLElement | null {
   return box;
 }
 
-function renderMetrics(prediction: IPrediction): HTMLElement | null {
-  const metrics = isObject(prediction.metrics) ? prediction.metrics : null;
-  if (!metrics) {
-    return null;
-  }
-  const box = el('div', 'rj-metrics');
-  const add = (cls: string, label: string, value: string) => {
-    const item = el('span', `rj-metric ${cls}`);
-    item.appendChild(el('span', 'rj-metric-label', label));
-    item.appendChild(el('span', 'rj-metric-value', value));
-    box.appendChild(item);
-  };
-  if (typeof metrics.predict_time === 'number') {
-    add('rj-metric-predict-time', 'predict time', formatSeconds(metrics.predict_time));
-  }
-  if (typeof metrics.hardware === 'string' && metrics.hardware) {
-    add('rj-metric-hardware', 'hardware', metrics.hardware);
-  }
-  if (typeof metrics.cost_usd === 'number') {
-    add('rj-metric-cost', 'cost', formatCost(metrics.cost_usd));
-  }
-  if (typeof metrics.setup_time === 'number' && metrics.setup_time > 0) {
-    add('rj-metric-setup', 'cold start', formatSeconds(metrics.setup_time));
-  }
-  return box.childElementCount ? box : null;
-}
-
 /** Which folds the user opened, kept across live re-renders. */
 export interface IFoldState {
   logs: boolean;
   inputs: boolean;
+  cost?: boolean;
 }
 
 /** Replace `host`'s content with the card for `prediction`. */
@@ -402,6 +377,10 @@ export function renderCard(host: HTMLElement, prediction: IPrediction, folds: IF
   if (metrics) {
     card.appendChild(metrics);
   }
+  const costDetails = renderCostDetails(prediction, folds.cost ?? false);
+  if (costDetails) {
+    card.appendChild(costDetails);
+  }
   const logs = renderLogs(prediction, folds.logs);
   if (logs) {
     card.appendChild(logs);
@@ -425,8 +404,10 @@ export function renderCard(host: HTMLElement, prediction: IPrediction, folds: IF
 export function readFolds(host: HTMLElement, fallback: IFoldState): IFoldState {
   const logs = host.querySelector<HTMLDetailsElement>('details.rj-logs');
   const inputs = host.querySelector<HTMLDetailsElement>('details.rj-inputs');
+  const cost = host.querySelector<HTMLDetailsElement>('details.rj-cost-details');
   return {
     logs: logs ? logs.open : fallback.logs,
-    inputs: inputs ? inputs.open : fallback.inputs
+    inputs: inputs ? inputs.open : fallback.inputs,
+    cost: cost ? cost.open : fallback.cost
   };
 }

@@ -6,6 +6,10 @@
  * place, or the same prediction displayed again), so predictions are counted
  * by distinct id. Only a prediction in a final status is billed: its
  * `metrics.predict_time` and `metrics.cost_usd` count, a running one's don't.
+ * A running one's cost so far (the kernel's `running` figure, sent with each
+ * live update) is summed apart, and shown as `≈ $x so far` until the exact
+ * final replaces it; a billed cost the kernel marked as an estimate shows
+ * as `≈ $x est.`.
  */
 import {
   FINAL_STATUSES,
@@ -24,14 +28,24 @@ export interface IPredictionRecord {
   predictTime: number;
   costUsd: number;
   hardware: string | null;
+  /** The billed cost rests on an assumption. */
+  estimate?: boolean;
+  /** While running: time and cost so far. */
+  runningTime?: number;
+  runningCost?: number;
 }
 
 /** What a cell (or a notebook) adds up to. */
 export interface ISummary extends ICellCost {
   /** Predictions still starting/processing. */
   running: number;
-  /** Hardware of the billed predictions (distinct, sorted). */
+  /** Hardware of the billed and running predictions (distinct, sorted). */
   hardware: string[];
+  /** Seconds and USD so far of the running predictions (not billed yet). */
+  running_predict_time?: number;
+  running_cost_usd?: number;
+  /** How many billed predictions are estimates. */
+  estimated?: number;
 }
 
 /** Anything with a mime bundle: nbformat outputs and JupyterLab output models. */
@@ -100,14 +114,24 @@ export function predictionsOf(output: IHasData | null | undefined): IPrediction[
 export function recordOf(prediction: IPrediction, fallbackId: string): IPredictionRecord {
   const status = typeof prediction.status === 'string' ? prediction.status : 'unknown';
   const metrics = isObject(prediction.metrics) ? prediction.metrics : {};
-  const hardware = typeof metrics.hardware === 'string' ? metrics.hardware : null;
-  return {
+  const running = isObject(prediction.running) ? prediction.running : null;
+  let hardware = typeof metrics.hardware === 'string' ? metrics.hardware : null;
+  if (!hardware && running && typeof running.hardware === 'string') {
+    hardware = running.hardware;
+  }
+  const record: IPredictionRecord = {
     id: typeof prediction.id === 'string' && prediction.id ? prediction.id : fallbackId,
     status,
     predictTime: finiteNumber(metrics.predict_time),
     costUsd: finiteNumber(metrics.cost_usd),
-    hardware
+    hardware,
+    estimate: metrics.cost_estimate === true
   };
+  if (running && isRunning(status)) {
+    record.runningTime = finiteNumber(running.predict_time);
+    record.runningCost = finiteNumber(running.cost_usd);
+  }
+  return record;
 }
 
 /**
@@ -157,23 +181,35 @@ export function summarize(records: Iterable<IPredictionRecord>): ISummary {
   let costUsd = 0;
   let predictions = 0;
   let running = 0;
+  let runningTime = 0;
+  let runningCost = 0;
+  let estimated = 0;
   const hardware = new Set<string>();
   for (const record of records) {
     predictions += 1;
     if (isFinal(record.status)) {
       predictTime += record.predictTime;
       costUsd += record.costUsd;
+      estimated += record.estimate ? 1 : 0;
       if (record.hardware) {
         hardware.add(record.hardware);
       }
     } else if (isRunning(record.status)) {
       running += 1;
+      runningTime += record.runningTime ?? 0;
+      runningCost += record.runningCost ?? 0;
+      if (record.hardware) {
+        hardware.add(record.hardware);
+      }
     }
   }
   return {
     ...roundCost({ predict_time: predictTime, cost_usd: costUsd, predictions }),
     running,
-    hardware: [...hardware].sort()
+    hardware: [...hardware].sort(),
+    running_predict_time: Math.round(runningTime * 1e6) / 1e6,
+    running_cost_usd: Math.round(runningCost * 1e10) / 1e10,
+    estimated
   };
 }
 
@@ -253,7 +289,10 @@ export function summarizeNotebook(cells: Iterable<ICellInput>): ISummary {
       predictions: fromOutputs.predictions + extra.predictions
     }),
     running: fromOutputs.running,
-    hardware: fromOutputs.hardware
+    hardware: fromOutputs.hardware,
+    running_predict_time: fromOutputs.running_predict_time,
+    running_cost_usd: fromOutputs.running_cost_usd,
+    estimated: fromOutputs.estimated
   };
 }
 
@@ -267,14 +306,27 @@ export function computeLabel(hardware: string[]): string {
     : 'GPU';
 }
 
-/** The text of a cell's cost line: `GPU 3.2 s · $0.0045 · 2 predictions`. */
-export function describeCost(
-  summary: ICellCost & { running?: number; hardware?: string[] },
-  decimals?: number
-): string {
+/** What `describeCost` reads: a summary, or a cell's saved cost. */
+export type IShownCost = ICellCost & Partial<Omit<ISummary, keyof ICellCost>>;
+
+/**
+ * The text of a cell's cost line: `GPU 3.2 s · $0.0045 · 2 predictions`.
+ * While predictions run and the kernel has sent their cost so far, the time
+ * and cost include it: `CPU 2.4 s · ≈ $0.00024 so far · 1 prediction · 1
+ * running`. A billed estimate reads `≈ $0.0012 est.`.
+ */
+export function describeCost(summary: IShownCost, decimals?: number): string {
+  const runningTime = summary.running ? summary.running_predict_time ?? 0 : 0;
+  const runningCost = summary.running ? summary.running_cost_usd ?? 0 : 0;
+  let money = formatCost(summary.cost_usd, decimals);
+  if (runningTime > 0 || runningCost > 0) {
+    money = `\u2248 ${formatCost(summary.cost_usd + runningCost, decimals)} so far`;
+  } else if (summary.estimated) {
+    money = `\u2248 ${money} est.`;
+  }
   const parts = [
-    `${computeLabel(summary.hardware ?? [])} ${formatSeconds(summary.predict_time)}`,
-    formatCost(summary.cost_usd, decimals),
+    `${computeLabel(summary.hardware ?? [])} ${formatSeconds(summary.predict_time + runningTime)}`,
+    money,
     plural(summary.predictions, 'prediction')
   ];
   if (summary.running) {

@@ -4,7 +4,9 @@
  *
  * Everything is derived from the cells' outputs, which hold the full
  * prediction JSON, so a notebook opened without a kernel (or saved and
- * reopened) shows the same figures. Metadata is only written when outputs
+ * reopened) shows the same figures. While a prediction runs, each live update
+ * of its output carries its cost so far (`running`), so the line and the
+ * total tick with it; the final output's exact cost replaces it. Metadata is only written when outputs
  * change, never on open, so opening a notebook never marks it dirty.
  */
 import {
@@ -20,6 +22,7 @@ import { ISignal, Signal } from '@lumino/signaling';
 import { PanelLayout, Widget } from '@lumino/widgets';
 import {
   ICellInput,
+  IShownCost,
   ISummary,
   describeCost,
   parseCellCost,
@@ -29,7 +32,6 @@ import {
   summarizeOutputs
 } from './cost';
 import { getCurrencyDecimals, setCurrencyDecimals } from './format';
-import { ICellCost } from './types';
 
 const PLUGIN_ID = 'replicate-jupyter:plugin';
 const METADATA_KEY = 'replicate';
@@ -59,8 +61,9 @@ class CellCostLine extends Widget {
     this.hide();
   }
 
-  show_(text: string | null, visible: boolean): void {
+  show_(text: string | null, visible: boolean, running = 0): void {
     this.node.textContent = text ?? '';
+    this.node.dataset.running = String(running);
     this.setHidden(!visible || !text);
   }
 }
@@ -80,7 +83,7 @@ class CellState {
   }
 
   /** What the line shows: from outputs, else the cost saved in metadata. */
-  shown(): (ICellCost & { running?: number; hardware?: string[] }) | null {
+  shown(): IShownCost | null {
     if (this.summary && this.summary.predictions > 0) {
       return this.summary;
     }
@@ -91,7 +94,7 @@ class CellState {
     const shown = this.shown();
     const text = shown && shown.predictions > 0 ? describeCost(shown) : null;
     for (const line of this.lines) {
-      line.show_(text, this.owner.options.showCellLine);
+      line.show_(text, this.owner.options.showCellLine, shown?.running ?? 0);
     }
   }
 

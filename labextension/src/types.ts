@@ -31,7 +31,36 @@ export interface IMetrics {
   setup_time?: number;
   hardware?: string;
   cost_usd?: number;
+  /** True when the cost rests on an assumption (then `billing.assumptions` says which). */
+  cost_estimate?: boolean;
+  /** How the ledger billed it (cost/billing.py `Bill.to_json`). */
+  billing?: IBilling;
   [key: string]: unknown;
+}
+
+export interface IBilling {
+  mode?: string; // "per-unit" | "hardware"
+  units?: Record<string, number>;
+  prices?: Record<string, number>;
+  sku?: string | null;
+  sku_assumed?: boolean;
+  estimate?: boolean;
+  assumptions?: string[];
+  source?: string;
+  date?: string;
+}
+
+/** While a prediction runs: what it has cost so far (provisional; the final metrics replace it). */
+export interface IRunning {
+  predict_time?: number;
+  cost_usd?: number;
+  hardware?: string | null;
+}
+
+/** Before it runs: what it is expected to cost, and on what basis. */
+export interface IForecast {
+  cost_usd?: number;
+  basis?: string;
 }
 
 export interface IProgress {
@@ -57,6 +86,8 @@ export interface IPrediction {
   metrics?: IMetrics;
   progress?: IProgress | null;
   preview?: string | null;
+  running?: IRunning | null;
+  forecast?: IForecast | null;
 }
 
 /** What the extension writes into a cell's metadata under `replicate`. */

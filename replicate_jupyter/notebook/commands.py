@@ -107,15 +107,21 @@ def _usd_or_off(text: str) -> float | None:
         raise argparse.ArgumentTypeError(f"a budget is a number of USD or 'off' (got {text!r})") from None
 
 
-def _price_spec(text: str) -> tuple[str, float]:
-    sku, sep, value = text.partition("=")
+def _price_spec(text: str, what: str = "SKU=USD_PER_S") -> tuple[str, float]:
+    name, sep, value = text.partition("=")
     try:
         usd = float(value)
     except ValueError:
         usd = None
-    if not sep or not sku or usd is None:
-        raise argparse.ArgumentTypeError(f"a price is SKU=USD_PER_S, e.g. cpu=0.0001 (got {text!r})")
-    return sku, usd
+    if not sep or not name or usd is None:
+        example = "cpu=0.0001" if what.startswith("SKU") else "image=0.05"
+        raise LineError(f"a price is {what}, e.g. {example} (got {text!r}); "
+                        "usage: %replicate price [SKU=USD_PER_S ...] | MODEL UNIT=USD ... | --file PATH")
+    return name, usd
+
+
+def _is_model(word: str) -> bool:
+    return "/" in word and "=" not in word
 
 
 _ON = _arg("--on", metavar="BACKEND", default=None)
@@ -227,14 +233,19 @@ def _cancel(args: argparse.Namespace) -> None:
         print(f"{p.id} ({p.model}) was already {p.status}" if was_done else f"Canceling {p.id} ({p.model})")
 
 
-@_command("cost [--reset]", "the cost ledger, by cell and by model", _arg("--reset", action="store_true"))
+@_command("cost [--reset] [--csv FILE]", "the cost ledger by cell, model, backend and day",
+          _arg("--reset", action="store_true"), _arg("--csv", metavar="FILE", default=None))
 def _cost(args: argparse.Namespace) -> None:
+    if args.csv:
+        n = session.ledger.to_csv(args.csv)
+        print(f"Wrote {n} prediction{'s' if n != 1 else ''} ({rjdisplay.usd(session.ledger.total())}) to {args.csv}")
     if args.reset:
         n, total = len(session.ledger), session.ledger.total()
         session.ledger.reset()
         print(f"Ledger reset ({n} predictions, {rjdisplay.usd(total)} cleared)")
         return
-    display(session.ledger)
+    if not args.csv:
+        display(session.ledger)
 
 
 @_command("budget [USD|off]", "refuse/cancel predictions past this total",
@@ -253,17 +264,86 @@ def _budget(args: argparse.Namespace) -> None:
           "predictions past it are refused, and a running one is canceled when it reaches it.")
 
 
-@_command("price [SKU=USD_PER_S ...]", "override a price (alone: the price table)",
-          _arg("specs", nargs="*", type=_price_spec, metavar="SKU=USD_PER_S"))
+@_command("price [SKU=USD_PER_S ... | MODEL UNIT=USD ... | --file PATH]",
+          "set a price per hardware second or per unit of a model (alone: the price table)",
+          _arg("specs", nargs="*", metavar="SPEC"), _arg("--file", metavar="PATH", default=None))
 def _price(args: argparse.Namespace) -> None:
+    if args.file:
+        n = cost.prices.load(args.file)
+        print(f"Read {n} price{'s' if n != 1 else ''} from {args.file}")
     if not args.specs:
-        display(rjdisplay.table_bundle(["sku", "USD per second"],
-                                       [[k, f"{v:.6f}"] for k, v in cost.prices.table().items()],
-                                       title="Prices"), raw=True)
+        if not args.file:
+            _show_prices()
         return
-    session.prices = {**session.prices, **dict(args.specs)}  # all or none: checked together
-    for sku, usd in args.specs:
+    if _is_model(args.specs[0]):
+        model, units = args.specs[0], dict(_price_spec(x, "UNIT=USD") for x in args.specs[1:])
+        if not units:
+            _show_prices(model)
+            return
+        entry = cost.prices.set_model(model, units)  # checked: a bad unit or price changes nothing
+        shown = ", ".join(f"${usd:g} per {cost.UNITS.get(unit, unit)}" for unit, usd in entry.units.items())
+        print(f"Price of {model}: {shown} (billed per unit from now on, not by hardware time)")
+        return
+    specs = [_price_spec(x) for x in args.specs]
+    session.prices = {**session.prices, **dict(specs)}  # all or none: checked together
+    for sku, usd in specs:
         print(f"Price of {sku}: ${usd:.6f}/s")
+
+
+def _show_prices(model: str | None = None) -> None:
+    table = cost.prices
+    if model is not None:
+        entry = table.model(model)
+        if entry is None:
+            print(f"{model} has no per-unit price: it is billed by hardware time "
+                  f"(set one with %replicate price {model} UNIT=USD, units: {', '.join(cost.UNITS)})")
+            return
+        rows = [[unit, f"${usd:g}", cost.UNITS.get(unit, "recorded metric")] for unit, usd in entry.units.items()]
+        display(rjdisplay.table_bundle(["unit", "USD", "per"], rows, title=f"Price of {model}",
+                                       footer=f"source: {entry.source} ({entry.date})"), raw=True)
+        return
+    hw = [[sku, f"{usd:.6f}", *table.hardware_source(sku)] for sku, usd in table.table().items()]
+    display(rjdisplay.table_bundle(["sku", "USD per second", "source", "date"], hw, title="Hardware"), raw=True)
+    models = [[ref, " + ".join(f"${usd:g}/{unit}" for unit, usd in e.units.items()), e.source, e.date]
+              for ref, e in table.models().items()]
+    display(rjdisplay.table_bundle(["model", "USD per unit", "source", "date"], models, title="Models billed per unit",
+                                   footer="A model with no entry here is billed by hardware time."), raw=True)
+
+
+@_command("estimate MODEL [--on BACKEND] [KEY=VALUE ...]", "what a run would cost, before it runs",
+          _arg("model"), _ON, _arg("inputs", nargs="*", metavar="KEY=VALUE"))
+def _estimate(args: argparse.Namespace) -> None:
+    from replicate_jupyter.notebook.cellparse.line import yaml_scalar
+
+    given = {}
+    for pair in args.inputs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.isidentifier():
+            raise LineError(f"an input is KEY=VALUE (got {pair!r})")
+        given[key] = yaml_scalar(value)
+    print(estimate_text(args.model, given, on=args.on))
+
+
+def forecast_for(ref: str, given: dict[str, Any], on: str | None = None,
+                 schema: dict[str, Any] | None = None) -> tuple[str, Any]:
+    """(model name, Forecast or None) for running `ref` on `given` (checked against the model's
+    schema first, so a bad input is refused here as it would be by a run)."""
+    from replicate_jupyter.cost.forecast import forecast
+    from replicate_jupyter.model.validation import validate
+
+    schema = api.schema(ref, on=on) if schema is None else schema
+    name = str((schema.get("info") or {}).get("x-replicate-model") or ref)
+    clean = validate(schema, given, model=name)
+    return name, forecast(name, clean, schema=schema, backend=on or session.default_backend, ledger=session.ledger)
+
+
+def estimate_text(ref: str, given: dict[str, Any], on: str | None = None) -> str:
+    """`%replicate estimate`'s answer: the forecast and what it rests on, or why there is none."""
+    name, f = forecast_for(ref, given, on=on)
+    if f is None:
+        return (f"No forecast for {name}: no earlier run of it in this kernel, and no per-unit price "
+                "(it is billed by its hardware time, known once it has run).")
+    return f"≈ {rjdisplay.usd(f.usd)} expected for {name} ({f.basis})"
 
 
 @_command("login", "set the Replicate API token (kept in memory only)",

@@ -12,8 +12,9 @@ users configure, so `ipython_config.py` and `%config` reach them:
     c.ReplicateMagics.text_rate = 10.0        # streamed-text updates per second, at most
     c.ReplicateMagics.budget = 0.50           # USD for this kernel (None: no budget)
     c.ReplicateMagics.backend_options = {"ray": {"address": "head:6379"}}
+    c.ReplicateMagics.price_file = "~/replicate-prices.json"  # a price table (prices.json's shape)
 
-These traits hold no value of their own: reading one reads the session, setting one sets the
+These traits hold no value of their own (but `price_file`, which is read into the price table): reading one reads the session, setting one sets the
 session (which checks it), so `rj.backend(...)`, `%replicate budget`, `%config` and the config
 file can never disagree. Config applies when the extension loads.
 
@@ -27,7 +28,7 @@ from collections import ChainMap
 from typing import TYPE_CHECKING, Any, Mapping
 
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class, needs_local_scope
-from traitlets import TraitType
+from traitlets import TraitType, Unicode, observe
 
 from replicate_jupyter import api
 from replicate_jupyter.errors import InputError, ReplicateJupyterError
@@ -81,6 +82,9 @@ class ReplicateMagics(Magics):
     text_rate = on_session("text_rate")
     prices = on_session("prices")
     backend_options = on_session("backend_options")
+    price_file = Unicode(None, allow_none=True, help="A JSON price table read over the shipped one (the shape of "
+                         "replicate_jupyter/cost/prices.json: hardware SKU → USD per second, models → USD per "
+                         "image/token/…, each with source and date)").tag(config=True)
 
     def __init__(self, shell: Any = None, session: Session = session, **kwargs: Any) -> None:
         self.session = session
@@ -96,12 +100,28 @@ class ReplicateMagics(Magics):
         """Config goes to the session, setting by setting (`Session.apply`). From the config file
         a refused setting is reported and the extension still loads; from `%config` it raises,
         and IPython shows the message."""
+        mine = self._find_my_config(cfg)
+        price_file = mine.pop("price_file", None) if "price_file" in mine else None
         try:
-            self.session.apply(self._find_my_config(cfg))
+            if price_file is not None:
+                self.price_file = price_file
+            self.session.apply(mine)
         except InputError as exc:
             if not self._loading:
                 raise
             print(f"c.ReplicateMagics: {exc}", file=sys.stderr)
+
+    @observe("price_file")
+    def _read_price_file(self, change: Any) -> None:
+        """A table file set (config file or `%config`): read it now; a bad one is refused whole."""
+        if change.new:
+            from replicate_jupyter.cost import prices
+
+            try:
+                prices.prices.load(change.new)
+            except InputError:
+                self.set_trait("price_file", change.old)
+                raise
 
     # ----- the magics ----------------------------------------------------------------------------
     # IPython types line_magic's result as a union that needs_local_scope does not accept
@@ -124,6 +144,12 @@ class ReplicateMagics(Magics):
         """Run a model on the cell's inputs; the cell's value is the Prediction."""
         # names as the cell sees them, without copying the whole namespace on every run
         ns = ChainMap(local_ns or {}, self.shell.user_ns if self.shell is not None else {})
+        first, _, rest = (line or "").strip().partition(" ")
+        if first == "estimate" and rest.strip():  # `%%replicate estimate MODEL` + a body: the forecast only
+            try:
+                return self._estimate(rest, cell, ns)
+            except ReplicateJupyterError as exc:
+                raise _mark(exc) from None
         try:
             args = parse_line(line)
         except LineError as exc:
@@ -139,19 +165,39 @@ class ReplicateMagics(Magics):
             self.shell.user_ns[args.out] = result
         return result
 
-    def _inputs(self, args, cell: str, ns: Mapping[str, Any], extra: dict | None = None) -> tuple[Any, dict]:
+    def _inputs(self, args, cell: str, ns: Mapping[str, Any], extra: dict | None = None,
+                model: str | None = None, on: str | None = None) -> tuple[Any, dict, dict]:
         from replicate_jupyter.model.schema import first_string_input
 
-        model = args.model or self.session.default_model
-        # the schema only when the body is text (resolving a model may load torch): a bad body
-        # is refused at once, before any model is touched
-        given = parse_body(cell, ns, text_field=lambda: first_string_input(api.schema(model, on=args.on)), model=model)
+        model = model or args.model or self.session.default_model
+        schema = api.schema(model, on=on or args.on)
+        given = parse_body(cell, ns, text_field=first_string_input(schema), model=model)
         if extra:
             given.update(extra)
-        return model, given
+        return model, given, schema
+
+    def _refuse_forecast(self, model: str, given: dict, schema: dict, on: str | None, max_cost: float | None) -> None:
+        """Before anything is dispatched: refuse a run whose forecast passes the budget or its
+        --max-cost (cost/guard.py says how; api.prepare does the same for the Python API).
+        The input is checked first, so a bad one is named before any money is."""
+        if self.session.budget is None and max_cost is None:
+            return
+        from replicate_jupyter.cost.guard import check_forecast
+        from replicate_jupyter.model.validation import validate
+
+        name = str((schema.get("info") or {}).get("x-replicate-model") or model)
+        clean = validate(schema, given, model=name)
+        probe = _Probe(name, clean, schema, on or self.session.default_backend)
+        check_forecast(probe, self.session.budget, self.session.ledger, max_cost)  # type: ignore[arg-type]
+
+    def _estimate(self, rest: str, cell: str, ns: Mapping[str, Any]) -> None:
+        args = parse_line(rest)
+        model, given, _schema = self._inputs(args, cell, ns)
+        print(commands.estimate_text(model, given, on=args.on))
 
     def _run_one(self, args, cell: str, ns: Mapping[str, Any]):
-        model, given = self._inputs(args, cell, ns)
+        model, given, schema = self._inputs(args, cell, ns)
+        self._refuse_forecast(model, given, schema, args.on, args.max_cost)
         p = api.prepare(model, given, on=args.on, seed=args.seed, max_cost=args.max_cost)
         live = rjlive.LiveDisplay(p)
         live.async_mode = args.run_async
@@ -168,13 +214,20 @@ class ReplicateMagics(Magics):
         return p
 
     def _run_sweep(self, args, cell: str, ns: Mapping[str, Any]):
+        """The grid of inputs; `model` is an axis too (each value resolved and validated on its
+        own schema, a value `BACKEND:MODEL` runs on that backend)."""
         combos = sweep_grid(args.sweep)
         swept_seed = any(k == "seed" for k, _ in args.sweep)
-        preds = []
+        planned = []
         for combo in combos:  # every combination is validated before anything runs
-            model, given = self._inputs(args, cell, ns, extra=combo)
-            preds.append(api.prepare(model, given, on=args.on, seed=None if swept_seed else args.seed,
-                                     max_cost=args.max_cost))
+            extra = dict(combo)
+            model, on = _model_axis(extra.pop("model", None), args.on)
+            model, given, schema = self._inputs(args, cell, ns, extra=extra, model=model, on=on)
+            planned.append((model, given, schema, on))
+        for model, given, schema, on in planned:
+            self._refuse_forecast(model, given, schema, on, args.max_cost)
+        preds = [api.prepare(model, given, on=on, seed=None if swept_seed else args.seed, max_cost=args.max_cost)
+                 for model, given, _schema, on in planned]
         labels = [", ".join(f"{k}={v}" for k, v in c.items()) for c in combos]
         grid = rjlive.GridDisplay(preds, labels)
         grid.async_mode = args.run_async
@@ -184,18 +237,38 @@ class ReplicateMagics(Magics):
                 api.start(p)
             return preds
         try:
-            if getattr(preds[0]._runner, "concurrent", False):
-                for p in preds:
-                    api.start(p)
-                for p in preds:
-                    p.wait()
-            else:
-                for p in preds:
+            together = [p for p in preds if getattr(p._runner, "concurrent", False)]
+            for p in together:
+                api.start(p)
+            for p in preds:
+                if p not in together:
                     api.execute(p)
+            for p in together:
+                p.wait()
         except KeyboardInterrupt:
             _cancel_all(preds)
         grid.finish()
         return preds
+
+
+class _Probe:
+    """A run not yet prepared, as the forecast check reads one (model, input, schema, backend)."""
+
+    def __init__(self, model: str, input: dict, schema: dict, backend: str) -> None:
+        self.model, self.input, self.schema, self.backend, self.version = model, input, schema, backend, None
+
+
+def _model_axis(value: Any, on: str | None) -> tuple[str | None, str | None]:
+    """A `--sweep model=` value: `MODEL`, or `BACKEND:MODEL` to run that one on BACKEND."""
+    if value is None:
+        return None, on
+    from replicate_jupyter.runners import BACKENDS
+
+    text = str(value)
+    head, sep, tail = text.partition(":")
+    if sep and head in BACKENDS and tail:
+        return tail, head
+    return text, on
 
 
 # ----- errors: one clear message, not a traceback of our internals ---------------------------

@@ -59,6 +59,17 @@ def _preview_strip(x0: torch.Tensor) -> Image.Image:
     return strip
 
 
+def _ignored_note(words: list[str]) -> str:
+    """E.g. "ignored word (not in this model's vocabulary, or not where it can use it): 'blue'; it
+    draws the colours red, …, the shapes circle, …, on a background of white, black, gray,
+    cream": a prompt asking for more than the model knows is not cut short silently."""
+    vocab = _prompt.draw
+    return (f"ignored word{'s' if len(words) != 1 else ''} (not in this model's vocabulary, or not where it can "
+            f"use {'them' if len(words) != 1 else 'it'}): {', '.join(repr(w) for w in words)}; it draws the colours "
+            f"{', '.join(vocab.COLORS)}, the shapes {', '.join(vocab.SHAPES)}, on a background of "
+            f"{', '.join(vocab.BACKGROUNDS)}")
+
+
 class Predictor(BasePredictor):
     def setup(self) -> None:
         torch.set_grad_enabled(False)
@@ -98,6 +109,8 @@ class Predictor(BasePredictor):
         parsed, negative = _prompt.parse(prompt), _prompt.parse(negative_prompt)
         _progress.log(f"Using seed: {seed}")
         _progress.log(parsed.describe())
+        if parsed.ignored:  # say plainly which words changed nothing, and what it can draw instead
+            _progress.log(_ignored_note(parsed.ignored))
         if negative_prompt.strip():
             _progress.log("negative " + negative.describe())
 
