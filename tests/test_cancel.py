@@ -1,8 +1,9 @@
 """Cancel reaches a running in-process prediction (issue 18, item 1): within one step for a step
 loop, and within 1 s for a predictor that never reports progress (a loop of sleeps, a busy
-loop, an asyncio.sleep loop, an async busy loop that never awaits), on the background path (`api.start`, as --async, forms and sweeps
-use it) and the foreground one (`api.execute` in the calling thread); one that cannot be stopped
-is reported, never `succeeded`. Real predictors from tests/predictors, real threads."""
+loop, an asyncio.sleep loop, an async busy loop that never awaits), on the background path
+(`api.start`, as --async, forms and sweeps use it) and the foreground one (`api.execute` in the
+calling thread); one that cannot be stopped is reported, never `succeeded`. Real predictors from
+tests/predictors, real threads, and a real kernel."""
 from __future__ import annotations
 
 import os

@@ -9,6 +9,7 @@ import pathlib
 import threading
 import time
 
+import cog
 import pytest
 from cog import BasePredictor, Input
 
@@ -112,10 +113,14 @@ def test_prints_of_other_threads_are_not_captured_by_a_running_prediction(capfd)
 
 
 # ----- concurrency -------------------------------------------------------------------------------
-def _run_at_once(ref: str, n: int, seconds: float) -> tuple[list, float, list[str]]:
+def _run_at_once(ref: str, n: int, seconds: float, running: int) -> tuple[list, float, list[str]]:
+    """Create n predictions at once; their statuses once `running` of them are processing."""
     t0 = time.monotonic()
     ps = [rj.predictions.create(ref, {"seconds": seconds}) for _ in range(n)]
-    time.sleep(seconds / 2)
+    end = time.monotonic() + 2
+    while sum(p.status == "processing" for p in ps) < running and time.monotonic() < end:
+        time.sleep(0.005)
+    time.sleep(0.05)  # time for a wrong extra one to start too
     statuses = [p.status for p in ps]
     for p in ps:
         p.wait(10)
@@ -131,7 +136,7 @@ def test_cog_concurrent_max_runs_that_many_at_once_and_the_next_waits_in_startin
     ref = f"{P}/concurrent_async.py"
     rj.run(ref, {"seconds": 0})  # warm
     _fresh_peak(ref)
-    ps, took, statuses = _run_at_once(ref, 4, 0.4)
+    ps, took, statuses = _run_at_once(ref, 4, 0.4, running=3)
     assert all(p.status == "succeeded" for p in ps)
     assert sorted(statuses) == ["processing"] * 3 + ["starting"]
     assert max(p.output for p in ps) == 3  # at most three overlapped
@@ -146,7 +151,7 @@ def test_cog_yaml_concurrency_max_is_honoured():
     ref = f"{P}/conc_yaml"
     rj.run(ref, {"seconds": 0})
     _fresh_peak(ref)
-    ps, took, statuses = _run_at_once(ref, 3, 0.4)
+    ps, took, statuses = _run_at_once(ref, 3, 0.4, running=2)
     assert all(p.status == "succeeded" for p in ps)
     assert sorted(statuses) == ["processing"] * 2 + ["starting"]
     assert max(p.output for p in ps) == 2
@@ -155,7 +160,8 @@ def test_cog_yaml_concurrency_max_is_honoured():
 
 def test_sync_models_run_one_at_a_time_and_models_take_turns():
     ref = f"{P}/sleep.py"
-    ps, took, statuses = _run_at_once(ref, 2, 0.3)
+    rj.run(ref, {"seconds": 0})  # warm
+    ps, took, statuses = _run_at_once(ref, 2, 0.3, running=1)
     assert sorted(statuses) == ["processing", "starting"]
     assert took >= 0.6
     # an async concurrent model does not overlap a running sync one
@@ -216,3 +222,51 @@ def test_warm_models_are_capped_in_number_so_their_threads_are_too():
     finally:
         session._runners.pop("local-few").close()
         runners.BACKENDS.pop("local-few", None)
+
+
+# ----- called as Cog calls it --------------------------------------------------------------------
+class Metered(BasePredictor):
+    def predict(self, n: int = Input(default=3)) -> str:
+        import cog
+
+        cog.current_scope().record_metric("output_token_count", n)
+        cog.current_scope().record_metric("timing.decode", 0.5)
+        return "ok"
+
+
+class AsyncMetered(BasePredictor):
+    async def predict(self, n: int = Input(default=3)) -> str:
+        import asyncio
+
+        import cog
+
+        await asyncio.sleep(0)
+        cog.current_scope().record_metric("output_token_count", n, mode="incr")
+        cog.current_scope().record_metric("output_token_count", n, mode="incr")
+        return "ok"
+
+
+@pytest.mark.parametrize("cls,expected", [(Metered, 4), (AsyncMetered, 8)])
+def test_metrics_a_predictor_records_reach_its_prediction(cls, expected):
+    p = rj.predictions.create(cls, {"n": 4}).wait(5)
+    assert p.status == "succeeded"
+    assert p.metrics["output_token_count"] == expected
+    if cls is Metered:
+        assert p.metrics["timing"] == {"decode": 0.5}
+
+
+class Reader(BasePredictor):
+    def setup(self, weights: cog.Path | None = None) -> None:
+        self.weights = pathlib.Path(weights).read_bytes() if weights else b""
+
+    def predict(self, doc: cog.File = Input(description="a document")) -> str:
+        return f"{doc.read().decode()}+{self.weights.decode()}"
+
+
+def test_cog_file_inputs_arrive_as_file_objects_and_setup_gets_weights(tmp_path, monkeypatch):
+    from replicate_jupyter.prediction.files import InputFile
+
+    weights = tmp_path / "w.bin"
+    weights.write_bytes(b"12345")
+    monkeypatch.setenv("COG_WEIGHTS", str(weights))
+    assert rj.run(Reader, {"doc": InputFile(b"text", name="a.txt")}) == "text+12345"

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from replicate_jupyter.model import predictors
+from replicate_jupyter.model.arguments import call_arguments
 from replicate_jupyter.prediction.events import Completed, Log, Output, Started
 from replicate_jupyter.runners import devices, model_thread
 from replicate_jupyter.runners import warm as warm_mod
@@ -31,9 +32,6 @@ from replicate_jupyter.runners.base import ModelHandle, Runner
 from replicate_jupyter.runners.context import RunContext, fresh_context
 from replicate_jupyter.runners.interrupt import is_cancel
 from replicate_jupyter.runners.invoke import (
-    acall_and_emit,
-    build_kwargs,
-    call_params,
     is_oom,
     model_traceback,
     preview_throttle,
@@ -143,7 +141,7 @@ class LocalRunner(Runner):
             instance, setup_time, size = call.value
             fn = predictors.predict_method(instance)
             warm = Warm(instance=instance, size=int(size), setup_time=setup_time, call=fn,
-                         params=call_params(fn), thread=thread, is_async=is_async)
+                         thread=thread, is_async=is_async)
             self._warm[spec.key] = warm
             self._evict_to_budget(keep=spec.key)
             return warm, None
@@ -212,7 +210,7 @@ class LocalRunner(Runner):
         metrics: dict[str, Any] = {"hardware": hardware}
         if cold:
             metrics["setup_time"] = round(warm.setup_time, 4)
-        kwargs = build_kwargs(warm.params, warm.call, p.input, p.secret_fields)
+        kwargs = call_arguments(warm.call, p.input)  # typed as Cog passes them (cog.File, Path, Secret)
         t0 = time.perf_counter()
         outcome = self._attempt(p, warm, kwargs)
         if outcome.oom:
@@ -247,7 +245,7 @@ class LocalRunner(Runner):
         context = fresh_context(ctx, sink=lambda s: p.emit(Log(text=s)))
         cancel = p.cancel_event
         if warm.is_async:
-            call = warm.thread.submit_async(lambda: acall_and_emit(warm.call, kwargs, emit, cancel), context)
+            call = warm.thread.submit_async(lambda: warm_mod.apredict(warm.call, kwargs, emit, cancel), context)
         else:
             call = warm.thread.submit(lambda: warm_mod.predict(warm.call, kwargs, emit, cancel), context)
         interrupt = self._wait(p, warm.thread, call)

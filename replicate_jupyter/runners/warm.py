@@ -1,8 +1,10 @@
 """A warm model of the local runner, and the calls that run on its model thread.
 
-`setup`/`asetup` make and set the predictor up, `predict` runs one prediction, `release` tears
-it down: each is handed to the model's own thread (model_thread.py), so the model only ever
-runs there. Kept apart from local.py, which decides what runs when.
+`setup`/`asetup` make and set the predictor up (`setup(weights=...)` as Cog passes it),
+`predict`/`apredict` run one prediction inside its `cog.current_scope()` (so metrics reach the
+prediction), `release` tears it down. Each is handed to the model's own thread
+(model_thread.py), so the model only ever runs there. Kept apart from local.py, which decides
+what runs when.
 """
 from __future__ import annotations
 
@@ -14,11 +16,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from replicate_jupyter.model import predictors
+from replicate_jupyter.model.scope import scope_for
 from replicate_jupyter.runners import devices
-from replicate_jupyter.runners.invoke import call_and_emit
+from replicate_jupyter.runners.invoke import acall_and_emit, call_and_emit
 from replicate_jupyter.runners.model_thread import ModelThread
 
-__all__ = ["Warm", "setup", "asetup", "predict", "release"]
+__all__ = ["Warm", "setup", "asetup", "predict", "apredict", "release"]
 
 
 @dataclass
@@ -29,7 +32,6 @@ class Warm:
     size: int
     setup_time: float
     call: Any  # the bound predict/run method
-    params: dict[str, Any]  # parameter → default, so every parameter is always passed
     thread: ModelThread  # where setup ran and every prediction runs
     is_async: bool
 
@@ -41,7 +43,7 @@ def setup(spec: predictors.PredictorSpec) -> tuple[Any, float, int]:
     instance = spec.make()
     hook = getattr(instance, "setup", None)
     if hook is not None:
-        result = hook()
+        result = hook(**spec.setup_kwargs(instance))  # weights=, as Cog passes it
         if inspect.iscoroutine(result):  # async setup of a sync predictor: no loop runs on this thread
             asyncio.run(result)
     return _measured(instance, before, t0)
@@ -54,7 +56,7 @@ async def asetup(spec: predictors.PredictorSpec) -> tuple[Any, float, int]:
     instance = spec.make()
     hook = getattr(instance, "setup", None)
     if hook is not None:
-        result = hook()
+        result = hook(**spec.setup_kwargs(instance))
         if inspect.isawaitable(result):
             await result
     return _measured(instance, before, t0)
@@ -71,8 +73,17 @@ def _measured(instance: Any, before: int | None, t0: float) -> tuple[Any, float,
 
 
 def predict(call: Any, kwargs: dict, emit: Any, cancel: threading.Event) -> None:
-    """One sync prediction, its device work finished before it counts as done (predict_time)."""
-    call_and_emit(call, kwargs, emit, cancel)
+    """One sync prediction, inside its `cog.current_scope()` (metrics → Metric events), its
+    device work finished before it counts as done (predict_time)."""
+    with scope_for(emit):
+        call_and_emit(call, kwargs, emit, cancel)
+    devices.synchronize()
+
+
+async def apredict(call: Any, kwargs: dict, emit: Any, cancel: threading.Event) -> None:
+    """`predict` for async predictors, a task on the model's loop (the scope is per task)."""
+    with scope_for(emit):
+        await acall_and_emit(call, kwargs, emit, cancel)
     devices.synchronize()
 
 
