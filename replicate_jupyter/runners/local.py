@@ -94,10 +94,16 @@ class LocalRunner(Runner):
     def concurrency(self, handle: ModelHandle) -> int:
         """How many predictions of this model run at once here (its `@cog.concurrent(max=N)` or
         cog.yaml `concurrency.max`; 1 for sync models): a sweep or form can start that many."""
-        return self._limit(*_predict_fn(handle.extra["spec"]))
+        spec = handle.extra["spec"]
+        return self._limit(spec, _predict_fn(spec))
 
-    def _limit(self, fn: Any, source: str | None) -> int:
-        declared = declared_concurrency(fn, source)
+    def _limit(self, spec: predictors.PredictorSpec, fn: Any) -> int:
+        """The model's declared concurrency (the loader's reading of cog.yaml/@cog.concurrent,
+        else our own), 1 for sync models, capped by `max_concurrency`."""
+        declared = getattr(spec, "concurrency", None)
+        if declared is None or not is_async_callable(fn):
+            declared = declared_concurrency(fn, spec.source)
+        declared = max(1, int(declared))
         return min(declared, self.max_concurrency) if self.max_concurrency else declared
 
     @property
@@ -179,10 +185,10 @@ class LocalRunner(Runner):
     # ----- running -------------------------------------------------------------------------
     def execute(self, p) -> None:
         spec: predictors.PredictorSpec = p.handle.extra["spec"]
-        fn, source = _predict_fn(spec)
+        fn = _predict_fn(spec)
         is_async = is_async_callable(fn)
         nested = model_thread.current() is not None  # a predictor running a model: it holds the device
-        if not nested and not self._slots.enter(spec.key, self._limit(fn, source), p.cancel_event):
+        if not nested and not self._slots.enter(spec.key, self._limit(spec, fn), p.cancel_event):
             p.emit(Completed(status="canceled", error=p.cancel_reason,
                              metrics={"predict_time": 0.0, "hardware": devices.current_sku()}))
             return
@@ -330,10 +336,10 @@ class LocalRunner(Runner):
         self.evict()
 
 
-def _predict_fn(spec: predictors.PredictorSpec) -> tuple[Any, str | None]:
-    """The predictor's predict/run function (unbound when there is no instance yet) and where it
-    came from: enough to tell async from sync and read its declared concurrency."""
-    return predictors.predict_method(spec.instance if spec.instance is not None else spec.cls), spec.source
+def _predict_fn(spec: predictors.PredictorSpec) -> Any:
+    """The predictor's predict/run function (unbound when there is no instance yet): enough to
+    tell async from sync and read its declared concurrency."""
+    return predictors.predict_method(spec.instance if spec.instance is not None else spec.cls)
 
 
 def _forget(exc: BaseException | None) -> None:
