@@ -5,6 +5,8 @@ import base64
 import io
 import time
 
+import pytest
+
 from PIL import Image
 
 from replicate_jupyter.cost.ledger import Ledger
@@ -209,3 +211,50 @@ def test_a_live_display_marks_its_cell_and_its_final_draw_has_the_stamped_total(
     assert len(sent) == 1  # ended within one interval: drawn once, final
     assert sent[-1]["text/plain"].splitlines()[-1].endswith(f"notebook total {d.usd(ledger.total())}")
     assert sent[-1][d.MIME]["metrics"]["notebook_total_usd"] == ledger.total() == 0.0002
+
+
+def test_a_running_prediction_shows_its_cost_so_far_ticking_then_the_exact_final():
+    """A predictor that reports nothing for 2.5 s still has its time and cost redrawn (the
+    display's clock); the final draw has the ledger's exact figure and no running one."""
+    sent: list[dict] = []
+    ledger = Ledger()
+    p = Prediction("test/quiet", {})
+    p.subscribe(ledger.listen)
+    live_mod.LiveDisplay(p, text_rate=10, publish=sent.append).attach(cell=1)
+    p.emit(Started(hardware="cpu"))
+    time.sleep(2.6)
+    p.emit(Completed(status="succeeded", metrics={"predict_time": 2.6, "hardware": "cpu"}))
+    running = [b[d.MIME]["running"] for b in sent if b[d.MIME].get("running")]
+    assert 2 <= len(running) <= 4  # about once a second, not at the text rate
+    costs = [r["cost_usd"] for r in running]
+    assert costs[0] > 0 and all(b > a for a, b in zip(costs, costs[1:]))
+    assert [r["hardware"] for r in running] == ["cpu"] * len(running)
+    assert "running · " in sent[-2]["text/plain"] and "so far" in sent[-2]["text/html"]
+    final = sent[-1]
+    assert "running" not in final[d.MIME] and final[d.MIME]["metrics"]["cost_usd"] == 0.00026 == ledger.total()
+    assert "cost: test/quiet · succeeded · 2.60 s · cpu · $0.00026" in final["text/plain"]
+
+
+def test_the_forecast_shows_while_starting():
+    from replicate_jupyter.session import session
+
+    session.ledger.reset()
+    try:
+        for n in (1, 2):  # history: about 0.5 s per output on cpu
+            q = Prediction("test/img", {"num_outputs": n})
+            q.emit(Started(hardware="cpu"))
+            q.emit(Completed(status="succeeded", metrics={"predict_time": 0.5 * n, "hardware": "cpu"}))
+            session.ledger.record(q)
+        sent: list[dict] = []
+        p = Prediction("test/img", {"num_outputs": 4})
+        live = live_mod.LiveDisplay(p, publish=sent.append)
+        live.async_mode = True  # drawn at once, while still starting
+        live.attach(cell=2)
+        first = sent[0]
+        assert first[d.MIME]["status"] == "starting"
+        assert first[d.MIME]["forecast"]["cost_usd"] == pytest.approx(4 * 0.5 * 0.0001)
+        assert "≈ $0.0002 expected (median 0.5 s per output over 2 earlier runs × 4 (num_outputs)" in first["text/plain"]
+        p.emit(Completed(status="canceled", metrics={"predict_time": 0.0, "hardware": "cpu"}))
+        assert "forecast" not in sent[-1][d.MIME]
+    finally:
+        session.ledger.reset()
