@@ -96,6 +96,10 @@ class Records(list):
     def by_cell(self, n: int) -> list[Record]:
         return [r for r in self if n in (r.cells or [r.cell])]
 
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        """IPython's text for a list would win over the bundle's text/plain: give it the table."""
+        printer.text(self._repr_mimebundle_()["text/plain"])
+
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
         rows = []
         for i, r in enumerate(self):
@@ -176,9 +180,11 @@ def _from_notebook(path: pathlib.Path) -> Records:
                     seen[pid].cells.append(cell.get("execution_count"))
                     continue
                 record = record_from_payload(payload)
-                written = _written_ref(cell.get("source")) if record.get("rebuilt") else None
+                model = record["model"]
+                unknown = record.get("rebuilt") or model.get("ref") == model.get("name")  # as written: not said
+                written = _written_ref(cell.get("source")) if unknown else None
                 if written:
-                    record["model"]["ref"] = written
+                    model["ref"] = written
                 rec = Record(record, payload=payload, cell=cell.get("execution_count"),
                              index=index, notebook=path, label=label, cells=[cell.get("execution_count")])
                 seen[pid] = rec
@@ -229,8 +235,9 @@ def find(id: str | None = None, *, cell: int | None = None, last: bool = False,
         import difflib
 
         close = difflib.get_close_matches(id, known, n=3)
-        allowed = ("the id of a recorded prediction" + (f" (did you mean {', '.join(close)}?)" if close else ""))
-        raise InputError([Problem("id", "unknown", id, allowed, message=f"no prediction {id!r} recorded in {where}")])
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise InputError([Problem("id", "unknown", id, "the id of a recorded prediction",
+                                  message=f"no prediction {id!r} recorded in {where}{hint}")])
     what = f"cell {cell}" if cell is not None else "last"
     raise InputError([Problem("cell" if cell is not None else "last", "unknown", cell,
                               "a cell that ran a prediction", message=f"no recorded prediction for {what} in {where}")])

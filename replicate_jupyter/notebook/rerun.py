@@ -1,25 +1,25 @@
 """Run recorded predictions again: one (`rerun`), or a whole saved notebook (`replay`).
 
-A rerun is an ordinary prediction made from a record: the model found again (as written, by
-name, by its file; pinned to its version on Replicate), the input rebuilt with its files found
-again and its seed made explicit, then `api.prepare` → `api.execute` like any cell, so it is
-displayed, costed and budgeted the same way. Whether it reproduced is judged by output hashes:
-`compare=True` returns a `Comparison` (old and new side by side: identical hashes, pixel
+A rerun is an ordinary prediction made from a record (the model found again, the input rebuilt
+with its files and its seed), through `api.prepare` → `api.execute` like any cell: displayed,
+costed and budgeted the same way. Whether it reproduced is judged by output hashes; with
+`compare=True` it returns a `Comparison` (old and new side by side: identical hashes, pixel
 difference for images, a word diff for text, time and cost).
 
-`replay(path)` plans every recorded prediction of a saved notebook first — each model resolved
-on the chosen backend, each input rebuilt and validated — so a model the backend cannot run or
-a file that is gone refuses the replay before anything runs (nothing charged). It then runs them
-in order under `budget`, stopping before the one whose forecast would pass it, and shows one
-summary grid (`ReplaySummary`). `dry_run=True` stops after the plan: what would run where, and
-the forecast cost.
+`replay(path)` plans every recorded prediction of a saved notebook first (each model resolved
+on the chosen backend, each input rebuilt and validated), so a model the backend cannot run or
+a file that is gone refuses the replay before anything runs. It then runs them in order under
+`budget`, stopping before the one whose forecast would pass it, with one summary grid
+(`ReplaySummary`); `dry_run=True` stops after the plan.
 """
 from __future__ import annotations
 
 import argparse
 import html
+import math
 import os
 import pathlib
+import sys
 import time
 from dataclasses import dataclass
 from typing import Any, Mapping
@@ -27,9 +27,9 @@ from typing import Any, Mapping
 from replicate_jupyter import api
 from replicate_jupyter.cost import prices
 from replicate_jupyter.errors import BackendError, BudgetExceeded, InputError, ModelNotFound, Problem
-from replicate_jupyter.notebook.display import NOMATH, table_bundle, usd
+from replicate_jupyter.notebook.display import NOMATH, _secs, table_bundle, usd
 from replicate_jupyter.notebook.records import Record, find, input_of, records, resolve
-from replicate_jupyter.prediction.files import FileOutput, data_uri
+from replicate_jupyter.prediction.files import FileOutput
 from replicate_jupyter.prediction.record import output_sha256, pixel_difference, record_of, text_difference
 from replicate_jupyter.session import session
 
@@ -42,12 +42,8 @@ _e = html.escape
 
 
 def _in_kernel() -> bool:
-    try:
-        from IPython import get_ipython
-
-        return get_ipython() is not None
-    except ImportError:
-        return False
+    shell = sys.modules.get("IPython")  # only a process that imported IPython can be in a kernel
+    return shell is not None and shell.get_ipython() is not None
 
 
 def _run(rec: Record, backend: str, ref: str, inp: dict[str, Any], *, show: bool,
@@ -147,7 +143,7 @@ class Comparison:
                 ("hardware", om.get("hardware"), nm.get("hardware")),
                 ("version", oldm.get("version"), newm.get("version")),
                 ("seed", self.old.record.get("seed"), self.new_record.get("seed")),
-                ("predict time", _s(om.get("predict_time")), _s(nm.get("predict_time"))),
+                ("predict time", _secs(om.get("predict_time")), _secs(nm.get("predict_time"))),
                 ("cost", usd(om.get("cost_usd")), usd(nm.get("cost_usd"))),
                 ("output sha256", (self.old.record.get("output_sha256") or "")[:16],
                  (self.new_record.get("output_sha256") or "")[:16])]
@@ -169,8 +165,7 @@ class Comparison:
         parts = []
         for v in _items(value):
             if isinstance(v, FileOutput) and v.is_image:
-                parts.append(f'<img src="{_e(v.url if v.url.startswith("data:") else data_uri(v.read(), v.content_type))}"'
-                             ' style="max-width:256px"/>')
+                parts.append(f'<img src="{_e(v.to_json()["url"])}" style="max-width:256px"/>')
             elif isinstance(v, FileOutput):
                 parts.append(f"<code>{_e(v.name)}</code> ({v.size} B)")
             elif v is not None:
@@ -204,10 +199,6 @@ class Comparison:
         return f"<Comparison {self.old.id} → {self.new.id}: {self.verdict()}>"
 
 
-def _s(x: Any) -> str:
-    return "–" if x is None else f"{float(x):.2f} s"
-
-
 # ----- replay ------------------------------------------------------------------------------------
 @dataclass
 class Step:
@@ -225,10 +216,11 @@ class Step:
     state: str = "planned"
     note: str = ""
     new: Any = None
+    new_sha: str | None = None  # the rerun's output_sha256
 
     @property
     def cost(self) -> float:
-        return float((self.new.metrics.get("cost_usd") if self.new is not None else 0.0) or 0.0)
+        return float(self.new.metrics.get("cost_usd") or 0.0) if self.new is not None else 0.0
 
 
 def _plan(rec: Record, n: int, on: str | None, pool: list[Record], overrides: Mapping[str, Any] | None) -> Step:
@@ -289,10 +281,9 @@ class ReplaySummary:
         out = []
         for s in self.steps:
             r = s.rec
-            new_sha = record_of(s.new)["output_sha256"] if s.new is not None and s.new.done else None
             out.append([s.n, "" if r.cell is None else f"[{r.cell}]", r.model, f"{r.backend} → {s.backend}",
                         "" if r.record.get("seed") is None else r.record["seed"],
-                        (r.record.get("output_sha256") or "")[:10], (new_sha or "")[:10],
+                        (r.record.get("output_sha256") or "")[:10], (s.new_sha or "")[:10],
                         s.state + (f" ({s.note})" if s.note and s.state not in ("same",) else ""),
                         usd(r.metrics.get("cost_usd")),
                         (usd(s.forecast) + (" est." if s.estimate else "")) if self.dry_run else usd(s.cost)])
@@ -310,13 +301,12 @@ class ReplaySummary:
                 + (f" · budget {usd(self.budget)}" if self.budget is not None else ""))
 
     def to_json(self) -> dict[str, Any]:
-        return {"notebook": str(self.path), "dry_run": self.dry_run, "budget": self.budget,
-                "identical": self.identical, "total_old_usd": self.total_old, "total_new_usd": self.total_new,
-                "forecast_usd": self.forecast, "seconds": round(self.seconds, 3),
-                "steps": [{"id": s.rec.id, "new_id": getattr(s.new, "id", None), "model": s.rec.model,
-                           "backend": s.backend, "state": s.state, "note": s.note, "forecast_usd": s.forecast,
-                           "old_cost_usd": s.rec.metrics.get("cost_usd"), "new_cost_usd": s.cost if s.new else None}
-                          for s in self.steps]}
+        steps = [{"id": s.rec.id, "new_id": getattr(s.new, "id", None), "model": s.rec.model, "backend": s.backend,
+                  "state": s.state, "note": s.note, "forecast_usd": s.forecast, "old_cost_usd": s.rec.metrics.get(
+                      "cost_usd"), "new_cost_usd": s.cost if s.new else None, "new_sha256": s.new_sha} for s in self.steps]
+        return {"notebook": str(self.path), "dry_run": self.dry_run, "budget": self.budget, "identical": self.identical,
+                "total_old_usd": self.total_old, "total_new_usd": self.total_new, "forecast_usd": self.forecast,
+                "seconds": round(self.seconds, 3), "steps": steps}
 
     def bundle(self) -> dict[str, Any]:
         cols = ["#", "cell", "model", "backend", "seed", "old sha256", "new sha256", "result", "old cost",
@@ -342,7 +332,7 @@ def replay(path: str | os.PathLike[str], on: str | None = None, budget: float | 
     each one's own backend), spending at most `budget` USD. Everything is planned first: a model
     `on` cannot resolve, or an input file that is gone, raises InputError before anything runs.
     `dry_run`: the plan only (what would run where, the forecast); nothing runs or is charged."""
-    if budget is not None and not (isinstance(budget, (int, float)) and budget > 0 and budget != float("inf")):
+    if budget is not None and not (isinstance(budget, (int, float)) and math.isfinite(budget) and budget > 0):
         raise InputError([Problem("budget", "minimum", budget, "a finite number of USD > 0")])
     recs = records(path)
     pool = list(recs)
@@ -384,8 +374,8 @@ def _execute(summary: ReplaySummary) -> ReplaySummary:
             except BudgetExceeded as exc:
                 s.note = str(exc)
                 break
-            spent += s.cost
-            same = s.new.status == "succeeded" and record_of(s.new)["output_sha256"] == s.rec.record.get("output_sha256")
+            spent, s.new_sha = spent + s.cost, record_of(s.new)["output_sha256"]
+            same = s.new.status == "succeeded" and s.new_sha == s.rec.record.get("output_sha256")
             s.state = "same" if same else ("different" if s.new.status == "succeeded" else s.new.status)
             if s.state not in ("same", "different"):
                 s.note = s.new.error or ""
