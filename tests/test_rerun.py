@@ -218,6 +218,23 @@ def test_a_replay_over_budget_stops_before_the_prediction_that_would_pass_it(ori
         replay(original["path"], on="workers", budget=float("nan"))
 
 
+def test_compare_says_what_differs(original, lm_worker):
+    """Another seed, on workers: the image's pixel difference, the text's word diff, both seeds."""
+    path = original["path"]
+    recs = records(path)
+    img = rerun(recs[1].id, notebook=path, on="workers", input={"seed": 8}, compare=True)
+    assert not img.identical and img.verdict() == "different: 1 of 1 outputs differ"
+    px = img.outputs[0]["pixels"]
+    assert px["mean_abs"] > 0 and 0 < px["changed_pixels"] <= 1 and px["max"] > 0
+    assert ("seed", 7, 8) in img.facts() and ("backend", "local", "workers") in img.facts()
+    txt = rerun(recs[0].id, notebook=path, on="workers", input={"seed": 4}, compare=True)
+    row = txt.outputs[0]
+    assert not txt.identical and 0 <= row["similarity"] < 1 and ("[-" in row["diff"] or "{+" in row["diff"])
+    bundle = txt._repr_mimebundle_()
+    assert ("<del" in bundle["text/html"] or "<ins" in bundle["text/html"]) and row["diff"] in bundle["text/plain"]
+    assert bundle["application/vnd.replicate.compare+json"]["identical"] is False
+
+
 # ----- files ------------------------------------------------------------------------------------
 FILE_IN = f"{PREDICTORS / 'file_in.py'}:Predictor"
 
