@@ -76,6 +76,7 @@ class LocalRunner(Runner):
         self._calls: dict[str, tuple[Any, ModelThread, Call]] = {}  # prediction id → what runs for it
         self._stopping: set[int] = set()
         self.evictions: list[str] = []
+        self._cog: Any = None  # CogProcesses, made when the first folder model runs
 
     # ----- models --------------------------------------------------------------------------
     def resolve(self, ref: Any) -> ModelHandle:
@@ -172,6 +173,8 @@ class LocalRunner(Runner):
                 instance, warm.instance = warm.instance, None
                 warm.thread.close(final=functools.partial(warm_mod.release, instance))
                 del instance, warm
+        if self._cog is not None:
+            self._cog.evict(key)
         devices.free_device_memory()
 
     def _drop_defunct(self, thread: ModelThread) -> None:
@@ -193,10 +196,23 @@ class LocalRunner(Runner):
                              metrics={"predict_time": 0.0, "hardware": devices.current_sku()}))
             return
         try:
-            self._execute(p, spec, is_async)
+            if _is_folder_model(spec):
+                # a Cog folder runs as under Cog: its folder as working directory, cog.yaml's
+                # environment, in a warm kernel-side Cog process (the kernel's cwd is untouched)
+                self._cog_processes().execute(p, spec)
+            else:
+                self._execute(p, spec, is_async)
         finally:
             if not nested:
                 self._slots.leave()
+
+    def _cog_processes(self) -> Any:
+        with self._cache_lock:
+            if self._cog is None:
+                from replicate_jupyter.runners.cogproc import CogProcesses
+
+                self._cog = CogProcesses()
+            return self._cog
 
     def _execute(self, p, spec: predictors.PredictorSpec, is_async: bool) -> None:
         hardware = devices.current_sku()
@@ -308,6 +324,8 @@ class LocalRunner(Runner):
         """Stop a prediction: waiting for a slot, it leaves the queue; running, it is stopped on
         its model thread by a helper thread (this returns at once)."""
         self._slots.wake()
+        if self._cog is not None:
+            self._cog.cancel(prediction)
         entry = self._calls.get(prediction.id)
         if entry is None:
             return
@@ -334,6 +352,17 @@ class LocalRunner(Runner):
         for _p, _thread, call in running:
             call.wait(max(0.0, end - time.monotonic()))
         self.evict()
+        if self._cog is not None:
+            self._cog.close()
+
+
+def _is_folder_model(spec: predictors.PredictorSpec) -> bool:
+    """A model on disk in a folder with cog.yaml (not a class or object from the notebook)."""
+    if getattr(spec, "folder", None) is None:
+        return False
+    from replicate_jupyter.runners.cogproc import folder_of
+
+    return folder_of(spec) is not None
 
 
 def _predict_fn(spec: predictors.PredictorSpec) -> Any:
