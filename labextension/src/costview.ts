@@ -116,14 +116,22 @@ export function renderCostDetails(prediction: IPrediction, open: boolean): HTMLE
   for (const assumption of assumptionsOf(billing)) {
     rows.push(['assumed', assumption]);
   }
+  // styled as the Inputs fold is (style/base.css has no rule of its own for this one yet)
   const details = el('details', 'rj-cost-details');
   details.open = open;
-  details.appendChild(el('summary', undefined, metrics.cost_estimate === true ? 'Cost details (estimate)' : 'Cost details'));
+  details.style.marginTop = '6px';
+  const summary = el('summary', undefined, metrics.cost_estimate === true ? 'Cost details (estimate)' : 'Cost details');
+  Object.assign(summary.style, { cursor: 'pointer', color: 'var(--jp-ui-font-color2)', fontSize: 'var(--jp-ui-font-size0)' });
+  details.appendChild(summary);
   const table = el('table');
+  Object.assign(table.style, { borderCollapse: 'collapse', fontSize: 'var(--jp-ui-font-size0)' });
   for (const [key, value] of rows) {
     const row = el('tr');
-    row.appendChild(el('th', undefined, key));
-    row.appendChild(el('td', undefined, value));
+    for (const [tag, text] of [['th', key], ['td', value]] as const) {
+      const c = el(tag, undefined, text);
+      Object.assign(c.style, { textAlign: 'left', verticalAlign: 'top', padding: '2px 8px 2px 0', whiteSpace: 'pre-wrap' });
+      row.appendChild(c);
+    }
     table.appendChild(row);
   }
   details.appendChild(table);

@@ -353,7 +353,7 @@ def ledger_bundle(ledger: Ledger) -> dict[str, Any]:
                             money(g["cost_usd"], g["estimated"] > 0)] for k, g in ledger.by(key).items()],
                           title=_GROUP_TITLES[key]) for key in GROUPS]
     n_est = ledger.estimated()
-    total = (f"Total: {len(ledger)} predictions · {_secs(ledger.gpu_seconds())} · "
+    total = (f"Total: {len(ledger)} prediction{'s' if len(ledger) != 1 else ''} · {_secs(ledger.gpu_seconds())} · "
              f"{money(ledger.total(), n_est > 0)}")
     if n_est:
         total += f" ({n_est} estimated: see each card's cost details)"
