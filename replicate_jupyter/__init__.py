@@ -3,6 +3,9 @@
     import replicate_jupyter as rj
     rj.run("local/shapes", input={"prompt": "a red square"})
 
+    import replicate_jupyter as replicate          # replicate-python 1.0.7's API, and 1.1's use()
+    replicate.run("black-forest-labs/flux-schnell", input={"prompt": "..."})   # on Replicate, by name
+
 Importing this package stays light (no torch, diffusers, ray or cog): they load when a model or
 a backend needs them, so `%load_ext replicate_jupyter` is instant.
 """
@@ -16,8 +19,10 @@ from typing import TYPE_CHECKING, Any
 # submodule as a package attribute when it is first imported, which would replace the function;
 # importing them here first, then binding the functions, keeps `rj.schema(...)` callable.
 from replicate_jupyter import models as _models_pkg  # noqa: F401  (before the API binds `models`)
+from replicate_jupyter import use as _use_module  # noqa: F401  (before `use` below is bound: see `models`)
 from replicate_jupyter._labextension import _jupyter_labextension_paths  # noqa: F401  (JupyterLab finds the prebuilt extension)
-from replicate_jupyter.api import create, ledger, models, predictions, run, schema, stream
+from replicate_jupyter.api import async_run, async_stream, create, ledger, predictions, run, schema, stream
+from replicate_jupyter.client import Client, deployments, files, hardware, models
 from replicate_jupyter.errors import (
     BackendError,
     BudgetExceeded,
@@ -29,6 +34,8 @@ from replicate_jupyter.errors import (
 )
 from replicate_jupyter.prediction.files import FileOutput
 from replicate_jupyter.prediction.prediction import Prediction
+from replicate_jupyter.runners.replicate import routing as _routing
+from replicate_jupyter.runners.replicate.resources import Page
 from replicate_jupyter.session import session
 
 if TYPE_CHECKING:
@@ -37,8 +44,9 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 __all__ = [
-    "run", "stream", "predictions", "create", "schema", "models", "ledger", "form", "backend", "use", "workers",
-    "Prediction", "FileOutput", "session",
+    "run", "stream", "async_run", "async_stream", "predictions", "create", "schema", "models", "ledger", "form",
+    "backend", "use", "workers", "Client", "deployments", "files", "hardware", "webhooks", "paginate",
+    "async_paginate", "Page", "Prediction", "FileOutput", "session",
     "ReplicateJupyterError", "InputError", "ModelNotFound", "ModelError", "BackendError", "BudgetExceeded", "Canceled",
 ]
 
@@ -57,17 +65,47 @@ def form(ref: Any = None, *, on: str | None = None) -> Any:
 def backend(name: str, **options: Any) -> Runner:
     """Make `name` the default backend (`local`, `workers`, `ray`, `replicate`), configured with
     `options` when given (the same as `%replicate use NAME --opt value`). A bad name or option
-    raises InputError and changes nothing."""
-    return session.use(name, **options)
+    raises InputError and changes nothing. From then on a call without `on=` runs there (no
+    routing of bare names to Replicate)."""
+    runner = session.use(name, **options)
+    _routing.note_choice()
+    return runner
 
 
-def use(ref: str, **options: Any) -> Runner:
-    """Deprecated for choosing a backend: call `backend(name)`. `use` is kept thin because it
-    is to take replicate-python 1.1's meaning (`use(ref)`: a model as a function)."""
-    warnings.warn(f"rj.use({ref!r}) to choose a backend is deprecated: call rj.backend({ref!r}) "
-                  "(rj.use(ref) will mean replicate-python's use(): a model as a function)",
-                  DeprecationWarning, stacklevel=2)
-    return backend(ref, **options)
+def use(ref: Any, *, streaming: bool = False, hint: Any = None, on: str | None = None, **options: Any) -> Any:
+    """replicate-python 1.1's `use(ref)`: the model as a function (`use.py`).
+
+    A backend name (`local`, `workers`, `ray`, `replicate`) still chooses the default backend,
+    as `use` did before, with a DeprecationWarning: call `backend(name)`."""
+    from replicate_jupyter.runners import BACKENDS
+
+    if isinstance(ref, str) and ref in BACKENDS:
+        warnings.warn(f"rj.use({ref!r}) to choose a backend is deprecated: call rj.backend({ref!r}) "
+                      "(rj.use(ref) is replicate-python's use(): a model as a function)",
+                      DeprecationWarning, stacklevel=2)
+        return backend(ref, **options)
+    if options:
+        from replicate_jupyter.errors import InputError, Problem
+
+        raise InputError([Problem(k, "unknown", v, "streaming, hint, on") for k, v in sorted(options.items())])
+    return _use_module.use(ref, streaming=streaming, hint=hint, on=on)
+
+
+def paginate(list_method: Any) -> Any:
+    """replicate-python's `paginate(replicate.predictions.list)`: every page, following `next`."""
+    cursor: Any = ...
+    while cursor is not None:
+        page = list_method(cursor)
+        yield page
+        cursor = page.next
+
+
+async def async_paginate(list_method: Any) -> Any:
+    cursor: Any = ...
+    while cursor is not None:
+        page = await list_method(cursor)
+        yield page
+        cursor = page.next
 
 
 def __getattr__(name: str) -> Any:
@@ -75,6 +113,10 @@ def __getattr__(name: str) -> Any:
         from replicate_jupyter.runners.workers.runner import pool
 
         return pool()
+    if name == "webhooks":  # replicate-python's `replicate.webhooks` (default.secret(), validate())
+        import importlib
+
+        return importlib.import_module("replicate_jupyter.webhooks")
     raise AttributeError(f"module 'replicate_jupyter' has no attribute {name!r}")
 
 

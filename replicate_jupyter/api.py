@@ -1,34 +1,41 @@
-"""The Python API, shaped like replicate-python: `run`, `stream`, `predictions`, plus `schema`,
-`models`, `ledger`.
+"""The Python API, replicate-python 1.0.7's: `run`, `stream`, `async_run`, `async_stream`,
+`predictions`, plus ours (`on=`, `seed=`, `max_cost=`, `schema`, `ledger`).
 
-Every call goes the same way: resolve the model on the backend, validate the input against its
-schema (nothing is dispatched on bad input), check the budget, then hand a Prediction to the
-runner. Display, ledger and cost guard only ever see the Prediction's events. The API sits
-below the notebook layer: magics and forms use it, it never imports them.
+Every call goes the same way: find the backend and the model (`routing.py`), validate the input
+against its schema (nothing is dispatched on bad input), check the budget, then hand a
+Prediction to the runner. Display, ledger and cost guard only ever see the Prediction's events.
+The API sits below the notebook layer: magics and forms use it, it never imports them.
+
+replicate-python's create parameters (`webhook`, `webhook_completed`, `webhook_events_filter`,
+`stream`, `wait`, `cancel_after`, `file_encoding_strategy`) travel on the Prediction
+(`p.params`): the replicate backend sends them to Replicate as replicate-python would; on the
+kernel's backends a webhook is delivered by the kernel in Replicate's format and `cancel_after`
+cancels the run past its deadline.
 """
 from __future__ import annotations
 
 import math
-from typing import Any, Iterator
+from typing import Any, AsyncIterator, Iterator
 
 from replicate_jupyter.cost.guard import CostGuard, check_budget
 from replicate_jupyter.cost.ledger import Ledger
 from replicate_jupyter.errors import InputError, ModelError, PredictionNotFound, Problem
-from replicate_jupyter.prediction.events import Completed, Error, Event, Log, Output
-from replicate_jupyter.prediction.prediction import TERMINAL, Prediction
+from replicate_jupyter.prediction.events import Completed, Event, Log, Output
+from replicate_jupyter.prediction.prediction import TERMINAL, Prediction, plain_output
+from replicate_jupyter.runners.replicate import routing as _routing
+from replicate_jupyter.runners.replicate.resources import Page
+from replicate_jupyter.runners.replicate.routing import CREATE_PARAMS, SessionTarget, Target, check_params, parse_duration
 from replicate_jupyter.session import session
 
-__all__ = ["run", "stream", "predictions", "schema", "models", "ledger", "create", "prepare", "execute",
-           "start", "Predictions"]
+#: the module-level functions' target: the session's runners, a bare name routed by who knows it
+SESSION = SessionTarget(session)
+session.observe(lambda change: _routing.note_choice(), names="default_backend")  # a choice the user made
+
+__all__ = ["run", "stream", "async_run", "async_stream", "predictions", "schema", "models", "ledger", "create",
+           "prepare", "execute", "start", "Predictions", "Page", "CREATE_PARAMS", "SESSION", "Log", "Output"]
 
 #: how long `execute` waits for listeners another thread is still running once a run is final
 _LISTENERS_GRACE = 30.0
-
-
-def _resolve_model(ref: Any) -> Any:
-    return session.default_model if ref is None else ref
-
-
 def prepare(
     ref: Any = None,
     input: dict[str, Any] | None = None,
@@ -36,6 +43,9 @@ def prepare(
     on: str | None = None,
     seed: int | None = None,
     max_cost: float | None = None,
+    params: dict[str, Any] | None = None,
+    deployment: str | None = None,
+    _target: Target | None = None,
 ) -> Prediction:
     """Resolve, validate and budget-check; return a Prediction not yet started, followed by
     the ledger (and a cost guard when there is a limit).
@@ -43,9 +53,13 @@ def prepare(
     dispatched."""
     from replicate_jupyter.model.validation import validate
 
-    backend = on or session.default_backend
-    runner = session.runner(backend)
-    handle = runner.resolve(_resolve_model(ref))
+    target = _target or SESSION
+    clean_params = check_params(dict(params or {}))
+    if deployment:
+        backend, runner, handle = target.deployment(deployment, on)
+        clean_params["deployment"] = deployment
+    else:
+        backend, runner, handle = target.resolve(ref, on)
     given = dict(input or {})
     if seed is not None:
         props = handle.schema.get("components", {}).get("schemas", {}).get("Input", {}).get("properties", {})
@@ -54,15 +68,45 @@ def prepare(
         given["seed"] = seed
     if max_cost is not None and not (isinstance(max_cost, (int, float)) and math.isfinite(max_cost) and max_cost > 0):
         raise InputError([Problem("--max-cost", "minimum", max_cost, "a finite number > 0 (USD)")], model=handle.name)
-    clean = validate(handle.schema, given, model=handle.name)
+    # a bare version id has no schema here: Replicate validates it (a 422 fails the prediction)
+    clean = validate(handle.schema, given, model=handle.name) if handle.schema else given
+    webhook = clean_params.get("webhook") or clean_params.get("webhook_completed")
+    if webhook and backend != "replicate":
+        from replicate_jupyter.webhooks.delivery import _check as check_webhook
+
+        check_webhook(webhook, clean_params.get("webhook_events_filter")
+                      if clean_params.get("webhook") else ["completed"])
     check_budget(session.budget, session.ledger)
     p = Prediction(handle.name, clean, version=handle.version, backend=backend, schema=handle.schema, runner=runner,
-                   handle=handle, max_cost=max_cost, cell=session.current_cell)
+                   handle=handle, max_cost=max_cost, cell=session.current_cell, params=clean_params)
     p.subscribe(session.ledger.listen)
     if session.budget is not None or max_cost is not None:
         CostGuard(p, max_cost, budget=lambda: session.budget, ledger=session.ledger).attach()
+    if backend != "replicate":  # Replicate delivers its own webhooks and keeps its own deadline
+        _kernel_side(p, clean_params)
     session.track(p)
     return p
+
+
+def _kernel_side(p: Prediction, params: dict[str, Any]) -> None:
+    """What Replicate does for its predictions, done by the kernel for the others: webhooks in
+    Replicate's format, and the `cancel_after` deadline."""
+    if params.get("webhook"):
+        from replicate_jupyter import webhooks
+
+        webhooks.attach(p, params["webhook"], params.get("webhook_events_filter"))
+    if params.get("webhook_completed"):
+        from replicate_jupyter import webhooks
+
+        webhooks.attach(p, params["webhook_completed"], ["completed"])
+    if params.get("cancel_after"):
+        import threading
+
+        seconds = parse_duration(params["cancel_after"])
+        timer = threading.Timer(seconds, lambda: p.cancel(reason=f"its cancel_after deadline ({params['cancel_after']}) passed"))
+        timer.daemon = True
+        timer.start()
+        p.on_done(lambda _p: timer.cancel())
 
 
 def execute(p: Prediction) -> Prediction:
@@ -103,66 +147,228 @@ def start(p: Prediction) -> Prediction:
 
 
 def create(ref: Any = None, input: dict[str, Any] | None = None, *, on: str | None = None,
-           seed: int | None = None, max_cost: float | None = None) -> Prediction:
+           seed: int | None = None, max_cost: float | None = None, **params: Any) -> Prediction:
     """Start a prediction in the background and return it at once (`p.wait()` to block)."""
-    return start(prepare(ref, input, on=on, seed=seed, max_cost=max_cost))
+    params.setdefault("stream", None)  # as replicate-python: no `stream` key unless asked for
+    return start(prepare(ref, input, on=on, seed=seed, max_cost=max_cost, params=params))
 
 
-def run(ref: Any = None, input: dict[str, Any] | None = None, *, on: str | None = None,
-        seed: int | None = None, max_cost: float | None = None, wait: bool = True) -> Any:
-    """Run a model and return its output (like `replicate.run`). Raises ModelError if it fails."""
-    p = prepare(ref, input, on=on, seed=seed, max_cost=max_cost)
-    if not wait:
-        return start(p)
-    execute(p)
+def _result(p: Prediction, use_file_output: bool | None) -> Any:
     if p.status == "failed":
         raise ModelError(p)
-    return p.output
+    return p.output if use_file_output is not False else plain_output(p.output)
 
 
-def stream(ref: Any = None, input: dict[str, Any] | None = None, *, on: str | None = None,
-           seed: int | None = None) -> Iterator[Event]:
-    """Yield `output`, `logs`, `error` and `done` events as they happen (like `replicate.stream`)."""
-    p = create(ref, input, on=on, seed=seed)
+def _live(p: Prediction, use_file_output: bool | None) -> Iterator[Any]:
+    for item in p.output_iterator():
+        yield item if use_file_output is not False else plain_output(item)
+
+
+def _run_params(params: dict[str, Any], wait: bool | int) -> dict[str, Any]:
+    params = {"stream": None, **params}  # replicate-python's run sends no `stream` key
+    params["wait"] = wait
+    return params
+
+
+def run(ref: Any = None, input: dict[str, Any] | None = None, *, use_file_output: bool | None = True,
+        wait: bool | int = True, on: str | None = None, seed: int | None = None, max_cost: float | None = None,
+        _target: Target | None = None, **params: Any) -> Any:
+    """Run a model and return its output (replicate-python's `run`). Raises ModelError if it
+    fails. Iterator models: with `wait=False` an iterator of items as they come; otherwise the
+    list of items once done (a list iterates as replicate-python's iterator does).
+    `use_file_output=False`: files as their URL strings. `wait`: True or N sends
+    `Prefer: wait[=N]` on the replicate backend."""
+    p = prepare(ref, input, on=on, seed=seed, max_cost=max_cost, params=_run_params(params, wait), _target=_target)
+    if wait is False and p.is_iterator:
+        return _live(start(p), use_file_output)
+    execute(p)
+    return _result(p, use_file_output)
+
+
+async def async_run(ref: Any = None, input: dict[str, Any] | None = None, *, use_file_output: bool | None = True,
+                    wait: bool | int = True, on: str | None = None, seed: int | None = None,
+                    max_cost: float | None = None, _target: Target | None = None, **params: Any) -> Any:
+    """`run` for asyncio (replicate-python's `async_run`): many at once under a TaskGroup run
+    concurrently; a task canceled cancels its prediction."""
+    import asyncio
+
+    p = await asyncio.to_thread(prepare, ref, input, on=on, seed=seed, max_cost=max_cost,
+                                params=_run_params(params, wait), _target=_target)
+    start(p)
+    if wait is False and p.is_iterator:
+        return _alive(p, use_file_output)
     try:
-        for e in p.events(kinds=(Output, Log)):
-            if isinstance(e, Completed):
-                if e.status == "failed":
-                    yield Error(message=e.error or "failed")
-                yield e
-            else:  # Output or Log: the only kinds asked for
-                yield e
+        await p.async_wait()
+    except asyncio.CancelledError:
+        p.cancel(reason="its asyncio task was canceled")
+        raise
+    return _result(p, use_file_output)
+
+
+async def _alive(p: Prediction, use_file_output: bool | None) -> AsyncIterator[Any]:
+    async for item in p.async_output_iterator():
+        yield item if use_file_output is not False else plain_output(item)
+
+
+def stream(ref: Any = None, input: dict[str, Any] | None = None, *, use_file_output: bool | None = True,
+           on: str | None = None, seed: int | None = None, _target: Target | None = None,
+           **params: Any) -> Iterator[Event]:
+    """Yield `output`, `logs`, `error` and `done` events as they happen (replicate-python's
+    `stream`; `str(event)` is the output's text). A failed model yields `error` and `done`,
+    then raises ModelError (replicate-python raises at its `error` event)."""
+    p = start(prepare(ref, input, on=on, seed=seed, params={**params, "stream": True}, _target=_target))
+    try:
+        yield from p.stream(use_file_output)
     finally:
         if p.status not in TERMINAL:  # left early (break, error): stop it; Completed seen: nothing to stop
             p.cancel()
+    if p.status == "failed":
+        raise ModelError(p)
+
+
+async def async_stream(ref: Any = None, input: dict[str, Any] | None = None, *, use_file_output: bool | None = True,
+                       on: str | None = None, seed: int | None = None, _target: Target | None = None,
+                       **params: Any) -> AsyncIterator[Event]:
+    """`stream` for asyncio (replicate-python's `async_stream`, awaited to get the iterator)."""
+    import asyncio
+
+    p = await asyncio.to_thread(prepare, ref, input, on=on, seed=seed, params={**params, "stream": True},
+                                _target=_target)
+    start(p)
+    return _astream(p, use_file_output)
+
+
+async def _astream(p: Prediction, use_file_output: bool | None) -> AsyncIterator[Event]:
+    try:
+        async for e in p.async_stream(use_file_output):
+            yield e
+    finally:
+        if p.status not in TERMINAL:
+            p.cancel()
+    if p.status == "failed":
+        raise ModelError(p)
+
+
+def _ref_of(args: tuple, model: Any, version: Any, deployment: Any) -> tuple[Any, Any]:
+    """replicate-python's ways to name what runs: `create(version, input)` positionally (ours:
+    `create(ref, input)`), or exactly one of `model=`, `version=`, `deployment=`."""
+    given = [x for x in (args[0] if args else None, model, version, deployment) if x is not None]
+    if len(given) != 1:
+        raise InputError([Problem("model", "required", None, "exactly one of: a model reference, model=, "
+                                  "version= or deployment=")])
+    if deployment is not None:
+        return None, deployment
+    ref = given[0]
+    if isinstance(ref, tuple) and len(ref) == 2:  # (owner, name)
+        return f"{ref[0]}/{ref[1]}", None
+    if hasattr(ref, "owner") and hasattr(ref, "name") and not hasattr(ref, "openapi_schema"):  # a Model
+        return f"{ref.owner}/{ref.name}", None
+    return (getattr(ref, "ref", ref) if hasattr(ref, "openapi_schema") else ref), None  # a Version
 
 
 class Predictions:
-    """`rj.predictions`: create, get, list, cancel — the kernel's predictions, all backends."""
+    """`predictions`: replicate-python's namespace (create, get, list, cancel and their async
+    twins) on a target: the module-level one holds every prediction of this kernel on every
+    backend (and asks Replicate for ids it does not know); a Client's asks Replicate."""
 
-    create = staticmethod(create)
+    def __init__(self, target: Target) -> None:
+        self._target = target
 
-    def get(self, id: str) -> Prediction:
-        """The prediction `id` of this kernel; `PredictionNotFound` (a KeyError) if none."""
-        try:
-            p: Prediction = session.predictions[id]
-        except (KeyError, TypeError):
-            raise PredictionNotFound(str(id)) from None
+    def create(self, *args: Any, model: Any = None, version: Any = None, deployment: Any = None,
+               input: dict[str, Any] | None = None, on: str | None = None, seed: int | None = None,
+               max_cost: float | None = None, **params: Any) -> Prediction:
+        """Start a prediction and return it: once Replicate has answered the create request on
+        the replicate backend (so `id`, `remote_id`, `urls` and a refusal are there), at once on
+        the others. `wait=True|N` holds until it is done (up to 60 s or N, as Prefer: wait)."""
+        import time
+
+        ref, dep = _ref_of(args, model, version, deployment)
+        if len(args) > 1:
+            input = args[1]
+        params.setdefault("stream", None)  # as replicate-python: no `stream` key unless asked for
+        p = start(prepare(ref, input, on=on, seed=seed, max_cost=max_cost, params=params, deployment=dep,
+                          _target=self._target))
+        if p.backend == "replicate":
+            while p.remote_id is None and not p.finished:
+                time.sleep(0.002)
+        wait = params.get("wait")
+        if wait:
+            p._done.wait(60.0 if wait is True else float(wait))
         return p
 
-    def list(self) -> list[Prediction]:
-        return list(session.predictions.values())
+    def get(self, id: str, *, on: str | None = None) -> Prediction:
+        """The prediction `id`: this kernel's (by its id or Replicate's), else Replicate's own;
+        `PredictionNotFound` (a KeyError) if neither knows it."""
+        from replicate_jupyter.runners.replicate import token as tokens
+
+        if self._target.kernel_predictions and on in (None, session.default_backend) or on == "local":
+            found = _kernel_prediction(id)
+            if found is not None:
+                return found
+            if on is None and not tokens.configured():
+                raise PredictionNotFound(str(id))
+        try:
+            return self._target.replicate(on, "remote predictions").remote.get(str(id))
+        except InputError:
+            raise PredictionNotFound(str(id)) from None
+        except Exception as exc:
+            if getattr(exc, "status", None) == 404:
+                raise PredictionNotFound(str(id)) from None
+            raise
+
+    def list(self, cursor: Any = ..., *, on: str | None = None) -> Page[Prediction]:
+        """A page of predictions: this kernel's (module level), or Replicate's (a Client, `on=
+        "replicate"`, or a `cursor` from a page's `next`)."""
+        if cursor is None:
+            raise ValueError("cursor cannot be None")
+        if self._target.kernel_predictions and cursor is ... and on != "replicate":
+            return Page(list(session.predictions.values()))
+        results, nxt, prev = self._target.replicate(on, "remote predictions").remote.list(
+            None if cursor is ... else str(cursor))
+        return Page(results, next=nxt, previous=prev)
 
     def cancel(self, id: str) -> Prediction:
         return self.get(id).cancel()
 
+    async def async_create(self, *args: Any, **kwargs: Any) -> Prediction:
+        import asyncio
 
-predictions = Predictions()
+        return await asyncio.to_thread(lambda: self.create(*args, **kwargs))
+
+    async def async_get(self, id: str) -> Prediction:
+        import asyncio
+
+        return await asyncio.to_thread(self.get, id)
+
+    async def async_list(self, cursor: Any = ...) -> Page[Prediction]:
+        import asyncio
+
+        return await asyncio.to_thread(self.list, cursor)
+
+    async def async_cancel(self, id: str) -> Prediction:
+        import asyncio
+
+        return await asyncio.to_thread(self.cancel, id)
+
+
+def _kernel_prediction(id: str) -> Prediction | None:
+    try:
+        found: Prediction = session.predictions[id]
+        return found
+    except (KeyError, TypeError):
+        pass
+    for p in list(session.predictions.values()):
+        if p.remote_id == id:
+            return p
+    return None
+
+
+predictions = Predictions(SESSION)
 
 
 def schema(ref: Any = None, *, on: str | None = None) -> dict:
     """The model's OpenAPI schema, in the shape Cog and Replicate publish."""
-    return session.runner(on).resolve(_resolve_model(ref)).schema
+    return SESSION.resolve(ref, on)[2].schema
 
 
 def models(*, on: str | None = None) -> list:

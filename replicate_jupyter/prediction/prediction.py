@@ -35,8 +35,8 @@ from replicate_jupyter.prediction.events import (
 )
 from replicate_jupyter.prediction.files import FileOutput
 from replicate_jupyter.prediction.handle import ModelHandle
-from replicate_jupyter.prediction.surface import ReplicateSurface, plain_output
 from replicate_jupyter.prediction.jsonable import encode_preview, is_concatenate, is_iterator, jsonable, secret_fields
+from replicate_jupyter.prediction.surface import ReplicateSurface, plain_output
 
 __all__ = ["Prediction", "TERMINAL", "Listener", "encode_preview", "plain_output"]
 

@@ -6,24 +6,22 @@ Kept apart from `prediction.py`, which is about folding events into fields.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, AsyncIterator, Iterator
+from typing import Any, AsyncIterator, Iterator
 
 from replicate_jupyter.errors import ModelError, PredictionTimeout
 from replicate_jupyter.prediction.events import Completed, Error, Event, Log, Output
 from replicate_jupyter.prediction.files import FileOutput
 
-if TYPE_CHECKING:
-    from replicate_jupyter.prediction.prediction import Prediction
-
 __all__ = ["ReplicateSurface", "plain_output"]
 
 
 class ReplicateSurface:
-    """Mixed into `Prediction` (which supplies `events`, `on_done`, `reload`, `cancel`, `status`)."""
+    """Mixed into `Prediction` (which supplies `events`, `on_done`, `reload`, `cancel`, `status`;
+    `self` is typed Any here so this module need not import the one that imports it)."""
 
     __slots__ = ()
 
-    async def async_wait(self: "Prediction", timeout: float | None = None) -> Prediction:
+    async def async_wait(self: Any, timeout: float | None = None) -> Any:
         """`wait()` for async code: the event loop keeps running while the prediction does."""
         import asyncio
 
@@ -42,52 +40,52 @@ class ReplicateSurface:
             raise PredictionTimeout(self.id, self.status, timeout) from None
         return self
 
-    async def async_reload(self: "Prediction") -> Prediction:
+    async def async_reload(self: Any) -> Any:
         import asyncio
 
         await asyncio.to_thread(self.reload)
         return self
 
-    async def async_cancel(self: "Prediction") -> Prediction:
+    async def async_cancel(self: Any) -> Any:
         import asyncio
 
         await asyncio.to_thread(self.cancel)
         return self
 
-    def stream(self: "Prediction", use_file_output: bool | None = None) -> Iterator[Event]:
+    def stream(self: Any, use_file_output: bool | None = None) -> Iterator[Event]:
         """Its `output`, `logs`, `error` and `done` events, from the start then live, as
         replicate-python's `Prediction.stream()` yields them (`str(event)` is the output's text).
         With `use_file_output=False` file outputs come as their URL strings."""
         plain = use_file_output is False
         for e in self.events(kinds=(Output, Log)):
             if e.__class__ is Completed:
-                if e.status == "failed":  # type: ignore[attr-defined]
-                    yield Error(message=e.error or "failed")  # type: ignore[attr-defined]
+                if e.status == "failed":
+                    yield Error(message=e.error or "failed")
                 yield e
             elif plain and e.__class__ is Output:
-                yield Output(value=plain_output(e.value), index=e.index)  # type: ignore[attr-defined]
+                yield Output(value=plain_output(e.value), index=e.index)
             else:
                 yield e
 
-    async def async_stream(self: "Prediction", use_file_output: bool | None = None) -> AsyncIterator[Event]:
+    async def async_stream(self: Any, use_file_output: bool | None = None) -> AsyncIterator[Event]:
         """`stream()` for async code (events are handed over from the prediction's thread)."""
         async for e in _aiter(self.stream(use_file_output)):
             yield e
 
-    def output_iterator(self: "Prediction") -> Iterator[Any]:
+    def output_iterator(self: Any) -> Iterator[Any]:
         """The output's items as they arrive (iterator models; the whole output once for the
         others), then `ModelError` if it failed, as replicate-python's `output_iterator()`."""
         for e in self.events(kinds=(Output,)):
             if e.__class__ is Output:
-                yield e.value  # type: ignore[attr-defined]
+                yield e.value
         if self.status == "failed":
             raise ModelError(self)
 
-    async def async_output_iterator(self: "Prediction") -> AsyncIterator[Any]:
+    async def async_output_iterator(self: Any) -> AsyncIterator[Any]:
         async for item in _aiter(self.output_iterator()):
             yield item
 
-    def __iter__(self: "Prediction") -> Iterator[tuple[str, Any]]:
+    def __iter__(self: Any) -> Iterator[tuple[str, Any]]:
         """`dict(prediction)`: its fields as replicate-python's Prediction gives them."""
         yield from self.to_json().items()
         yield "remote_id", self.remote_id

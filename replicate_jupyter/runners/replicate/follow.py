@@ -269,7 +269,8 @@ class Follower:
             extra = logs
         if extra:
             run.logs += extra
-            run.note(extra)
+            for line in extra.splitlines(keepends=True):  # one Log per line, as the stream sends them
+                run.note(line)
         run.log_lines = len(logs.splitlines())
 
     # ----- the end -----------------------------------------------------------------------------

@@ -20,7 +20,6 @@ from replicate_jupyter.runners.replicate.follow import Follower, Lost, Replicate
 
 if TYPE_CHECKING:
     from replicate_jupyter.prediction.prediction import Prediction
-    from replicate_jupyter.runners.replicate.runner import ReplicateRunner
 
 __all__ = ["Remote"]
 
@@ -28,7 +27,8 @@ __all__ = ["Remote"]
 class Remote:
     """The remote predictions one runner has wrapped, by our prediction id."""
 
-    def __init__(self, runner: ReplicateRunner) -> None:
+    def __init__(self, runner: Any) -> None:
+        """`runner`: the ReplicateRunner (typed Any: runner.py imports this module)."""
         self.runner = runner
         self._runs: dict[str, tuple[ReplicateRun, Follower]] = {}
         self._following: set[str] = set()

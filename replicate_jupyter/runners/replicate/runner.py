@@ -149,16 +149,24 @@ class ReplicateRunner(Runner):
                                     detail=f"Replicate has no {what} at {self.base_url} "
                                            f"({exc.detail or exc.title}); check the name on replicate.com") from None
             raise
-        schema = v.get("openapi_schema")
+        return self.remember(model_name, v, model, pinned=bool(version), ref=ref)
+
+    def remember(self, model_name: str, version: dict, model: dict | None = None, *, pinned: bool,
+                 ref: str | None = None) -> ModelHandle:
+        """Cache the handle of a version Replicate described (by `resolve`, or by a user's
+        `models.get(...)` / `versions.get(...)`, so running it next asks nothing again)."""
+        schema = version.get("openapi_schema")
         if not isinstance(schema, dict) or not schema:
-            raise BackendError(f"Replicate gave no input schema for {ref} (no published version)",
-                               url=self.api.url(f"models/{owner}/{name}"))
-        handle = ModelHandle(name=model_name, version=v.get("id") or version, schema=schema,
+            raise BackendError(f"Replicate gave no input schema for {ref or model_name} (no published version)",
+                               url=self.api.url(f"models/{model_name}"))
+        model = model or {}
+        handle = ModelHandle(name=model_name, version=version.get("id"), schema=schema,
                              description=str(model.get("description") or ""),
-                             extra={"pinned": bool(version), "url": model.get("url"), "cog_version": v.get("cog_version"),
-                                    "model": model, "version": v})
+                             extra={"pinned": pinned, "url": model.get("url"), "cog_version": version.get("cog_version"),
+                                    "model": model, "version": version})
+        key = ref or (f"{model_name}:{version.get('id')}" if pinned else model_name)
         with _HANDLES_LOCK:
-            _HANDLES[(self.base_url, ref)] = handle
+            _HANDLES[(self.base_url, key)] = handle
         return handle
 
     def resolve_deployment(self, name: str) -> ModelHandle:
