@@ -33,7 +33,7 @@ def to_cog_file(value: Any) -> Any:
     """A file object as Cog gives a `cog.File` input: readable, named, at position 0."""
     if isinstance(value, InputFile):
         buf = io.BytesIO(value.read())
-        buf.name = value.name  # type: ignore[attr-defined]
+        buf.name = value.name  # type: ignore[attr-defined,unused-ignore]
         return buf
     if isinstance(value, str):
         from cog import File

@@ -126,7 +126,7 @@ def _value(tp: Any, where: str, seen: set) -> dict[str, Any]:
         return _object(tp, where, seen | {tp})
     prim = _primitive(tp) if isinstance(tp, type) else None
     if prim is not None:
-        return dict(_JSON[prim])
+        return dict(_JSON[str(prim)])
     if origin is not None:
         raise SchemaError(f"{where} output: unsupported type: {type_name(origin)}[...] is not a supported output type")
     raise SchemaError(f"{where} output: cannot resolve output type '{type_name(tp)}' — it is not a primitive type "
@@ -149,7 +149,7 @@ def _fields(tp: type) -> list[tuple[str, Any, bool | None, bool]]:
     hints = type_hints(tp)
     if is_typeddict(tp):
         required = getattr(tp, "__required_keys__", frozenset(hints))
-        out = []
+        out: list[tuple[str, Any, bool | None, bool]] = []
         for n, t in hints.items():
             qualifier = _qualifier(t)  # explicit on the key; also right when annotations are strings
             out.append((n, _key_qualifier(t), (n in required) if qualifier is None else qualifier, False))

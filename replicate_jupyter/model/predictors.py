@@ -53,7 +53,7 @@ class PredictorSpec:
 
     def make(self) -> Any:
         """The predictor object (not set up): the instance handed in, else a new one."""
-        if self._weak_instance:
+        if getattr(self, "_weak_instance", False):
             obj = self.instance
             if obj is None:
                 raise ReferenceError(f"the predictor object behind {self.name} no longer exists; pass it again")
@@ -110,9 +110,9 @@ def _set_instance(self: PredictorSpec, obj: Any) -> None:
         self.__dict__["_instance_obj"] = obj
 
 
-PredictorSpec.instance = property(_get_instance, _set_instance)  # type: ignore[assignment]
-PredictorSpec._weak_instance = False  # type: ignore[attr-defined]
-PredictorSpec._strong = None  # type: ignore[attr-defined]
+setattr(PredictorSpec, "instance", property(_get_instance, _set_instance))  # noqa: B010  (a dataclass field turned property)
+setattr(PredictorSpec, "_weak_instance", False)  # noqa: B010
+setattr(PredictorSpec, "_strong", None)  # noqa: B010
 
 
 def function_predictor(fn: Callable[..., Any]) -> type:
@@ -267,7 +267,7 @@ def _from_cog_yaml(folder: pathlib.Path, name: str | None) -> PredictorSpec:
     cfg_files = (folder / "cog.yaml",)
     spec.files = spec.files + cfg_files
     spec.version = sources.version_of(spec.files, folder)
-    spec.key = f"{spec.files[0]}@{spec.version}:{spec.source.rpartition(':')[2]}"
+    spec.key = f"{spec.files[0]}@{spec.version}:{(spec.source or '').rpartition(':')[2]}"
     return spec
 
 

@@ -211,7 +211,7 @@ def _install() -> None:
         except ImportError:  # no coglet: cog.current_scope() cannot be reached anyway
             _native = lambda: Scope()  # noqa: E731
             return
-        sdk = coglet._sdk  # type: ignore[attr-defined]
+        sdk = coglet._sdk  # type: ignore[attr-defined,unused-ignore]
         native = sdk.current_scope
         if getattr(native, "__module__", None) == __name__:  # installed by an earlier copy of this module
             _native = lambda: Scope()  # noqa: E731

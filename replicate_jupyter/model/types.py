@@ -40,7 +40,7 @@ class SchemaError(TypeError):
 BOOL, FLOAT, INT, STR, PATH, FILE, SECRET, ANY = "bool", "float", "int", "str", "Path", "File", "Secret", "Any"
 REQUIRED, OPTIONAL, REPEATED, OPTIONAL_REPEATED = "required", "optional", "repeated", "optional_repeated"
 
-_JSON = {
+_JSON: dict[str, dict[str, Any]] = {
     BOOL: {"type": "boolean"},
     FLOAT: {"type": "number"},
     INT: {"type": "integer"},

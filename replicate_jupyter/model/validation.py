@@ -222,13 +222,13 @@ class _Field:
         self.coerce = _checker(item, strict=self.is_list)
         self.wants = _base_coercer(item, strict=self.is_list)[1]
         self.nullable = _nullable(prop)
-        self.default = prop.get("default")
+        self.default: Any = prop.get("default")
         self.has_default = "default" in prop and self.default is not None  # a null default: left out
         self.required = required and "default" not in prop
         self.secret = item.get("format") == "password" or bool(item.get("x-cog-secret"))
         if self.has_default and item.get("format") == "uri":
             try:  # a file default (usually a URL) becomes an InputFile like any given file
-                self.default = [self.coerce(d) for d in self.default] if self.is_list else self.coerce(self.default)
+                self.default = [self.coerce(d) for d in (self.default or ())] if self.is_list else self.coerce(self.default)
             except Bad:
                 pass
 
