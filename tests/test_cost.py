@@ -279,6 +279,7 @@ def test_a_model_with_no_price_is_an_estimate_naming_the_assumption(fake, on):
 def test_token_model_billed_from_replicates_token_counts_is_exact(fake, on):
     p = rj.predictions.create(LLAMA, input={"prompt": "tell me a story", "max_tokens": 40}, on=on).wait(30)
     (entry,) = list(session.ledger)
+    assert p.metrics["input_token_count"] == 4 and p.metrics["output_token_count"] == 40
     assert entry.units == {"input_token": 4.0, "output_token": 40.0}
     assert abs(entry.cost_usd - (4 * 1.0e-7 + 40 * 3.0e-7)) < 1e-9 and not entry.estimate
 
@@ -288,7 +289,8 @@ def test_token_model_with_recorded_token_metrics_is_exact_on_the_local_runner(tm
     src.write_text(
         "from cog import BasePredictor, ConcatenateIterator, Input, current_scope\n"
         "class Predictor(BasePredictor):\n"
-        "    def predict(self, prompt: str = Input(default='Hi'), max_tokens: int = Input(default=8)) -> ConcatenateIterator[str]:\n"
+        "    def predict(self, prompt: str = Input(default='Hi'),\n"
+        "                max_tokens: int = Input(default=8)) -> ConcatenateIterator[str]:\n"
         "        current_scope().record_metric('input_token_count', len(prompt.split()))\n"
         "        for i in range(max_tokens):\n"
         "            yield f'w{i} '\n"

@@ -6,7 +6,6 @@ import io
 import time
 
 import pytest
-
 from PIL import Image
 
 from replicate_jupyter.cost.ledger import Ledger

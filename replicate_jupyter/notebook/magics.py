@@ -14,9 +14,9 @@ users configure, so `ipython_config.py` and `%config` reach them:
     c.ReplicateMagics.backend_options = {"ray": {"address": "head:6379"}}
     c.ReplicateMagics.price_file = "~/replicate-prices.json"  # a price table (prices.json's shape)
 
-These traits hold no value of their own (but `price_file`, which is read into the price table): reading one reads the session, setting one sets the
-session (which checks it), so `rj.backend(...)`, `%replicate budget`, `%config` and the config
-file can never disagree. Config applies when the extension loads.
+These traits hold no value of their own (but `price_file`, which is read into the price table):
+reading one reads the session, setting one sets the session (which checks it), so
+`rj.backend(...)`, `%replicate budget`, `%config` and the config file can never disagree. Config applies when the extension loads.
 
 Loading the extension imports no torch, diffusers, ray or cog.
 """
