@@ -18,7 +18,7 @@ import base64
 import html
 import io
 import json
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from replicate_jupyter.cost.billing import BILLING_KEY
 from replicate_jupyter.cost.ledger import GROUPS, Ledger

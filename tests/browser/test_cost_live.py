@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from browser_helpers import TIMEOUT_MS, cell, cell_metadata, format_cost, open_notebook, run_cell, write_notebook
 
 pytestmark = pytest.mark.browser
