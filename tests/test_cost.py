@@ -504,3 +504,20 @@ def test_sweep_over_models_on_two_backends_is_one_grid_whose_summary_is_the_ledg
     assert summary.startswith("cell total: 3 predictions · 3 succeeded")
     assert f"· {d.usd(total)} · notebook total {d.usd(total)}" in summary
     assert data["text/html"].count('class="rj-cost"') == 3 and "rj-summary" in data["text/html"]  # 3 lines + summary
+
+
+# ----- the quickstart asks only for what local/shapes can draw ------------------------------------
+def test_quickstart_prompts_are_in_the_vocabulary_and_shapes_names_what_it_ignored():
+    from replicate_jupyter.models.shapes import prompt
+
+    nb = json.loads((ROOT / "notebooks" / "quickstart.ipynb").read_text())
+    bodies = ["".join(c["source"]).split("\n", 1)[1] for c in nb["cells"]
+              if c["cell_type"] == "code" and "".join(c["source"]).startswith("%%replicate local/shapes")]
+    first = bodies[0].strip()
+    assert first == "a red circle on a cream background"
+    assert prompt.parse(first).ignored == [] and prompt.parse(first).background == "cream"
+    p = rj.predictions.create("local/shapes", input={"prompt": "a red circle on a blue background",
+                                                     "num_inference_steps": 2, "seed": 1}, on="local").wait(120)
+    assert p.status == "succeeded", p.error
+    assert "ignored word (not in this model's vocabulary, or not where it can use it): 'blue'" in p.logs
+    assert "on a background of white, black, gray, cream" in p.logs

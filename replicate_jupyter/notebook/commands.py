@@ -18,6 +18,7 @@ from IPython.display import display
 
 from replicate_jupyter import api
 from replicate_jupyter.cost import prices as cost
+from replicate_jupyter.cost.text import money
 from replicate_jupyter.notebook import display as rjdisplay
 from replicate_jupyter.notebook.cellparse import LineError, parse_options
 from replicate_jupyter.session import redacted, session
@@ -216,7 +217,7 @@ def _predictions(args: argparse.Namespace) -> None:
     for p in list(session.predictions.values()):
         rows.append([p.id, p.model, p.status, p.backend, "" if p.cell is None else f"[{p.cell}]",
                      rjdisplay._secs(p.elapsed) if p.started_at else "–",
-                     rjdisplay.usd(p.metrics.get("cost_usd")) if p.done else ""])
+                     money(p.metrics.get("cost_usd"), bool(p.metrics.get("cost_estimate"))) if p.done else ""])
     display(rjdisplay.table_bundle(["id", "model", "status", "backend", "cell", "time", "cost"], rows,
                                    title=f"{len(rows)} prediction{'s' if len(rows) != 1 else ''}"), raw=True)
 
