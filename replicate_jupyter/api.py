@@ -15,11 +15,12 @@ cancels the run past its deadline.
 from __future__ import annotations
 
 import math
+import weakref
 from typing import Any, AsyncIterator, Iterator
 
 from replicate_jupyter.cost.guard import CostGuard, check_budget
 from replicate_jupyter.cost.ledger import Ledger
-from replicate_jupyter.errors import InputError, ModelError, PredictionNotFound, Problem
+from replicate_jupyter.errors import BackendError, InputError, ModelError, PredictionNotFound, Problem
 from replicate_jupyter.prediction.events import Completed, Event, Log, Output
 from replicate_jupyter.prediction.prediction import TERMINAL, Prediction, plain_output
 from replicate_jupyter.runners.replicate import routing as _routing
@@ -36,6 +37,8 @@ __all__ = ["run", "stream", "async_run", "async_stream", "predictions", "schema"
 
 #: how long `execute` waits for listeners another thread is still running once a run is final
 _LISTENERS_GRACE = 30.0
+#: predictions that failed because their backend could not be used, with that error
+_CAUSES: weakref.WeakKeyDictionary[Prediction, BackendError] = weakref.WeakKeyDictionary()
 def prepare(
     ref: Any = None,
     input: dict[str, Any] | None = None,
@@ -127,6 +130,8 @@ def execute(p: Prediction) -> Prediction:
         if not p.finished:  # a runner bug must still leave the prediction final, never lost
             p.emit(Completed(status="failed", error=f"{type(exc).__name__}: {exc}",
                              metrics={"predict_time": round(p.elapsed, 6), "hardware": p.metrics.get("hardware")}))
+            if isinstance(exc, BackendError):  # the service, not the model: `run` raises it as it is
+                _CAUSES[p] = exc
         if not isinstance(exc, Exception):
             raise
     if not p.finished:
@@ -155,6 +160,9 @@ def create(ref: Any = None, input: dict[str, Any] | None = None, *, on: str | No
 
 def _result(p: Prediction, use_file_output: bool | None) -> Any:
     if p.status == "failed":
+        cause = _CAUSES.get(p)
+        if cause is not None:  # nothing ran: the backend could not be used (a 503, no token, …)
+            raise cause
         raise ModelError(p)
     return p.output if use_file_output is not False else plain_output(p.output)
 

@@ -212,7 +212,7 @@ class FakeReplicate:
         self.webhook_secret = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
         self.log: list[Call] = []
         self._faults: list[_Fault] = []
-        self._streams: set[socket.socket] = set()
+        self._streams: set[socket.socket] = set()  # open connections (a restart cuts them all)
         self._generation = 0
         self._port = 0
         self.boot_delay = boot_delay
@@ -605,6 +605,17 @@ class _Handler(BaseHTTPRequestHandler):
         self._code = code
         super().send_response(code, message)
 
+    def handle(self) -> None:
+        """Every connection is known to the server, so a restart can cut kept-alive ones too."""
+        fake = self.server_fake
+        with fake._lock:
+            fake._streams.add(self.connection)
+        try:
+            super().handle()
+        finally:
+            with fake._lock:
+                fake._streams.discard(self.connection)
+
     def _dispatch(self, method: str) -> None:
         fake = self.server_fake
         url = urlparse(self.path)
@@ -810,12 +821,7 @@ class _Handler(BaseHTTPRequestHandler):
                     drop = None
                 else:
                     fake.stream_cuts -= 1
-            fake._streams.add(self.connection)
-        try:
-            self._events(p, start, stamp, generation, drop)
-        finally:
-            with fake._lock:
-                fake._streams.discard(self.connection)
+        self._events(p, start, stamp, generation, drop)
 
     def _events(self, p: _Prediction, start: int, stamp: int, generation: int, drop: int | None) -> None:
         i = start

@@ -2,9 +2,11 @@
 which runs the real predictors in tests/predictors. Nothing here is mocked but Replicate's cloud itself."""
 from __future__ import annotations
 
+import _thread
 import json
 import os
 import pathlib
+import threading
 import time
 
 import httpx
@@ -326,15 +328,120 @@ def test_prefer_wait_returns_a_finished_prediction_without_streaming(fake, on):
     assert p.metrics["predict_time"] == pytest.approx(remote.metrics["predict_time"], abs=1e-6)
 
 
-def test_a_stream_that_ends_early_falls_back_to_polling(fake, on):
-    fake.drop_streams_after = 3
+def test_a_cut_stream_is_reopened_after_the_last_event_and_nothing_is_repeated(fake, on):
+    fake.drop_streams_after, fake.stream_cuts = 3, 2  # the first two connections are cut after 3 events
+    n0 = len(fake.log)
     try:
-        p = rj.predictions.create("acme/tokens", input={"n": 10, "delay": 0.03}, on=on).wait(30)
+        p = rj.predictions.create("acme/tokens", input={"n": 10, "delay": 0.03}, on=on, stream=True).wait(30)
     finally:
-        fake.drop_streams_after = None
+        fake.drop_streams_after, fake.stream_cuts = None, None
     assert p.status == "succeeded"
-    assert "".join(p.output) == "".join(f"t{i} " for i in range(10))
-    assert "ended before `done`" in p.logs
+    assert p.output == [f"t{i} " for i in range(10)]  # every item once, in order
+    reopened = [c for c in fake.calls(n0) if c.path.startswith("/stream/") and c.last_event_id]
+    assert len(reopened) == 2 and reopened[0].last_event_id.endswith(":2")
+    assert "opening it again after event" in p.logs
+    assert_billed_as_on_replicate(fake, p)
+
+
+def assert_billed_as_on_replicate(fake: FakeReplicate, p: Prediction) -> None:
+    """The prediction ended in Replicate's own final state, and the ledger bills Replicate's time."""
+    remote = fake.predictions[p.remote_id]
+    assert p.status == remote.status
+    entry = next(e for e in session.ledger if e.id == p.id)
+    assert entry.predict_time == pytest.approx(remote.metrics["predict_time"], abs=1e-6)
+
+
+# ----- faults: the cloud path is as robust as replicate-python, or more --------------------------
+def test_429_with_retry_after_is_waited_out_on_reads_and_on_create(fake, on):
+    n0 = len(fake.log)
+    fake.fail(429, 1, method="POST", prefix="/v1/models/acme/echo/predictions", retry_after=1)
+    fake.fail(429, 2, method="GET", prefix="/v1/predictions/", retry_after="0.3")
+    t0 = time.monotonic()
+    p = rj.predictions.create("acme/echo", input={"text": "rate"}, on=on).wait(30)
+    assert p.status == "succeeded" and p.output == ">rate"
+    calls = fake.calls(n0)
+    posts = [c for c in calls if c.method == "POST"]
+    assert [c.status for c in posts] == [429, 201]  # a 429 created nothing: sent again, once
+    assert posts[1].t - posts[0].t >= 0.95 and time.monotonic() - t0 >= 1.0  # Retry-After: 1 honoured
+    assert [c.status for c in calls if c.method == "GET" and c.path.startswith("/v1/predictions/")][:3] == [429, 429, 200]
+    assert len([x for x in fake.predictions.values() if x.input.get("text") == "rate"]) == 1
+    assert_billed_as_on_replicate(fake, p)
+
+
+def test_a_burst_of_503_on_reads_is_retried_and_a_503_on_create_is_not(fake, on):
+    fake.fail(503, 3, method="GET", prefix="/v1/predictions/")
+    p = rj.predictions.create("acme/chatty", input={"lines": 3, "delay": 0.05}, on=on).wait(30)
+    assert p.status == "succeeded" and p.output == "3 lines"
+    assert_billed_as_on_replicate(fake, p)
+    # the create answered 503: it may have created the prediction, so it is never sent blindly again
+    n0 = len(fake.log)
+    fake.fail(503, 1, method="POST", prefix="/v1/models/acme/echo/predictions")
+    with pytest.raises(BackendError, match="503"):
+        rj.run("acme/echo", input={"text": "once"}, on=on)
+    assert [c.status for c in fake.calls(n0) if c.method == "POST"] == [503]
+
+
+def test_a_server_restart_mid_prediction_is_followed_through(fake, on):
+    p = rj.predictions.create("acme/chatty", input={"lines": 12, "delay": 0.25}, on=on, stream=True)
+    while p.status != "processing":
+        time.sleep(0.02)
+    fake.restart(down=1.5)  # refused connections, the stream cut; the prediction keeps running
+    p.wait(60)
+    assert p.status == "succeeded" and p.output == "12 lines"
+    assert p.logs.count("step 11\n") == 1 and "opening it again after event" in p.logs  # resumed, nothing twice
+    assert_billed_as_on_replicate(fake, p)
+
+
+def test_out_of_reach_past_lost_after_it_is_canceled_not_left_running(fake, on):
+    session.use("replicate", base_url=fake.url, poll_interval=0.1, lost_after=1.0)
+    session.default_backend = "local"
+    p = rj.predictions.create("acme/sleep", input={"seconds": 20, "tag": "lost"}, on=on)
+    while p.status != "processing":
+        time.sleep(0.02)
+    remote = fake.predictions[p.remote_id]
+    threading.Thread(target=fake.restart, args=(3.0,), daemon=True).start()
+    p.wait(60)
+    assert p.status == "failed" and "Stopped following" in p.error and "asked to cancel" in p.error
+    assert fake.wait_status(remote.id) == "canceled"  # the cancel got through once the API was back
+    assert ("POST", f"/v1/predictions/{remote.id}/cancel") in fake.requests
+
+
+def test_ctrl_c_during_create_cancels_once_the_id_is_known(fake, on):
+    from replicate_jupyter import api
+
+    fake.create_delay = 1.5  # Replicate has created it; its answer is on the way
+    p = api.prepare("acme/sleep", {"seconds": 20, "tag": "ctrl-c"}, on=on)
+    timer = threading.Timer(0.4, _thread.interrupt_main)
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            api.execute(p)
+    finally:
+        fake.create_delay = 0.0
+        timer.cancel()
+    p.wait(30)
+    remote = next(x for x in fake.predictions.values() if x.input.get("tag") == "ctrl-c")
+    assert fake.wait_status(remote.id) == "canceled" and p.status == "canceled"
+    assert ("POST", f"/v1/predictions/{remote.id}/cancel") in fake.requests
+    assert p.remote_id == remote.id
+    assert_billed_as_on_replicate(fake, p)
+
+
+def test_cancel_after_sends_the_header_and_a_prediction_that_never_started_is_aborted(fake, on):
+    with pytest.raises(InputError, match="cancel_after"):
+        rj.predictions.create("acme/echo", input={}, on=on, cancel_after="2s")  # under Replicate's 5 s
+    fake.boot_delays["acme/sleep"] = 30.0  # a cold boot longer than the deadline
+    n0 = len(fake.log)
+    try:
+        p = rj.predictions.create("acme/sleep", input={"seconds": 1, "tag": "deadline"}, on=on, cancel_after="5s")
+        p.wait(30)
+    finally:
+        fake.boot_delays.clear()
+    assert p.status == "aborted" and p.metrics["predict_time"] == 0 and p.metrics["cost_usd"] == 0
+    assert "Cancel-After" in (p.error or "") or "aborted" in (p.error or "")
+    assert [c.cancel_after for c in fake.calls(n0) if c.method == "POST"] == ["5s"]
+    assert fake.predictions[p.remote_id].deadline
+    assert_billed_as_on_replicate(fake, p)
 
 
 def test_a_closed_client_is_a_backend_error_naming_the_url(fake, monkeypatch):

@@ -4,7 +4,7 @@
     follow.py     following a created prediction: SSE stream (reopened after a cut), polling, the end
     remote.py     predictions this kernel did not create (`predictions.get/list`)
     files.py      files in (data URIs or uploads) and out (fetched, embedded before they expire)
-    api.py        the HTTP client: retries (stamina), SSE (httpx-sse), httpx translated at the edge
+    api.py        the HTTP client: retries (tenacity), SSE (httpx-sse), httpx translated at the edge
     token.py      where the token lives: memory only, masked, never pickled
     routing.py    which backend runs a call; when a bare owner/name goes to Replicate
     resources.py  Replicate's API objects (Page, Model, Version, Deployment, File, Hardware)

@@ -4,7 +4,7 @@ replicate-python's and then some.
 - The token comes from a `Token` (a client's own, or the kernel's login, or the environment the
   user set: `token.py`) on every request; it is never kept in a repr, an error or a notebook, and
   every text from the server passes through `scrub()`.
-- Retries (stamina): requests that are safe to repeat (GETs, a cancel) are retried with
+- Retries (tenacity): requests that are safe to repeat (GETs, a cancel) are retried with
   exponential backoff and jitter on 429, 500, 502, 503, 504 and dropped connections, waiting
   what `Retry-After` asks when it is given. The create POST is never retried blindly: only when
   the request provably created nothing — a 429 (rate limited) or a connection that could not
@@ -76,7 +76,7 @@ def retry_after(value: str | None) -> float | None:
 
 
 def _safe_hook(exc: Exception) -> bool | float:
-    """stamina's backoff hook for requests safe to repeat: Retry-After when given, else backoff."""
+    """Whether to try a repeatable request again: the seconds Retry-After asks, True (backoff), or False."""
     if isinstance(exc, _Again):
         return exc.wait if exc.wait is not None else True
     return isinstance(exc, httpx.TransportError)
@@ -122,16 +122,31 @@ class ReplicateAPI:
         """httpx failures → BackendError/BackendTimeout naming the URL (token blanked)."""
         return http_errors("Replicate", method, url, clean=scrub)
 
-    def _retrying(self, hook: Any) -> Any:
-        import stamina
+    def _retrying(self, hook: Any, within: float | None = None) -> Any:
+        """tenacity's retry loop: `hook(exc)` says whether to try again (a float: wait that
+        long, as Retry-After asks), else exponential backoff with jitter; bounded by attempts
+        and by total time. (tenacity rather than stamina: stamina logs every retry through
+        structlog to stdout, which in a kernel lands in the cell's output.)"""
+        import tenacity
 
-        return stamina.retry_context(on=hook, attempts=self.retries, timeout=self.retry_timeout,
-                                     wait_initial=0.2, wait_max=5.0, wait_jitter=0.3)
+        backoff = tenacity.wait_exponential(multiplier=0.2, max=5.0) + tenacity.wait_random(0, 0.3)
+
+        def wait(state: tenacity.RetryCallState) -> float:
+            exc = state.outcome.exception() if state.outcome is not None else None
+            asked = hook(exc) if isinstance(exc, Exception) else None
+            return float(asked) if isinstance(asked, (int, float)) and not isinstance(asked, bool) else backoff(state)
+
+        return tenacity.Retrying(
+            retry=tenacity.retry_if_exception(lambda exc: isinstance(exc, Exception) and hook(exc) is not False),
+            stop=tenacity.stop_after_attempt(self.retries) | tenacity.stop_before_delay(
+                self.retry_timeout if within is None else within),
+            wait=wait, reraise=True)
 
     def request(self, method: str, path: str, *, retry: str = "safe", headers: dict[str, str] | None = None,
-                timeout: float | httpx.Timeout | None = None, **kw: Any) -> httpx.Response:
+                timeout: float | httpx.Timeout | None = None, retry_for: float | None = None,
+                **kw: Any) -> httpx.Response:
         """One request. `retry`: "safe" (repeatable: GET, cancel), "create" (only when nothing was
-        created), "never"."""
+        created), "never"; `retry_for`: seconds of retrying at most (default `retry_timeout`)."""
         url = self.url(path)
         h = {**self._auth(), **(headers or {})}
         t = self.timeout if timeout is None else timeout
@@ -139,14 +154,16 @@ class ReplicateAPI:
             if retry == "never":
                 resp = self._http.request(method, url, headers=h, timeout=t, **kw)
             else:
-                resp = self._send_retrying(method, url, h, t, _safe_hook if retry == "safe" else _create_hook, kw)
+                resp = self._send_retrying(method, url, h, t, _safe_hook if retry == "safe" else _create_hook, kw,
+                                           retry_for)
         if resp.status_code >= 400:
             raise self._error(resp, url)
         return resp
 
-    def _send_retrying(self, method: str, url: str, headers: dict, timeout: Any, hook: Any, kw: dict) -> httpx.Response:
+    def _send_retrying(self, method: str, url: str, headers: dict, timeout: Any, hook: Any, kw: dict,
+                       within: float | None = None) -> httpx.Response:
         try:
-            for attempt in self._retrying(hook):
+            for attempt in self._retrying(hook, within):
                 with attempt:
                     resp = self._http.request(method, url, headers=headers, timeout=timeout, **kw)
                     if resp.status_code in RETRY_STATUSES:
@@ -231,8 +248,8 @@ class ReplicateAPI:
                                                                  write=self.timeout.write, pool=self.timeout.pool)
         return self._json("POST", path, json=body, headers=headers, timeout=timeout, retry="create")
 
-    def get_prediction(self, id_or_url: str) -> dict:
-        return self._json("GET", id_or_url if "/" in id_or_url else f"predictions/{id_or_url}")
+    def get_prediction(self, id_or_url: str, retry_for: float | None = None) -> dict:
+        return self._json("GET", id_or_url if "/" in id_or_url else f"predictions/{id_or_url}", retry_for=retry_for)
 
     def list_predictions(self, cursor: str | None = None) -> dict:
         return self._json("GET", cursor or "predictions")

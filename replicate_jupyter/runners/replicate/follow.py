@@ -195,14 +195,16 @@ class Follower:
     def get(self) -> dict | None:
         """The prediction now, or None while Replicate is out of reach (each GET is already
         retried with backoff); `Lost` once that has lasted `lost_after` seconds."""
-        try:
-            data = self.api.get_prediction(str(self.run.id))
+        asked = time.monotonic()
+        left = self.lost_after - (0.0 if self._out_since is None else asked - self._out_since)
+        try:  # retried with backoff, for no longer than the time left before giving up
+            data = self.api.get_prediction(str(self.run.id), retry_for=max(0.2, min(left, 30.0)))
         except BackendError as exc:
             if not _transient(exc):
                 raise
             now = time.monotonic()
             if self._out_since is None:
-                self._out_since = now
+                self._out_since = asked
                 self.run.note(f"{NOTE}Replicate is out of reach ({scrub(exc)}); still following {self.run.id} "
                               f"(for up to {self.lost_after:g} s)\n")
             if now - self._out_since > self.lost_after:
