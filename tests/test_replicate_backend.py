@@ -462,3 +462,37 @@ def test_a_closed_client_is_a_backend_error_naming_the_url(fake, monkeypatch):
         runner.execute(p)
     assert f"{fake.url}/models/acme/echo/predictions" in str(info.value)
     assert len(fake.requests) == before  # nothing was sent
+
+
+def test_login_token_lives_in_memory_only_and_a_client_token_on_the_client(fake, on, monkeypatch):
+    import pickle
+    import subprocess
+    import sys
+
+    from replicate_jupyter.runners.replicate import token as tokens
+
+    monkeypatch.delenv("REPLICATE_API_TOKEN")
+    tokens.login(TOKEN)  # what %replicate login is to call (notebook/commands.py)
+    try:
+        assert "REPLICATE_API_TOKEN" not in os.environ
+        child = subprocess.run([sys.executable, "-c", "import os; print(os.environ.get('REPLICATE_API_TOKEN'))"],
+                               capture_output=True, text=True, check=True)
+        assert child.stdout.strip() == "None"  # nothing the kernel starts inherits it
+        assert rj.run("acme/echo", input={"text": "mem"}, on=on) == ">mem"
+    finally:
+        tokens.logout()
+    with pytest.raises(BackendError, match="No Replicate API token"):
+        create("replicate", base_url=fake.url).resolve("acme/never-seen-here")
+    client = rj.Client(api_token=TOKEN, base_url=fake.root)  # its own token, nowhere else
+    out = client.run("acme/image", input={"color": "red", "count": 1})
+    assert out[0].read()[:4] == b"\x89PNG"
+    p = rj.predictions.list()[-1]
+    from replicate_jupyter.notebook import display
+
+    blob = repr(client) + repr(client._runner) + repr(client._runner.credentials) + json.dumps(p.to_json()) + p.logs
+    blob += json.dumps(display.prediction_bundle(p), default=str)
+    assert TOKEN not in blob and "r8_***" in repr(client)
+    with pytest.raises(TypeError):
+        pickle.dumps(client._runner.credentials)
+    with pytest.raises(TypeError):
+        pickle.dumps(client)
