@@ -72,7 +72,8 @@ def main() -> None:
             f.read() if hasattr(f, "read") else theirs._client.get(f).content
 
     cold = {}
-    for name, fn in {"ours": lambda: rj.stream(LLAMA, input=llama_in), "theirs": lambda: theirs.stream(LLAMA, input=llama_in)}.items():
+    clients = {"ours": lambda: rj.stream(LLAMA, input=llama_in), "theirs": lambda: theirs.stream(LLAMA, input=llama_in)}
+    for name, fn in clients.items():
         t0 = time.perf_counter()
         for e in fn():
             if is_output(e):
@@ -83,7 +84,7 @@ def main() -> None:
 
     ttft: dict[str, list[float]] = {"ours": [], "theirs": []}
     for _ in range(args.rounds):
-        for name, fn in (("ours", lambda: rj.stream(LLAMA, input=llama_in)), ("theirs", lambda: theirs.stream(LLAMA, input=llama_in))):
+        for name, fn in clients.items():
             t0 = time.perf_counter()
             it = fn()
             for e in it:
