@@ -11,7 +11,10 @@ canceled and propagates. A cancel from anywhere stops it at its next step, or by
 `CancelationException` in the model thread (asyncio.CancelledError for async predictors); one
 that cannot be stopped within `cancel_deadline` is reported canceled with a log line saying so,
 and its model is evicted. Predictions of different models take turns on the device; one model
-runs as many at once as it declares (slots.py), the rest wait in `starting`.
+runs as many at once as it declares (slots.py), the rest wait in `starting`. Predictions of a
+model that declares batching (model/batching.py) and arrive together — a sweep, a form clicked
+again and again, `asyncio.gather` — run as one batch (batching.py): `batch_window` seconds of
+quiet close a batch, at most `max_batch` in one.
 """
 from __future__ import annotations
 
@@ -23,12 +26,14 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
+from replicate_jupyter.model import batching as batch_rules
 from replicate_jupyter.model import predictors
 from replicate_jupyter.model.arguments import call_arguments
 from replicate_jupyter.prediction.events import Completed, Log, Output, Started
 from replicate_jupyter.runners import devices, model_thread
 from replicate_jupyter.runners import warm as warm_mod
 from replicate_jupyter.runners.base import ModelHandle, Runner
+from replicate_jupyter.runners.batching import Batcher
 from replicate_jupyter.runners.context import RunContext, fresh_context
 from replicate_jupyter.runners.interrupt import is_cancel
 from replicate_jupyter.runners.invoke import (
@@ -55,11 +60,12 @@ class _Outcome:
 
 class LocalRunner(Runner):
     name = "local"
-    concurrent = False
+    concurrent = True  # sweeps start every prediction at once: slots queue them, batches gather them
 
     def __init__(self, memory_budget: int | None = None, preview_rate: float = 4.0,
                  cancel_deadline: float = 3.0, cancel_grace: float = 0.1,
-                 max_concurrency: int | None = None, max_warm: int = 16) -> None:
+                 max_concurrency: int | None = None, max_warm: int = 16, batching: bool = True,
+                 batch_window: float = 0.01, batch_max_wait: float = 0.1, max_batch: int | None = None) -> None:
         self.memory_budget = memory_budget
         self.preview_rate = preview_rate
         #: at most this many predictions of one model at once, whatever it declares (None: as declared)
@@ -70,6 +76,13 @@ class LocalRunner(Runner):
         self.cancel_deadline = cancel_deadline
         #: seconds a canceled predictor gets to stop by itself (at its next progress()) first
         self.cancel_grace = cancel_grace
+        #: batch predictions of models that declare batching; a batch closes after `batch_window`
+        #: seconds with no new arrival (`batch_max_wait` after its first at most), ≤ `max_batch`
+        self.batching = batching
+        self.batch_window = batch_window
+        self.batch_max_wait = batch_max_wait
+        self.max_batch = max_batch
+        self._batcher = Batcher(self)
         self._warm: "OrderedDict[str, Warm]" = OrderedDict()
         self._cache_lock = threading.RLock()  # the warm cache, and one setup at a time
         self._slots = Slots()
@@ -191,6 +204,10 @@ class LocalRunner(Runner):
         fn = _predict_fn(spec)
         is_async = is_async_callable(fn)
         nested = model_thread.current() is not None  # a predictor running a model: it holds the device
+        if self.batching and not nested and not _is_folder_model(spec):
+            rule = batch_rules.rule_of(fn, spec.instance if spec.instance is not None else spec.cls)
+            if rule is not None and self._batcher.run(p, spec, fn, rule, is_async):
+                return
         if not nested and not self._slots.enter(spec.key, self._limit(spec, fn), p.cancel_event):
             p.emit(Completed(status="canceled", error=p.cancel_reason,
                              metrics={"predict_time": 0.0, "hardware": devices.current_sku()}))
@@ -324,6 +341,7 @@ class LocalRunner(Runner):
         """Stop a prediction: waiting for a slot, it leaves the queue; running, it is stopped on
         its model thread by a helper thread (this returns at once)."""
         self._slots.wake()
+        self._batcher.cancel(prediction)
         if self._cog is not None:
             self._cog.cancel(prediction)
         entry = self._calls.get(prediction.id)
@@ -345,6 +363,7 @@ class LocalRunner(Runner):
     def close(self) -> None:
         """Cancel the predictions still running (the runner is being replaced, or the kernel is
         ending), wait for them up to the cancel deadline, then release every warm model."""
+        self._batcher.close()
         running = list(self._calls.values())
         for p, _thread, _call in running:
             p.cancel(reason="canceled: the local runner was closed")
@@ -358,8 +377,9 @@ class LocalRunner(Runner):
 
 def _is_folder_model(spec: predictors.PredictorSpec) -> bool:
     """A model on disk in a folder with cog.yaml (not a class or object from the notebook)."""
-    if getattr(spec, "folder", None) is None:
-        return False
+    folder = getattr(spec, "folder", None)
+    if folder is None or not any(getattr(f, "name", "") == "cog.yaml" for f in getattr(spec, "files", ())):
+        return False  # a plain predictor file: cheap to tell, without loading the Cog process code
     from replicate_jupyter.runners.cogproc import folder_of
 
     return folder_of(spec) is not None
