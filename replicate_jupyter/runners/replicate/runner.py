@@ -99,7 +99,9 @@ class ReplicateRunner(Runner):
         """`credentials`: a `Token` object (what `Client(api_token=...)` passes; never a
         setting). Without it the kernel's login token or REPLICATE_API_TOKEN is used."""
         _check_options(token, unknown)
-        self.base_url = (base_url or os.environ.get("REPLICATE_API_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
+        host = os.environ.get("REPLICATE_BASE_URL", "").rstrip("/")  # replicate-python's (the host, no /v1)
+        from_host = (host if host.endswith("/v1") else host + "/v1") if host else None
+        self.base_url = (base_url or os.environ.get("REPLICATE_API_BASE_URL") or from_host or DEFAULT_BASE_URL).rstrip("/")
         self.hardware = hardware
         self.default_hardware = default_hardware
         self.upload_threshold = int(upload_threshold)
