@@ -252,6 +252,11 @@ def test_small_files_go_as_data_uris_and_large_ones_through_v1_files(fake, on, t
     sent = remote_of(fake, "acme/file-in").input["image"]
     assert sent == fake.uploads[-1]["urls"]["get"]
     assert fake.uploads[-1]["name"] == "big.bin" and fake.uploads[-1]["size"] == 300 * 1024
+    # replicate-python's file_encoding_strategy: "url" uploads even a small file, "base64" inlines a big one
+    assert rj.run("acme/file-in", input={"image": small}, on=on, file_encoding_strategy="url") == "1000 bytes"
+    assert len(fake.uploads) == uploads + 2 and remote_of(fake, "acme/file-in").input["image"].startswith(fake.url)
+    assert rj.run("acme/file-in", input={"image": big}, on=on, file_encoding_strategy="base64") == f"{300 * 1024} bytes"
+    assert len(fake.uploads) == uploads + 2 and remote_of(fake, "acme/file-in").input["image"].startswith("data:")
 
 
 def test_without_a_stream_url_the_prediction_is_polled(fake, on):

@@ -43,15 +43,18 @@ class Files:
         self.upload_threshold = int(upload_threshold)
 
     # ----- in --------------------------------------------------------------------------------
-    def encode(self, value: Any) -> Any:
-        """Validated input → JSON for Replicate (files as URLs or data URIs, secrets as values)."""
-        return encode_values(value, self._send)
+    def encode(self, value: Any, strategy: str | None = None) -> Any:
+        """Validated input → JSON for Replicate (files as URLs or data URIs, secrets as values).
+        `strategy` is replicate-python's `file_encoding_strategy`: "base64" sends every file
+        inline, "url" uploads every one; by default a small file goes inline (no extra request)."""
+        threshold = {"base64": float("inf"), "url": 0}.get(strategy or "", self.upload_threshold)
+        return encode_values(value, lambda f: self._send(f, threshold))
 
-    def _send(self, f: InputFile) -> str:
+    def _send(self, f: InputFile, threshold: float) -> str:
         if f._data is None and f.url and not f.url.startswith("data:"):
             return f.url  # Replicate fetches public URLs itself
         data = f.read()
-        if len(data) < self.upload_threshold:
+        if len(data) < threshold:
             return data_uri(data, f.content_type)
         return self.api.upload(data, f.name, f.content_type)["urls"]["get"]
 

@@ -299,7 +299,8 @@ class ReplicateRunner(Runner):
     def _create(self, run: ReplicateRun) -> None:
         p = run.p
         params = p.params
-        body: dict[str, Any] = {"input": {k: self.files.encode(v) for k, v in p.input.items()}}
+        strategy = params.get("file_encoding_strategy")
+        body: dict[str, Any] = {"input": {k: self.files.encode(v, strategy) for k, v in p.input.items()}}
         for key in _BODY_KEYS:
             if params.get(key) is not None:
                 body[key] = params[key]
