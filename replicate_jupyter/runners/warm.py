@@ -2,26 +2,29 @@
 
 `setup`/`asetup` make and set the predictor up (`setup(weights=...)` as Cog passes it),
 `predict`/`apredict` run one prediction inside its `cog.current_scope()` (so metrics reach the
-prediction), `release` tears it down. Each is handed to the model's own thread
-(model_thread.py), so the model only ever runs there. Kept apart from local.py, which decides
+prediction), `predict_batch`/`apredict_batch` run several at once through the predictor's own
+`predict_batch` (model/batching.py), `release` tears it down. Each is handed to the model's own
+thread (model_thread.py), so the model only ever runs there. Kept apart from local.py, which decides
 what runs when.
 """
 from __future__ import annotations
 
 import asyncio
 import inspect
+import sys
 import threading
 import time
 from dataclasses import dataclass
 from typing import Any
 
-from replicate_jupyter.model import predictors
+from replicate_jupyter.model import batching, predictors
 from replicate_jupyter.model.scope import scope_for
 from replicate_jupyter.runners import devices
 from replicate_jupyter.runners.invoke import acall_and_emit, call_and_emit
 from replicate_jupyter.runners.model_thread import ModelThread
 
-__all__ = ["Warm", "setup", "asetup", "predict", "apredict", "release"]
+__all__ = ["Warm", "setup", "asetup", "predict", "apredict", "predict_batch", "apredict_batch", "release",
+           "free_device_bytes"]
 
 
 @dataclass
@@ -87,6 +90,32 @@ async def apredict(call: Any, kwargs: dict, emit: Any, cancel: threading.Event) 
     devices.synchronize()
 
 
+def predict_batch(call: Any, inputs: list[dict], batch: Any) -> None:
+    """One batch (`runners/batching.RunningBatch`): `predict_batch(inputs)` with the batch as
+    `current_batch()`, its list of outputs or stream of (member, item) pairs handed to the
+    batch, inside one `cog.current_scope()` whose metrics reach every member."""
+    with scope_for(batch.emit), batching.using(batch):
+        batch.take(call(inputs))
+    devices.synchronize()
+
+
+async def apredict_batch(call: Any, inputs: list[dict], batch: Any) -> None:
+    """`predict_batch` of an async predictor, a task on its model's loop."""
+    with scope_for(batch.emit), batching.using(batch):
+        result = call(inputs)
+        if inspect.isawaitable(result):
+            result = await result
+        if inspect.isasyncgen(result):
+            try:
+                async for pair in result:
+                    batch.take_pair(pair)
+            finally:
+                await result.aclose()
+        else:
+            batch.take(result)
+    devices.synchronize()
+
+
 def release(instance: Any) -> None:
     """Teardown (if the predictor has one) and weights off the accelerator, on its model thread."""
     teardown = getattr(instance, "teardown", None)
@@ -96,3 +125,14 @@ def release(instance: Any) -> None:
         except Exception:
             pass
     devices.to_cpu(instance)
+
+
+def free_device_bytes() -> int | None:
+    """Free device memory (CUDA: device-wide, what a batch may still take), None elsewhere."""
+    torch = sys.modules.get("torch")
+    try:
+        if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+            return int(torch.cuda.mem_get_info()[0])
+    except Exception:
+        pass
+    return None

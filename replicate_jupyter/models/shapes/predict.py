@@ -42,6 +42,17 @@ except ImportError:  # not installed under cog: progress reporting is simply abs
             print(text)
 
 
+try:
+    from replicate_jupyter.model.batching import batchable as _batchable
+    from replicate_jupyter.model.batching import current_batch as _current_batch
+except ImportError:  # under cog alone: predict_batch is never called by the runtime
+
+    def _batchable(**_rule):  # type: ignore[no-redef]
+        return lambda fn: fn
+
+    _current_batch = None  # type: ignore[assignment]
+
+
 OUT_SIZE = 256
 
 
@@ -87,6 +98,9 @@ class Predictor(BasePredictor):
             self.index["backgrounds"].get(parsed.background, null[2]) if parsed.background else null[2],
         ]
 
+    # several predictions in one denoising loop (predict_batch): the same steps and guidance;
+    # prompts, seeds, negative prompts, output counts and formats may differ
+    @_batchable(max_batch=16, match=("num_inference_steps", "guidance_scale"), weight="num_outputs")
     def predict(
         self,
         prompt: str = Input(
@@ -144,3 +158,67 @@ class Predictor(BasePredictor):
             img.save(p, format=output_format.upper(), **({"lossless": True} if output_format == "webp" else {}))
             paths.append(CogPath(p))
         return paths
+
+    def predict_batch(self, inputs: list[dict]) -> list[list[CogPath] | None]:
+        """Several predictions in one denoising loop (replicate_jupyter.model.batching). Each
+        member's noise comes from its own seed, drawn exactly as `predict` draws it, with its own
+        labels, so its images are the ones it gets alone (up to float reduction order). A member
+        canceled meanwhile loses its rows at the next step; the others carry on."""
+        batch = _current_batch(len(inputs))
+        size = self.config["model"]["size"]
+        conds, unconds, noise, owner = [], [], [], []
+        for i, inp in enumerate(inputs):
+            seed = inp["seed"] if inp["seed"] is not None else random.SystemRandom().randrange(2**31)
+            parsed, negative = _prompt.parse(inp["prompt"]), _prompt.parse(inp["negative_prompt"])
+            batch.log(i, f"Using seed: {seed}")
+            batch.log(i, parsed.describe())
+            if parsed.ignored:
+                batch.log(i, _ignored_note(parsed.ignored))
+            if inp["negative_prompt"].strip():
+                batch.log(i, "negative " + negative.describe())
+            n = int(inp["num_outputs"])
+            conds += [self._labels(parsed)] * n
+            unconds += [self._labels(negative)] * n
+            noise.append(torch.randn((n, 3, size, size), generator=torch.Generator().manual_seed(seed)))
+            owner += [i] * n
+        x = torch.cat(noise).to(self.device)
+        cond = torch.tensor(conds, device=self.device)
+        uncond = torch.tensor(unconds, device=self.device)
+        owner_t = torch.tensor(owner)
+        self.scheduler.set_timesteps(int(inputs[0]["num_inference_steps"]))
+        timesteps = self.scheduler.timesteps
+        g = float(inputs[0]["guidance_scale"])
+        members = len(inputs)
+        for step, t in enumerate(timesteps):
+            keep = batch.active()
+            if len(keep) < members:  # canceled members: their rows go
+                rows = torch.isin(owner_t, torch.tensor(keep, dtype=owner_t.dtype))
+                on_device = rows.to(self.device)
+                x, cond, uncond, owner_t = x[on_device], cond[on_device], uncond[on_device], owner_t[rows]
+                members = len(keep)
+            tt = t.to(self.device).expand(x.shape[0])
+            if g == 1.0:
+                x0 = self.net(x, tt, cond)
+            else:
+                both = self.net(torch.cat([x, x]), torch.cat([tt, tt]), torch.cat([uncond, cond]))
+                x0_u, x0_c = both.chunk(2)
+                x0 = x0_u + g * (x0_c - x0_u)
+            x0 = x0.clamp(-1, 1)
+            x = self.scheduler.step(x0, t, x, eta=0.0).prev_sample
+            batch.progress(step + 1, len(timesteps))
+            batch.preview(lambda i, x0=x0, own=owner_t: _preview_strip(x0[(own == i).to(x0.device)].cpu()), step + 1)
+
+        out_dir = Path(tempfile.mkdtemp(prefix="shapes-"))
+        images = _to_images(x.cpu(), OUT_SIZE, Image.Resampling.BICUBIC)
+        outputs: list[list[CogPath] | None] = [None] * len(inputs)
+        for i, inp in enumerate(inputs):
+            fmt = inp["output_format"]
+            mine = [img for img, o in zip(images, owner_t.tolist()) if o == i]
+            if not mine:
+                continue  # canceled: nothing to save
+            outputs[i] = []
+            for k, img in enumerate(mine):
+                p = out_dir / f"out-{i}-{k}.{fmt}"
+                img.save(p, format=fmt.upper(), **({"lossless": True} if fmt == "webp" else {}))
+                outputs[i].append(CogPath(p))
+        return outputs
