@@ -17,7 +17,7 @@ so the same file still runs unchanged under Cog (which calls `predict` only):
             for step in range(steps):
                 keep = batch.active()              # members still wanted (optional: drop the rest's rows)
                 ...
-                batch.progress(step + 1, steps)    # Progress to every member still in
+                batch.progress(step + 1, steps)    # Progress to every member still in (member=i: one)
                 batch.preview(lambda i: image_of(i), step + 1)   # each member its own preview
             return [output_of(i) for i in range(len(inputs))]
 
@@ -152,11 +152,13 @@ class Batch:
     def canceled(self, i: int) -> bool:
         return i not in self.active()
 
-    def progress(self, step: int, total: int | None = None) -> None:
-        """Step `step` of `total` for every member still in; raises Canceled once none is."""
+    def progress(self, step: int, total: int | None = None, member: int | None = None) -> None:
+        """Step `step` of `total` for every member still in (for one `member` only, when steps
+        differ per member, e.g. tokens); raises Canceled once none is in."""
         from replicate_jupyter import progress
 
-        progress.progress(step, total)
+        if member is None or member == 0:
+            progress.progress(step, total)
 
     def preview(self, image_of: Callable[[int], Any], step: int | None = None) -> None:
         """Offer each member still in its own preview: `image_of(i)` (a PIL image or None) is

@@ -280,9 +280,10 @@ class RunningBatch(Batch):
     def active(self) -> list[int]:
         return [i for i, live in enumerate(self._live) if live]
 
-    def progress(self, step: int, total: int | None = None) -> None:
+    def progress(self, step: int, total: int | None = None, member: int | None = None) -> None:
         self._check()
-        self.emit(Progress(step=int(step), total=None if total is None else int(total)))
+        event = Progress(step=int(step), total=None if total is None else int(total))
+        self.emit(event) if member is None else self._to(member, event)
 
     def preview(self, image_of: Any, step: int | None = None) -> None:
         self._check()

@@ -28,6 +28,16 @@ except ImportError:  # not installed under cog: progress reporting is simply abs
             print(text)
 
 
+try:
+    from replicate_jupyter.model.batching import batchable as _batchable
+    from replicate_jupyter.model.batching import current_batch as _current_batch
+except ImportError:  # under cog alone: predict_batch is never called by the runtime
+
+    def _batchable(**_rule):  # type: ignore[no-redef]
+        return lambda fn: fn
+
+    _current_batch = None  # type: ignore[assignment]
+
 _HERE = Path(__file__).resolve().parent
 EOS = "<|endoftext|>"
 
@@ -77,6 +87,8 @@ class Predictor(BasePredictor):
         out = self.model(torch.tensor([ids], device=self.device), use_cache=True, **{self.cache_arg: past})
         return out.logits[0, -1].float(), getattr(out, self.cache_arg)
 
+    # several prompts in one forward per token (predict_batch); every input may differ
+    @_batchable(max_batch=16, weight="max_new_tokens")
     def predict(
         self,
         prompt: str = Input(description="Text to continue", default="The"),
@@ -113,6 +125,87 @@ class Predictor(BasePredictor):
         tail = utf8.decode(b"", final=True)
         if tail:
             yield tail
+
+    def predict_batch(self, inputs: list[dict]):
+        """Several prompts at once (replicate_jupyter.model.batching): one forward per token for
+        all rows, left-padded with an attention mask, each row sampled with its own generator
+        and settings exactly as `predict` does, so a seed gives the same text (up to float
+        reduction order). Yields (member, text). A row that reaches the window slides as alone:
+        it is re-read into a group of its own KV cache (rows sliding together share one)."""
+        batch = _current_batch(len(inputs))
+        rows = []
+        for i, inp in enumerate(inputs):
+            seed = inp["seed"] if inp["seed"] is not None else random.SystemRandom().randrange(2**31)
+            batch.log(i, f"Using seed: {seed}")
+            context = self.tokenizer.encode(inp["prompt"]).ids if inp["prompt"] else []
+            rows.append({"i": i, "context": ([self.eos] + context)[-(self.window // 2):], "n": 0,
+                         "gen": torch.Generator().manual_seed(seed), "utf8": codecs.getincrementaldecoder("utf-8")(errors="replace"),
+                         "max": int(inp["max_new_tokens"]), "t": float(inp["temperature"]), "p": float(inp["top_p"])})
+        groups = [self._read([r for r in rows])]
+        while groups:
+            wanted = set(batch.active())
+            kept, sliding = [], []
+            for g in groups:
+                stay = []
+                for k, row in enumerate(g["rows"]):
+                    if row["i"] not in wanted:
+                        continue  # canceled: its row goes
+                    token = self._sample(g["logits"][k], row["t"], row["p"], row["gen"])
+                    if token == self.eos:
+                        yield from self._tail(row)
+                        continue
+                    row["context"].append(token)
+                    row["n"] += 1
+                    text = row["utf8"].decode(self.token_bytes[token])
+                    if text:
+                        yield row["i"], text
+                    batch.progress(row["n"], row["max"], member=row["i"])
+                    if row["n"] == row["max"]:
+                        yield from self._tail(row)
+                    elif len(row["context"]) >= self.window:  # slide as alone: re-read the last half
+                        row["context"] = row["context"][-(self.window // 2):]
+                        sliding.append(row)
+                    else:
+                        stay.append((k, row, token))
+                if stay:
+                    kept.append(self._step(g, stay))
+            if sliding:
+                kept.append(self._read(sliding))
+            groups = kept
+
+    def _read(self, rows: list[dict]) -> dict:
+        """A group: rows read from scratch into one KV cache, left-padded to the longest."""
+        width = max(len(r["context"]) for r in rows)
+        ids = torch.full((len(rows), width), self.eos, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for k, r in enumerate(rows):
+            ids[k, width - len(r["context"]):] = torch.tensor(r["context"])
+            mask[k, width - len(r["context"]):] = 1
+        pos = (mask.cumsum(1) - 1).clamp(min=0)
+        out = self.model(ids.to(self.device), attention_mask=mask.to(self.device), position_ids=pos.to(self.device),
+                         use_cache=True)
+        return {"rows": rows, "logits": out.logits[:, -1].float(), "past": getattr(out, self.cache_arg),
+                "mask": mask, "pos": pos[:, -1] + 1}
+
+    def _step(self, g: dict, stay: list) -> dict:
+        """The group's next token for the rows that stay (the others leave its cache)."""
+        keep = [k for k, _row, _tok in stay]
+        past, mask, pos = g["past"], g["mask"], g["pos"]
+        if len(keep) < mask.shape[0]:
+            past.batch_select_indices(torch.tensor(keep, device=self.device))
+            mask, pos = mask[keep], pos[keep]
+        mask = torch.cat([mask, torch.ones((len(keep), 1), dtype=mask.dtype)], dim=1)
+        ids = torch.tensor([[tok] for _k, _row, tok in stay], device=self.device)
+        out = self.model(ids, attention_mask=mask.to(self.device), position_ids=pos[:, None].to(self.device),
+                         use_cache=True, **{self.cache_arg: past})
+        return {"rows": [row for _k, row, _tok in stay], "logits": out.logits[:, -1].float(),
+                "past": getattr(out, self.cache_arg), "mask": mask, "pos": pos + 1}
+
+    @staticmethod
+    def _tail(row: dict):
+        tail = row["utf8"].decode(b"", final=True)
+        if tail:
+            yield row["i"], tail
 
     @staticmethod
     def _sample(logits: torch.Tensor, temperature: float, top_p: float, gen: torch.Generator) -> int:
