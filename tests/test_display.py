@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import time
 
@@ -37,7 +38,12 @@ def test_final_bundle_has_every_mime_type_and_the_image():
     p = finished([FileOutput(png(), "a.png"), FileOutput(png((0, 255, 0)), "b.png")])
     b = d.prediction_bundle(p)
     assert set(b) >= {d.MIME, "text/html", "text/plain", "image/png"}
-    assert b[d.MIME] == p.to_json()
+    payload = dict(b[d.MIME])
+    record = payload.pop("record")  # the final payload is the prediction plus its record (rerun)
+    assert payload == p.to_json()
+    from replicate_jupyter.prediction.record import record_of
+    assert record == record_of(p) and record["model"]["name"] == "test/model"
+    assert [o["sha256"] for o in record["outputs"]] == [hashlib.sha256(f.read()).hexdigest() for f in p.output]
     grid = Image.open(io.BytesIO(base64.b64decode(b["image/png"])))
     assert grid.width > 16  # two 8px images composed side by side
     assert "cost: test/model · succeeded" in b["text/plain"]

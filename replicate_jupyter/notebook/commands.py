@@ -9,7 +9,6 @@ a bad one raises InputError and changes nothing.
 from __future__ import annotations
 
 import argparse
-import os
 import shlex
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -357,6 +356,8 @@ def _login(args: argparse.Namespace) -> None:
     if not token:
         print("No token given; nothing changed.")
         return
-    os.environ["REPLICATE_API_TOKEN"] = token
+    from replicate_jupyter.runners.replicate import token as tokens
+
+    tokens.login(token)  # in this kernel's memory only: never os.environ (subprocesses inherit that)
     del token
     print("Token stored in this kernel's memory (REPLICATE_API_TOKEN). It is not written to the notebook.")

@@ -36,6 +36,7 @@ from replicate_jupyter.cost.text import (
 from replicate_jupyter.prediction.files import FileOutput
 from replicate_jupyter.prediction.jsonable import jsonable
 from replicate_jupyter.prediction.prediction import TERMINAL
+from replicate_jupyter.prediction.record import record_of
 
 if TYPE_CHECKING:
     from replicate_jupyter.prediction.prediction import Prediction
@@ -278,6 +279,7 @@ def render(p: Prediction, *, final: bool | None = None, preview_uri: Any = ...,
     if final:  # a listener runs before `p.done` is set: make the final payload final
         data["progress"] = None
         data["preview"] = None
+        data["record"] = record_of(p)  # enough to run it again (%replicate rerun, replay)
     else:
         if running is not None and p.started_at is not None:
             data["running"] = dict(running)

@@ -32,7 +32,7 @@ from traitlets import TraitType, Unicode, observe
 
 from replicate_jupyter import api
 from replicate_jupyter.errors import InputError, ReplicateJupyterError
-from replicate_jupyter.notebook import commands, renderers
+from replicate_jupyter.notebook import commands, record_commands, renderers  # noqa: F401  (record_commands: registers)
 from replicate_jupyter.notebook import live as rjlive
 from replicate_jupyter.notebook.cellparse import LineError, parse_body, parse_line, sweep_grid
 from replicate_jupyter.session import Session, session
