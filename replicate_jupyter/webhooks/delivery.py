@@ -29,7 +29,7 @@ from replicate_jupyter.prediction.events import Completed, Log, Output, Started
 from replicate_jupyter.runners import threads
 from replicate_jupyter.webhooks import body as wire
 from replicate_jupyter.webhooks import transport
-from replicate_jupyter.webhooks.signing import Secret, default_secret, sign
+from replicate_jupyter.webhooks.signing import Secret, check_secret, default_secret, sign
 
 __all__ = ["EVENTS", "RetryPolicy", "Record", "Deliverer", "WebhookDeliveryWarning", "attach"]
 
@@ -72,7 +72,31 @@ class Record:
     sent_at: float = 0.0  # time.time() of the first attempt
 
 
+_checked: dict[Any, frozenset[str]] = {}  # (url, filter) → its events, once found valid
+
+
 def _check(url: str, events_filter: Iterable[str] | None) -> frozenset[str]:
+    """The events to send, or InputError naming a URL that is not http(s) or an unknown event.
+    A webhook URL is usually the same for every run, so a valid one is remembered."""
+    if events_filter is not None and not isinstance(events_filter, str):
+        try:
+            events_filter = tuple(events_filter)  # once: a generator is read only once
+        except TypeError:
+            pass  # not iterable: _validate names it
+    memo: Any = (url, events_filter)
+    try:
+        hit = _checked.get(memo)
+    except TypeError:  # unhashable parts: checked every time
+        memo = hit = None
+    if hit is not None:
+        return hit
+    events = _validate(url, events_filter)
+    if memo is not None and len(_checked) < 256:
+        _checked[memo] = events
+    return events
+
+
+def _validate(url: str, events_filter: Iterable[str] | None) -> frozenset[str]:
     problems = []
     try:
         parts = urlsplit(url) if isinstance(url, str) else None
@@ -107,7 +131,7 @@ class Deliverer:
         self.throttle = throttle
         self.retry = retry or RetryPolicy()
         self._secret = secret if secret is not None else default_secret()
-        sign(self._secret, "msg_check", int(time.time()), "{}")  # a bad key fails here, not later
+        check_secret(self._secret)  # a bad key fails here, not later
         self.records: list[Record] = []
         self._body = wire.Builder(prediction)
         self._start: dict[str, Any] | None = None  # the state at Started, waiting to be sent

@@ -40,6 +40,7 @@ __all__ = [
     "default_secret",
     "set_default_secret",
     "secret_path",
+    "check_secret",
     "sign",
     "validate",
 ]
@@ -104,7 +105,7 @@ def _check_key(key: str, where: str) -> str:
 
 
 _configured: Secret | None = None
-_cached: tuple[pathlib.Path, Secret] | None = None  # the file's key, read once
+_cached: tuple[str, Secret] | None = None  # (the env value or the file's path, its key)
 _lock = threading.Lock()
 
 
@@ -117,26 +118,38 @@ def set_default_secret(key: str | None) -> None:
 
 def secret_path() -> pathlib.Path:
     """Where the per-user key lives: `$XDG_CONFIG_HOME/replicate-jupyter/webhook_secret`."""
-    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
-    return pathlib.Path(base) / "replicate-jupyter" / "webhook_secret"
+    return pathlib.Path(_path_text())
+
+
+def _path_text() -> str:
+    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.environ.get("HOME") or os.path.expanduser("~"), ".config")
+    return os.path.join(base, "replicate-jupyter", "webhook_secret")
 
 
 def default_secret() -> Secret:
-    """The key the kernel signs its deliveries with (and the receiver checks them with)."""
+    """The key the kernel signs its deliveries with (and the receiver checks them with). Read
+    once per source: every webhook asks for it, so a repeat is two dictionary lookups."""
     global _cached
     if _configured is not None:
         return _configured
     env = os.environ.get(ENV_SECRET)
     if env:
-        return Secret(_check_key(env, ENV_SECRET))
+        hit = _cached
+        if hit is None or hit[0] != env:
+            hit = _cached = (env, Secret(_check_key(env, ENV_SECRET)))
+        return hit[1]
+    path = _path_text()
+    hit = _cached
+    if hit is not None and hit[0] == path:
+        return hit[1]
     with _lock:
-        path = secret_path()
-        if _cached is None or _cached[0] != path or not path.exists():
-            _cached = (path, _load_or_create(path))
+        _cached = (path, _load_or_create(pathlib.Path(path)))
         return _cached[1]
 
 
 def _load_or_create(path: pathlib.Path) -> Secret:
+    if path.exists():
+        return Secret(_check_key(path.read_text(), str(path)))
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     fresh = new_secret()
     try:  # O_EXCL: two kernels starting at once agree on the first key written
@@ -153,19 +166,34 @@ def _load_or_create(path: pathlib.Path) -> Secret:
     return fresh
 
 
-def _key_of(secret: Any) -> str:
+_signers: dict[str, Webhook] = {}  # key → its standardwebhooks signer (the key decoded once)
+
+
+def _signer(secret: Any) -> Webhook:
     key = getattr(secret, "key", secret)  # ours, replicate-python's WebhookSigningSecret, or a str
+    hit = _signers.get(key) if isinstance(key, str) else None
+    if hit is not None:
+        return hit
     if not isinstance(key, str) or not key:
         raise InvalidSecretKeyError("Missing webhook signing secret")
     try:
-        return _check_key(key, "secret")
+        signer = Webhook(_check_key(key, "secret"))
     except InputError:
         raise InvalidSecretKeyError("Invalid secret key format: expected whsec_<base64>") from None
+    if len(_signers) > 64:
+        _signers.clear()
+    _signers[key] = signer
+    return signer
+
+
+def check_secret(secret: Any) -> None:
+    """Raise InvalidSecretKeyError now for a key that could not sign (so `attach` fails early)."""
+    _signer(secret)
 
 
 def sign(secret: Secret | str, msg_id: str, timestamp: int, body: str) -> str:
     """The `webhook-signature` value for one attempt of one message."""
-    return Webhook(_key_of(secret)).sign(msg_id, datetime.fromtimestamp(timestamp, tz=timezone.utc), body)
+    return _signer(secret).sign(msg_id, datetime.fromtimestamp(timestamp, tz=timezone.utc), body)
 
 
 def validate(
