@@ -9,6 +9,14 @@ latent→RGB projection (never a VAE decode). Cancel sets `pipe._interrupt` (via
 `progress.diffusers_callback`) and the run ends at the next step with `Canceled` (without the
 final decode of a partial image nobody receives), so the prediction ends `canceled`, with the
 pipeline ready for the next run.
+
+Several predictions of one pipeline with the same size, steps and guidance run as one batch
+(`predict_batch`, replicate_jupyter.model.batching): one pipeline call with a list of prompts,
+each member's noise drawn from its own seed exactly as diffusers draws it for one prediction (so
+a seed gives the same image alone and batched, up to float reduction order), per-member previews
+from the batch's latents. A member canceled meanwhile is dropped by the runner and its images
+are computed anyway (a diffusers call cannot shrink its batch mid-loop); image-to-image
+predictions run alone.
 """
 from __future__ import annotations
 
@@ -23,6 +31,7 @@ from cog import BasePredictor, Input, Path
 from replicate_jupyter import progress
 from replicate_jupyter.errors import Canceled, InputError, Problem
 from replicate_jupyter.hf.quiet import quiet_progress_bars
+from replicate_jupyter.model.batching import batchable, current_batch
 
 __all__ = ["DiffusionPredictor", "make_class", "native_size"]
 
@@ -157,6 +166,81 @@ class DiffusionPredictor(BasePredictor):
             paths.append(Path(path))
         return paths
 
+    def predict_batch(self, inputs: list[dict]) -> list[Any]:
+        """Text-to-image for several members in one pipeline call (see the module docstring)."""
+        import torch
+
+        batch = current_batch(len(inputs))
+        first = inputs[0]
+        width, height, steps = int(first["width"]), int(first["height"]), int(first["num_inference_steps"])
+        problems = [Problem(name, "multiple_of", value, "a multiple of 8")
+                    for name, value in (("width", width), ("height", height)) if value % 8]
+        if problems:
+            raise InputError(problems, model=f"hf:{self.repo_id}")
+        pipe = self.pipe
+        accepted = set(inspect.signature(pipe.__call__).parameters)
+        shape = _latent_shape(pipe, accepted, width, height)
+        device = getattr(pipe, "_execution_device", self.device)
+        encoder = getattr(pipe, "text_encoder", None) or getattr(pipe, "unet", None)
+        dtype = getattr(encoder, "dtype", torch.float32)
+        prompts, negatives, owner, noise, generators = [], [], [], [], []
+        for i, inp in enumerate(inputs):
+            seed = inp["seed"] if inp["seed"] is not None else int.from_bytes(os.urandom(2), "big")
+            batch.log(i, f"Using seed: {seed}")
+            gen = torch.Generator(device="cpu").manual_seed(int(seed) % 2**32)
+            n = int(inp["num_outputs"])
+            prompts += [inp["prompt"]] * n
+            negatives += [inp["negative_prompt"]] * n
+            owner += [i] * n
+            if shape is not None:  # what prepare_latents draws from this seed for this prediction alone
+                from diffusers.utils.torch_utils import randn_tensor
+
+                noise.append(randn_tensor((n, *shape), generator=gen, device=torch.device(device), dtype=dtype))
+            else:
+                generators += [gen] * n
+        kwargs: dict[str, Any] = {"width": width, "height": height, "guidance_scale": first["guidance_scale"]}
+        if any(negatives):
+            kwargs["negative_prompt"] = negatives
+        kwargs = {k: v for k, v in kwargs.items() if k in accepted}
+        if noise:
+            kwargs["latents"] = torch.cat(noise)
+        else:
+            kwargs["generator"] = generators
+        owner_t = torch.tensor(owner)
+        previewer = self.previewer
+        if previewer is not None:
+            unpack = getattr(pipe, "_unpack_latents", None)
+            factor = getattr(pipe, "vae_scale_factor", 8)
+            previewer.unpack = (lambda lat: unpack(lat, height, width, factor)) if callable(unpack) else None
+
+        def callback(p, step_index, timestep, callback_kwargs):
+            batch.progress(step_index + 1, steps)  # raises Canceled once no member is left
+            lat = callback_kwargs.get("latents")
+            if previewer is not None and lat is not None and lat.ndim == 4 and lat.shape[1] == previewer.weight.shape[0]:
+                batch.preview(lambda i: previewer(lat[(owner_t == i).to(lat.device)]), step_index + 1)
+            return callback_kwargs
+
+        try:
+            result = pipe(prompt=prompts, num_images_per_prompt=1, num_inference_steps=steps, callback_on_step_end=callback,
+                          callback_on_step_end_tensor_inputs=["latents"], output_type="pil", **kwargs)
+        finally:
+            pipe._interrupt = False
+            free = getattr(pipe, "maybe_free_model_hooks", None)
+            if callable(free):
+                free()
+        nsfw = list(getattr(result, "nsfw_content_detected", None) or [])
+        out_dir = pathlib.Path(tempfile.mkdtemp(prefix="rj-hf-"))
+        outputs: list[Any] = []
+        for i, inp in enumerate(inputs):
+            rows = [k for k, o in enumerate(owner) if o == i]
+            flagged = sum(bool(nsfw[k]) for k in rows if k < len(nsfw))
+            if flagged:
+                batch.log(i, f"The safety checker flagged {flagged} image(s); they are blacked out.")
+            outputs.append(None if batch.canceled(i) else
+                           [_save(result.images[k], out_dir / f"out-{i}-{j}.{inp['output_format']}", inp["output_format"])
+                            for j, k in enumerate(rows)])
+        return outputs
+
     def _callback(self, pipe: Any, total: int, width: int, height: int) -> Any:
         """`progress.diffusers_callback` with this pipeline's cheap previewer (latents it cannot
         show, e.g. an unknown packing, just skip the preview).
@@ -186,6 +270,26 @@ class DiffusionPredictor(BasePredictor):
             return out
 
         return callback
+
+
+def _latent_shape(pipe: Any, accepted: set, width: int, height: int) -> tuple[int, int, int] | None:
+    """(channels, h, w) of one image's initial latents, for the Stable Diffusion (XL) pipelines
+    whose `prepare_latents` draws `randn((n, C, H/f, W/f))` from the generator; None for others
+    (they get one generator per image: the same image alone for predictions of one output)."""
+    unet = getattr(pipe, "unet", None)
+    if unet is None or "latents" not in accepted or type(pipe).__name__ not in (
+            "StableDiffusionPipeline", "StableDiffusionXLPipeline"):
+        return None
+    factor = int(getattr(pipe, "vae_scale_factor", 8))
+    return int(unet.config.in_channels), height // factor, width // factor
+
+
+def _save(img: Any, path: pathlib.Path, output_format: str) -> Path:
+    if output_format == "webp":
+        img.save(path, format="WEBP", quality=90)
+    else:
+        img.save(path, format="PNG")
+    return Path(path)
 
 
 def _dtype_kwarg() -> str:
@@ -244,6 +348,13 @@ def make_class(name: str, resolved: Any) -> type:
     ) -> list[Path]:
         return self.run_pipeline(prompt, negative_prompt, image, prompt_strength, width, height, num_outputs,
                                  num_inference_steps, guidance_scale, seed, output_format)
+
+    # text-to-image predictions of one size, step count and guidance batch (predict_batch); a
+    # negative prompt given or not must agree (SDXL encodes a missing one as zeros, "" otherwise)
+    predict = batchable(max_batch=8, vary=("prompt", "negative_prompt", "seed", "num_outputs", "output_format",
+                                           "prompt_strength"), weight="num_outputs",
+                        alone=lambda inp: inp.get("image") is not None,
+                        group=lambda inp: bool(inp.get("negative_prompt")))(predict)
 
     predict.__qualname__ = f"{name}.predict"
     attrs = {

@@ -5,6 +5,12 @@ it as it comes (`ConcatenateIterator[str]`, so displays join the chunks), report
 per generated token, and stops generation at the next token once the prediction is canceled (a
 StoppingCriteria reading the prediction's cancel flag, since the helper thread has no run context).
 A tokenizer with a chat template gets the prompt as a user message.
+
+Sampling is ours (`_RowSampler`, a logits processor after the model's own, with greedy decoding
+picking what it drew): temperature, top-k as the model's generation config sets it, top-p, and a
+`torch.Generator` per row seeded from the prediction's seed. So a seed gives the same text alone
+and in a batch (`predict_batch`: prompts left-padded into one `generate()`, each row with its own
+settings, length and stream), which transformers' one global RNG for all rows could not.
 """
 from __future__ import annotations
 
@@ -17,6 +23,7 @@ from cog import BasePredictor, ConcatenateIterator, Input
 from replicate_jupyter import progress
 from replicate_jupyter.errors import Canceled
 from replicate_jupyter.hf.quiet import quiet_progress_bars
+from replicate_jupyter.model.batching import batchable, current_batch
 from replicate_jupyter.runners.context import current
 
 __all__ = ["TextPredictor", "make_class"]
@@ -68,12 +75,11 @@ class TextPredictor(BasePredictor):
     def generate_stream(self, prompt: str, max_new_tokens: int, temperature: float, top_p: float,
                         seed: Optional[int]) -> Iterator[str]:
         import torch
-        from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer, set_seed
+        from transformers import LogitsProcessorList, StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
         if seed is None:
             seed = int.from_bytes(os.urandom(2), "big")
         progress.log(f"Using seed: {seed}")
-        set_seed(int(seed) % 2**32)  # numpy's seed must fit in 32 bits
         input_ids, mask = self._encode(prompt)
         input_ids = input_ids.to(self.device)
         mask = mask.to(self.device) if mask is not None else torch.ones_like(input_ids)
@@ -96,8 +102,9 @@ class TextPredictor(BasePredictor):
         streamer = _token_streamer(TextIteratorStreamer)(self.tokenizer, skip_prompt=True, skip_special_tokens=True,
                                                         timeout=600)
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
-        gen_kwargs = dict(input_ids=input_ids, attention_mask=mask, max_new_tokens=int(max_new_tokens), do_sample=True,
-                          temperature=float(temperature), top_p=float(top_p), pad_token_id=pad, streamer=streamer,
+        sampler = _RowSampler([(float(temperature), float(top_p), int(seed))], self._top_k())
+        gen_kwargs = dict(input_ids=input_ids, attention_mask=mask, max_new_tokens=int(max_new_tokens), do_sample=False,
+                          pad_token_id=pad, streamer=streamer, logits_processor=LogitsProcessorList([sampler]),
                           stopping_criteria=StoppingCriteriaList([_Stop()]))
         failure: list[BaseException] = []
 
@@ -125,6 +132,161 @@ class TextPredictor(BasePredictor):
         finally:
             stop.set()
             thread.join(timeout=60)
+
+
+    def _top_k(self) -> int | None:
+        k = getattr(getattr(self.model, "generation_config", None), "top_k", None)
+        return int(k) if isinstance(k, int) and k > 0 else None
+
+    def predict_batch(self, inputs: list[dict]) -> Iterator[tuple[int, str]]:
+        """Several prompts in one `generate()` (replicate_jupyter.model.batching): left-padded,
+        each row sampled with its own seed, temperature and top-p (as alone), stopped at its own
+        `max_new_tokens`, streamed as (member, text). A canceled member's row stops at its next
+        token; the others go on."""
+        import queue
+
+        import torch
+        from transformers import LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
+
+        batch = current_batch(len(inputs))
+        seeds = [inp["seed"] if inp["seed"] is not None else int.from_bytes(os.urandom(2), "big") for inp in inputs]
+        for i, seed in enumerate(seeds):
+            batch.log(i, f"Using seed: {seed}")
+        encoded = [self._encode(inp["prompt"])[0][0].tolist() for inp in inputs]
+        width = max(len(ids) for ids in encoded)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+        input_ids = torch.full((len(inputs), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(inputs), width), dtype=torch.long)
+        for k, ids in enumerate(encoded):
+            input_ids[k, width - len(ids):] = torch.tensor(ids, dtype=torch.long)
+            mask[k, width - len(ids):] = 1
+        limit = self.context_length() - width
+        if limit < 1:
+            raise ValueError(f"the longest prompt is {width} tokens, the model's whole context ({self.context_length()})")
+        wants = [min(int(inp["max_new_tokens"]), limit) for inp in inputs]
+        eos = self.tokenizer.eos_token_id
+        alive = [True] * len(inputs)  # rows still generating
+        out: queue.SimpleQueue = queue.SimpleQueue()
+
+        class _Rows(StoppingCriteria):
+            def __call__(self, ids, scores, **kw):  # after each new token
+                n = ids.shape[1] - width
+                active = set(batch.active())
+                for k in range(len(alive)):
+                    if alive[k] and (k not in active or n >= wants[k] or (eos is not None and int(ids[k, -1]) == eos)):
+                        alive[k] = False
+                return torch.tensor([not a for a in alive], dtype=torch.bool, device=ids.device)
+
+        streamer = _RowStreamer(self.tokenizer, wants, eos, out)
+        sampler = _RowSampler([(float(inp["temperature"]), float(inp["top_p"]), int(s)) for inp, s in zip(inputs, seeds)],
+                              self._top_k())
+        kwargs = dict(input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device),
+                      max_new_tokens=max(wants), do_sample=False, pad_token_id=pad, streamer=streamer,
+                      logits_processor=LogitsProcessorList([sampler]), stopping_criteria=StoppingCriteriaList([_Rows()]))
+
+        def work() -> None:
+            try:
+                with torch.inference_mode():
+                    self.model.generate(**kwargs)
+                out.put(None)
+            except BaseException as exc:  # noqa: BLE001 — re-raised in the predict thread
+                out.put(exc)
+
+        thread = threading.Thread(target=work, name=f"rj-hf-generate-batch-{self.repo_id}", daemon=True)
+        thread.start()
+        counts = [0] * len(inputs)
+        try:
+            while True:
+                item = out.get()
+                if item is None:
+                    break
+                if isinstance(item, BaseException):
+                    raise item
+                k, text, tokens = item
+                counts[k] += tokens
+                if text:
+                    yield k, text
+                batch.progress(min(counts[k], wants[k]), wants[k], member=k)
+        finally:
+            for k in range(len(alive)):
+                alive[k] = False  # generation stops at its next token
+            thread.join(timeout=60)
+
+
+class _RowSampler:
+    """Draws each row's next token with the row's own generator (temperature, top-k, top-p) and
+    leaves only it finite, so greedy decoding picks it: per-row seeds in one batched generate."""
+
+    def __init__(self, rows: list[tuple[float, float, int]], top_k: int | None) -> None:
+        import torch
+
+        self.rows = [(t, p, torch.Generator().manual_seed(int(seed) % 2**32)) for t, p, seed in rows]
+        self.top_k = top_k
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        import torch
+
+        chosen = torch.full_like(scores, float("-inf"))
+        for k, (temperature, top_p, gen) in enumerate(self.rows):
+            logits = scores[k].float().cpu() / max(temperature, 1e-2)
+            if self.top_k:
+                kth = torch.topk(logits, min(self.top_k, logits.numel())).values[-1]
+                logits = logits.masked_fill(logits < kth, float("-inf"))
+            probs = torch.softmax(logits, dim=-1)
+            if top_p < 1.0:
+                sorted_p, order = probs.sort(descending=True)
+                keep = sorted_p.cumsum(0) - sorted_p < max(top_p, 1e-6)  # always keeps the top token
+                token = int(order[torch.multinomial(sorted_p * keep, 1, generator=gen)])
+            else:
+                token = int(torch.multinomial(probs, 1, generator=gen))
+            chosen[k, token] = 0.0
+        return chosen
+
+
+class _RowStreamer:
+    """generate()'s streamer for a batch: each row's new tokens decoded on their own (held back
+    while they end in an incomplete UTF-8 sequence, flushed at the end), handed out as
+    (row, text, tokens) on a queue. It keeps its own count of each row's tokens (a row ends at
+    its own length or its EOS; what generate() hands out after that is padding)."""
+
+    def __init__(self, tokenizer: Any, wants: list[int], eos: int | None, out: Any) -> None:
+        self.tokenizer, self.wants, self.eos, self.out = tokenizer, wants, eos, out
+        self.prompt_seen = False
+        self.count = [0] * len(wants)
+        self.cache: list[list[int]] = [[] for _ in wants]
+        self.printed = [0] * len(wants)
+
+    def put(self, value: Any) -> None:
+        if not self.prompt_seen:  # the first call hands over the prompt
+            self.prompt_seen = True
+            return
+        for k, token in enumerate(value.reshape(-1).tolist()):
+            if self.count[k] >= self.wants[k]:
+                continue
+            self.count[k] += 1
+            if self.eos is not None and int(token) == self.eos:
+                self.count[k] = self.wants[k]
+                self._flush(k, 1)
+                continue
+            self.cache[k].append(int(token))
+            text = self.tokenizer.decode(self.cache[k], skip_special_tokens=True)
+            if text.endswith("\ufffd") and self.count[k] < self.wants[k]:
+                self.out.put((k, "", 1))  # a multi-byte character is still arriving
+                continue
+            self.out.put((k, text[self.printed[k]:], 1))
+            self.printed[k] = len(text)
+            if text.endswith("\n"):  # decode from here on: a long text is not re-decoded whole each token
+                self.cache[k], self.printed[k] = [], 0
+
+    def _flush(self, k: int, tokens: int) -> None:
+        text = self.tokenizer.decode(self.cache[k], skip_special_tokens=True) if self.cache[k] else ""
+        self.out.put((k, text[self.printed[k]:], tokens))
+        self.cache[k], self.printed[k] = [], 0
+
+    def end(self) -> None:
+        for k in range(len(self.wants)):
+            if self.cache[k]:
+                self._flush(k, 0)
 
 
 def _token_streamer(base: type) -> type:
@@ -174,6 +336,9 @@ def make_class(name: str, resolved: Any) -> type:
         seed: int = Input(description="Random seed. Leave blank to randomize the seed", default=None),
     ) -> ConcatenateIterator[str]:
         yield from self.generate_stream(prompt, max_new_tokens, temperature, top_p, seed)
+
+    # several prompts in one generate() (TextPredictor.predict_batch); every input may differ
+    predict = batchable(max_batch=8, weight="max_new_tokens")(predict)
 
     predict.__qualname__ = f"{name}.predict"
     attrs = {

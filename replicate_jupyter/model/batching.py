@@ -68,7 +68,8 @@ class BatchRule:
     vary: frozenset[str] | None = None  # may differ; every other input must match
     weight: str | Callable[[dict], float] | None = None  # input name or function: share of the work
     alone: Callable[[dict], bool] | None = None  # True: this prediction runs by itself
-    item_bytes: int | None = None  # device memory one unit of weight needs (caps the batch size)
+    group: Callable[[dict], Hashable] | None = None  # one more value members must share
+    item_bytes: int | None = None  # device memory one member needs (caps the batch size)
 
     def key(self, inputs: dict[str, Any]) -> Hashable | None:
         """What members of one batch share (None: run alone). `inputs` are default-filled."""
@@ -78,7 +79,8 @@ class BatchRule:
             names = sorted(k for k in inputs if k not in self.vary)
         else:
             names = sorted(self.match or ())
-        return tuple((k, _canon(inputs.get(k))) for k in names)
+        extra = () if self.group is None else (("", _canon(self.group(inputs))),)
+        return tuple((k, _canon(inputs.get(k))) for k in names) + extra
 
     def weight_of(self, inputs: dict[str, Any]) -> float:
         if self.weight is None:
@@ -109,17 +111,22 @@ def _canon(value: Any) -> Hashable:
 
 def batchable(*, max_batch: int = 8, match: Iterable[str] | None = None, vary: Iterable[str] | None = None,
               weight: str | Callable[[dict], float] | None = None, alone: Callable[[dict], bool] | None = None,
+              group: Callable[[dict], Hashable] | None = None,
               item_bytes: int | None = None) -> Callable[[Callable], Callable]:
     """Declare on `predict`/`run` that the class's `predict_batch` may run several predictions of
     it at once. Give `match` (inputs that must be equal; the rest may differ) or `vary` (inputs
-    that may differ; the rest must be equal), not both; neither means every input may differ."""
+    that may differ; the rest must be equal), not both; neither means every input may differ.
+    `weight`: an input name or function giving a member's share of the work (default 1);
+    `alone(inputs)`: True runs that prediction by itself; `group(inputs)`: one more value the
+    members must share (e.g. whether a negative prompt is given); `item_bytes`: device memory one
+    member needs, so a batch never holds more than free memory allows."""
     if match is not None and vary is not None:
         raise TypeError("batchable: give match= (inputs that must be equal) or vary= (inputs that may differ), not both")
     if int(max_batch) < 1:
         raise ValueError(f"batchable: max_batch must be ≥ 1, not {max_batch}")
     rule = BatchRule(max_batch=int(max_batch), match=None if vary is not None else frozenset(match or ()),
                      vary=frozenset(vary) if vary is not None else None, weight=weight, alone=alone,
-                     item_bytes=item_bytes)
+                     group=group, item_bytes=item_bytes)
 
     def mark(fn: Callable) -> Callable:
         setattr(fn, RULE_ATTR, rule)
