@@ -18,11 +18,12 @@ import math
 import weakref
 from typing import Any, AsyncIterator, Iterator
 
-from replicate_jupyter.cost.guard import CostGuard, check_budget
+from replicate_jupyter.cost.guard import CostGuard, check_budget, check_forecast
 from replicate_jupyter.cost.ledger import Ledger
 from replicate_jupyter.errors import BackendError, InputError, ModelError, PredictionNotFound, Problem
 from replicate_jupyter.prediction.events import Completed, Event, Log, Output
 from replicate_jupyter.prediction.prediction import TERMINAL, Prediction, plain_output
+from replicate_jupyter.prediction.record import draw_seed
 from replicate_jupyter.runners.replicate import routing as _routing
 from replicate_jupyter.runners.replicate.resources import Page
 from replicate_jupyter.runners.replicate.routing import CREATE_PARAMS, SessionTarget, Target, check_params, parse_duration
@@ -71,6 +72,8 @@ def prepare(
         given["seed"] = seed
     if max_cost is not None and not (isinstance(max_cost, (int, float)) and math.isfinite(max_cost) and max_cost > 0):
         raise InputError([Problem("--max-cost", "minimum", max_cost, "a finite number > 0 (USD)")], model=handle.name)
+    if handle.schema:  # a seed drawn now is the seed actually used: in the input, the record, the rerun
+        given = draw_seed(handle.schema, given)
     # a bare version id has no schema here: Replicate validates it (a 422 fails the prediction)
     clean = validate(handle.schema, given, model=handle.name) if handle.schema else given
     webhook = clean_params.get("webhook") or clean_params.get("webhook_completed")
@@ -81,7 +84,9 @@ def prepare(
                       if clean_params.get("webhook") else ["completed"])
     check_budget(session.budget, session.ledger)
     p = Prediction(handle.name, clean, version=handle.version, backend=backend, schema=handle.schema, runner=runner,
-                   handle=handle, max_cost=max_cost, cell=session.current_cell, params=clean_params)
+                   handle=handle, max_cost=max_cost, cell=session.current_cell, params=clean_params,
+                   ref=ref if isinstance(ref, str) else None)
+    check_forecast(p, session.budget, session.ledger)  # a forecast past the budget: refused, not run (max_cost cancels)
     p.subscribe(session.ledger.listen)
     if session.budget is not None or max_cost is not None:
         CostGuard(p, max_cost, budget=lambda: session.budget, ledger=session.ledger).attach()

@@ -70,8 +70,9 @@ def test_a_saved_notebook_lists_its_records_with_no_kernel(original):
     assert [r.label for r in recs][-2:] == ["num_inference_steps=2", "num_inference_steps=3"]
     seeds = [(r.record["seed"], r.record["seed_source"]) for r in recs]
     assert seeds[0] == (3, "input") and seeds[1] == (7, "input") and seeds[4] == (1, "input")
-    for i in (2, 3):  # no seed given: the seed the model drew, read from its logs
-        assert seeds[i][1] == "logs" and isinstance(seeds[i][0], int)
+    for i in (2, 3):  # no seed given: the kernel drew one before dispatch, so it is part of the input
+        assert seeds[i][1] == "input" and isinstance(seeds[i][0], int)
+        assert recs[i].record["input"]["seed"] == seeds[i][0]
     for r in recs:
         assert len(r.record["output_sha256"]) == 64
         assert r.record["model"]["version"] and r.record["model"]["ref"] == r.model
@@ -302,7 +303,7 @@ def test_record_of_embeds_small_files_and_masks_nothing_it_should_keep(tmp_path,
     (saved,) = records(tmp_path / "saved.ipynb")
     want = json.loads(json.dumps(rec))
     assert saved.record["model"].pop("ref") == FILE_IN  # p.model is its name; the cell says how it was written
-    assert want["model"].pop("ref") == "local/file-in" and saved.record == want and "rebuilt" not in saved.record
+    assert want["model"].pop("ref") == FILE_IN and saved.record == want and "rebuilt" not in saved.record
 
 
 def test_draw_seed_fills_a_missing_seed_only():

@@ -77,7 +77,7 @@ class Prediction(ReplicateSurface, EventDispatch):
     __slots__ = ("id", "model", "version", "backend", "input", "status", "output", "logs", "error", "traceback",
                  "created_at", "started_at", "completed_at", "metrics", "progress", "preview", "handle", "max_cost",
                  "cell", "background", "display_cell", "cancel_reason", "cancel_event", "schema", "secret_fields",
-                 "remote_id", "urls", "params",
+                 "remote_id", "urls", "params", "ref",
                  "_runner", "_iterator", "_concatenate", "_t_started")
 
     def __init__(
@@ -93,12 +93,14 @@ class Prediction(ReplicateSurface, EventDispatch):
         max_cost: float | None = None,
         cell: int | None = None,
         params: dict[str, Any] | None = None,
+        ref: str | None = None,
     ) -> None:
         super().__init__()
         if schema is None and handle is not None:
             schema = handle.schema
         self.id = _new_id()
         self.model = model
+        self.ref = ref  # the model reference as the user wrote it (a path, hf:…, owner/name), for reruns
         self.version = version
         self.backend = backend
         self.input = input
