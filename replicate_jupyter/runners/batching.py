@@ -94,7 +94,8 @@ class Batcher:
             group = self._open.get((spec.key, key))
             new = group is None
             if new:
-                group = self._open[(spec.key, key)] = _Group((spec.key, key), rule.limit(warm_mod.free_device_bytes(), self.runner.max_batch))
+                limit = rule.limit(warm_mod.free_device_bytes(), self.runner.max_batch)
+                group = self._open[(spec.key, key)] = _Group((spec.key, key), limit)
             group.members.append(member)
             member.group = group
             group.last = time.monotonic()

@@ -139,9 +139,10 @@ class Predictor(BasePredictor):
             batch.log(i, f"Using seed: {seed}")
             context = self.tokenizer.encode(inp["prompt"]).ids if inp["prompt"] else []
             rows.append({"i": i, "context": ([self.eos] + context)[-(self.window // 2):], "n": 0,
-                         "gen": torch.Generator().manual_seed(seed), "utf8": codecs.getincrementaldecoder("utf-8")(errors="replace"),
+                         "gen": torch.Generator().manual_seed(seed),
+                         "utf8": codecs.getincrementaldecoder("utf-8")(errors="replace"),
                          "max": int(inp["max_new_tokens"]), "t": float(inp["temperature"]), "p": float(inp["top_p"])})
-        groups = [self._read([r for r in rows])]
+        groups = [self._read(rows)]
         while groups:
             wanted = set(batch.active())
             kept, sliding = [], []
