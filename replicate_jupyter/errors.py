@@ -22,6 +22,7 @@ so a bad cell never costs money and never leaves a half-run prediction behind.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,7 +39,46 @@ __all__ = [
     "BackendTimeout",
     "BudgetExceeded",
     "Canceled",
+    "looks_secret",
+    "shown_value",
+    "SHOWN_MAX",
 ]
+
+#: the words that make a name (an input field, an option, an environment variable) secret-looking
+_SECRET_WORDS = frozenset({"token", "key", "apikey", "secret", "secrets", "password", "passwd", "pwd",
+                           "passphrase", "credential", "credentials", "bearer", "pat"})
+_WORD = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+")
+#: the longest repr of a value an error about an unknown name shows; longer ones by type and size
+SHOWN_MAX = 16
+_MASK = "**********"
+
+
+def looks_secret(name: Any) -> bool:
+    """Whether `name` looks like it holds a credential: one of its words (split at `_`, `-`, `.`,
+    spaces and camelCase) is token, key, secret, password, … (`api_key`, `hfToken`,
+    `REPLICATE_API_TOKEN`; not `max_tokens` or `keyframes`), or it contains "secret"/"password"."""
+    text = str(name)
+    low = text.lower()
+    if "secret" in low or "password" in low or "apikey" in low:
+        return True
+    return any(w.lower() in _SECRET_WORDS for w in _WORD.findall(text))
+
+
+def shown_value(name: Any, value: Any, limit: int = SHOWN_MAX) -> str:
+    """How an error may show `value` given under `name` that it cannot check against a schema
+    (an unknown field, an option): never for a secret-looking name, and only a short value in
+    full (a long one may be a key pasted under a misspelled name: its type and size instead)."""
+    if looks_secret(name) or hasattr(value, "get_secret_value"):
+        return _MASK
+    text = " ".join(repr(value).split())
+    if len(text) <= limit:
+        return text
+    if isinstance(value, str):
+        return f"<str, {len(value)} chars>"
+    try:
+        return f"<{type(value).__name__} of {len(value)}>"
+    except TypeError:
+        return f"<{type(value).__name__}>"
 
 
 class ReplicateJupyterError(Exception):
@@ -55,10 +95,16 @@ class Problem:
     allowed: str  # human text: "<= 50", "one of: png, webp", "an integer"
     message: str = ""
 
+    def __post_init__(self) -> None:
+        # a secret-looking field's value is never kept where an error's repr could show it
+        v = self.value
+        if hasattr(v, "get_secret_value") or (isinstance(v, str) and v.strip("*") and looks_secret(self.field)):
+            object.__setattr__(self, "value", _MASK)
+
     def __str__(self) -> str:
         if self.message:
             return f"{self.field}: {self.message}"
-        shown = _short(self.value)
+        shown = _MASK if looks_secret(self.field) else _short(self.value)
         return f"{self.field}: {self.rule} — got {shown}, allowed: {self.allowed}"
 
 

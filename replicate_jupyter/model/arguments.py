@@ -54,11 +54,16 @@ def to_cog_path(value: Any) -> Any:
 
 
 def _to_secret(value: Any) -> Any:
-    if isinstance(value, str):
-        from cog import Secret
+    """A `cog.Secret`, as Cog passes a Secret input: from a str or from the masked
+    `prediction.redact.Secret` a validated input holds (its value revealed here, to the predictor
+    only)."""
+    from cog import Secret
 
-        return Secret(value)
-    return value
+    if isinstance(value, Secret):
+        return value
+    if hasattr(value, "get_secret_value"):
+        return Secret(value.get_secret_value())
+    return Secret(value) if isinstance(value, str) else value
 
 
 def _legacy(value: Any) -> Any:

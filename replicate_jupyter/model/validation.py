@@ -16,11 +16,12 @@ import re
 import threading
 from typing import Any, Callable
 
-from replicate_jupyter.errors import InputError, Problem
+from replicate_jupyter.errors import InputError, Problem, shown_value
 from replicate_jupyter.model.coerce import (
     Bad, Coerce, short, strict_bool, strict_float, strict_int, strict_str, to_any, to_bool, to_file, to_float, to_int,
     to_object, to_secret, to_str,
 )
+from replicate_jupyter.prediction.redact import MASK
 
 __all__ = ["validate", "compile_schema", "Validator"]
 
@@ -320,9 +321,13 @@ class Validator:
             near = [hit] if hit else []
         known = ", ".join(self.names) or "(none)"
         hint = f" — did you mean {near[0]!r}?" if near else ""
+        # a misspelled secret (`api_kee`) is still a secret: never echoed, nor any long value
+        secret = bool(near) and self.by_name[near[0]].secret
+        shown = MASK if secret else shown_value(name, value)
+        kept = value if shown == " ".join(repr(value).split()) else shown  # what the Problem may hold
         return Problem(
-            name, "unknown", value, f"one of: {known}",
-            message=f"unknown input {name!r}{hint} (got {short(value)}; rule: unknown). Known inputs: {known}",
+            name, "unknown", kept, f"one of: {known}",
+            message=f"unknown input {name!r}{hint} (got {shown}; rule: unknown). Known inputs: {known}",
         )
 
 

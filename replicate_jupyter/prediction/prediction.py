@@ -36,6 +36,7 @@ from replicate_jupyter.prediction.events import (
 from replicate_jupyter.prediction.files import FileOutput
 from replicate_jupyter.prediction.handle import ModelHandle
 from replicate_jupyter.prediction.jsonable import encode_preview, is_concatenate, is_iterator, jsonable, secret_fields
+from replicate_jupyter.prediction.redact import MASK, Redactor, Secret, reveal
 from replicate_jupyter.prediction.surface import ReplicateSurface, plain_output
 
 __all__ = ["Prediction", "TERMINAL", "Listener", "encode_preview", "plain_output"]
@@ -78,7 +79,7 @@ class Prediction(ReplicateSurface, EventDispatch):
                  "created_at", "started_at", "completed_at", "metrics", "progress", "preview", "handle", "max_cost",
                  "cell", "background", "display_cell", "cancel_reason", "cancel_event", "schema", "secret_fields",
                  "remote_id", "urls", "params", "ref",
-                 "_runner", "_iterator", "_concatenate", "_t_started")
+                 "_runner", "_redactor", "_iterator", "_concatenate", "_t_started")
 
     def __init__(
         self,
@@ -103,7 +104,10 @@ class Prediction(ReplicateSurface, EventDispatch):
         self.ref = ref  # the model reference as the user wrote it (a path, hf:…, owner/name), for reruns
         self.version = version
         self.backend = backend
-        self.input = input
+        self.secret_fields = secret_fields(schema)
+        self.input = _masked(input, self.secret_fields)
+        # one redaction step for everything this prediction shows (see prediction/redact.py)
+        self._redactor = Redactor.of(reveal(self.input[k]) for k in self.secret_fields & self.input.keys())
         self.status = "starting"
         self.output: Any = None
         self.logs = ""
@@ -123,7 +127,6 @@ class Prediction(ReplicateSurface, EventDispatch):
         self.cancel_reason: str | None = None
         self.cancel_event = threading.Event()
         self.schema = schema
-        self.secret_fields = secret_fields(schema)
         self.remote_id: str | None = None
         self.urls: dict[str, str] = {}
         self.params: dict[str, Any] = dict(params or {})
@@ -138,10 +141,24 @@ class Prediction(ReplicateSurface, EventDispatch):
     def _background(self) -> bool:  # the old name, read by code not yet moved to `background`
         return self.background
 
+    def secret_input(self) -> dict[str, Any]:
+        """The input with every secret's real value, for the one place that needs it (a runner
+        sending it to its backend); `p.input` itself holds them masked (`Secret(**********)`)."""
+        return {k: reveal(v) if k in self.secret_fields else v for k, v in self.input.items()}
+
     # ----- events -------------------------------------------------------------------------
+    def emit(self, event: Event) -> None:
+        """Record one event (see `EventDispatch.emit`), its text redacted first: the secrets'
+        values never reach the history, the fields or any listener."""
+        r = self._redactor
+        if r is not None and event.__class__ in _REDACTED:
+            event = r.event(event)
+        EventDispatch.emit(self, event)
+
     def _report(self, text: str) -> None:
+        r = self._redactor
         with self._lock:
-            self.logs += f"[replicate-jupyter] {text}\n"
+            self.logs += f"[replicate-jupyter] {text if r is None else r.text(text)}\n"
 
     def events(self, timeout: float | None = None, kinds: tuple[type, ...] | None = None) -> Iterator[Event]:
         """Every event from the start, then live ones, until Completed (always included).
@@ -179,7 +196,18 @@ class Prediction(ReplicateSurface, EventDispatch):
             self.output = e.value
 
     def _on_log(self, e: Log) -> None:
-        self.logs += e.text
+        r = self._redactor
+        if r is None:
+            self.logs += e.text
+            return
+        # a secret printed in pieces (one write per chunk) is whole only in the joined log
+        cut = max(0, len(self.logs) - r.longest)
+        tail = self.logs[cut:] + e.text
+        clean = r.text(tail)
+        if clean is tail:
+            self.logs += e.text
+        else:
+            self.logs = self.logs[:cut] + clean
 
     def _on_progress(self, e: Progress) -> None:
         self.progress = (e.step, e.total)
@@ -311,7 +339,7 @@ class Prediction(ReplicateSurface, EventDispatch):
                 "version": self.version,
                 "status": self.status,
                 "backend": self.backend,
-                "input": {k: ("**********" if k in self.secret_fields else jsonable(v)) for k, v in self.input.items()},
+                "input": {k: (MASK if k in self.secret_fields else jsonable(v)) for k, v in self.input.items()},
                 "output": jsonable(self.output),
                 "output_display": "concatenate" if self._concatenate else None,
                 "logs": self.logs,
@@ -329,6 +357,21 @@ class Prediction(ReplicateSurface, EventDispatch):
 
     def __repr__(self) -> str:
         return f"<Prediction {self.id} {self.model} {self.status}>"
+
+
+#: the events whose text can carry a secret (the rest hold numbers, images and names)
+_REDACTED = frozenset({Log, Output, Completed})
+
+
+def _masked(input: dict[str, Any], secret: frozenset[str]) -> dict[str, Any]:
+    """`input` with each secret as a masked `Secret`; the same dict when nothing needed it."""
+    if not secret or not (secret & input.keys()):
+        return input
+    def one(v: Any) -> Any:
+        plain = isinstance(v, str) or (hasattr(v, "get_secret_value") and not isinstance(v, Secret))
+        return Secret(v) if plain else v
+
+    return {k: (one(v) if k in secret else v) for k, v in input.items()}
 
 
 Prediction._appliers = {

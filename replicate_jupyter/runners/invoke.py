@@ -153,10 +153,12 @@ def build_kwargs(params: dict[str, Any], call: Any, inputs: dict[str, Any], secr
     any_kwargs = takes_kwargs(call)
     kwargs.update({k: to_predictor_input(v) for k, v in inputs.items() if k in params or any_kwargs})
     for k in set(secret_fields) & kwargs.keys():
-        if isinstance(kwargs[k], str):
+        v = kwargs[k]  # a str, or the masked Secret a validated input holds: cog.Secret of its value
+        if isinstance(v, str) or hasattr(v, "get_secret_value"):
             from cog import Secret
 
-            kwargs[k] = Secret(kwargs[k])
+            if not isinstance(v, Secret):
+                kwargs[k] = Secret(v.get_secret_value() if hasattr(v, "get_secret_value") else v)
     return kwargs
 
 
