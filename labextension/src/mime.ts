@@ -9,6 +9,7 @@ import { IRenderMime } from '@jupyterlab/rendermime-interfaces';
 import { Widget } from '@lumino/widgets';
 import { IFoldState, readFolds, renderCard } from './card';
 import { onFormatChanged } from './format';
+import { resolveRefs } from './refs';
 import { IPrediction, MIME_TYPE, SWEEP_MIME_TYPE } from './types';
 
 const CLOSED: IFoldState = { logs: false, inputs: false };
@@ -48,7 +49,8 @@ export class PredictionRenderer extends Widget implements IRenderMime.IRenderer 
       this._renderSweep(Array.isArray(object.predictions) ? object.predictions : []);
     } else {
       this._folds[0] = readFolds(this.node, this._folds[0] ?? CLOSED);
-      renderCard(this.node, object as IPrediction, this._folds[0]);
+      const resolved = resolveRefs(object, model.data as Record<string, unknown>) as IPrediction;
+      renderCard(this.node, resolved, this._folds[0]);
     }
     return Promise.resolve();
   }

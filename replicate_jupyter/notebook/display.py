@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 __all__ = [
     "MIME", "SWEEP_MIME", "LEDGER_MIME", "prediction_bundle", "file_bundle", "ledger_bundle", "table_bundle",
     "error_bundle", "cost_line", "running_line", "forecast_line", "summary_line", "notebook_total", "usd", "render",
-    "compose_grid",
+    "compose_grid", "THUMB_ABOVE", "THUMB_SIDE", "LIVE_LOG_TAIL", "REF_KEY",
 ]
 
 MIME = "application/vnd.replicate.prediction+json"
@@ -136,11 +136,44 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
+#: an image file up to this many bytes is embedded whole in a final card's HTML; a bigger one
+#: shows there as a small JPEG thumbnail, its bytes being in the bundle's `image/png` already
+THUMB_ABOVE = 32 * 1024
+#: the thumbnail's longest side in px (the card shows images at most 512 px wide)
+THUMB_SIDE = 256
+#: a running card's payload carries only the tail of the logs (the final one carries them all)
+LIVE_LOG_TAIL = 4000
+
+
+def _thumbnail_uri(f: FileOutput) -> str:
+    """The no-extension view's look at a big image, at ~3 % of its bytes (a 512 px PNG of
+    788 KB → a 24 KB JPEG), so the saved notebook holds the image once, not three times."""
+    from PIL import Image
+
+    img = f.image()
+    img.thumbnail((THUMB_SIDE, THUMB_SIDE))
+    if img.mode not in ("RGB", "L"):
+        rgba = img.convert("RGBA")
+        img = Image.new("RGB", rgba.size, "white")
+        img.paste(rgba, mask=rgba.getchannel("A"))
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=75)
+    return "data:image/jpeg;base64," + _b64(buf.getvalue())
+
+
 # ----- outputs as HTML -------------------------------------------------------------------------
-def _file_html(f: FileOutput, max_width: int = 512) -> str:
+def _file_html(f: FileOutput, max_width: int = 512, thumb: bool = False) -> str:
+    """`thumb`: a big image shows as its thumbnail (its full bytes are elsewhere in the bundle)."""
     ct = f.content_type
-    src = _e(f.url if f.url.startswith("data:") else f.to_json()["url"])
     name = _e(f.name)
+    if ct.startswith("image/") and thumb and f.size > THUMB_ABOVE:
+        try:
+            return (f'<img class="rj-image rj-thumb" src="{_e(_thumbnail_uri(f))}" alt="{name}" '
+                    f'title="{name} ({_size(f.size)}; full size in the output\'s image/png)" '
+                    f'style="max-width:{max_width}px;width:{max_width}px;image-rendering:auto"/>')
+        except Exception:  # PIL cannot read it: embed it whole, as before
+            pass
+    src = _e(f.url if f.url.startswith("data:") else f.to_json()["url"])
     if ct.startswith("image/"):
         return (f'<img class="rj-image" src="{src}" alt="{name}" title="{name}" '
                 f'style="max-width:{max_width}px;image-rendering:auto"/>')
@@ -154,20 +187,20 @@ def _file_html(f: FileOutput, max_width: int = 512) -> str:
     return f'<a class="rj-file" download="{name}" href="{src}">{name}</a> ({_e(ct)}, {_size(f.size)})'
 
 
-def _value_html(value: Any, p: Prediction | None = None, text: str | None = None) -> str:
+def _value_html(value: Any, p: Prediction | None = None, text: str | None = None, thumb: bool = False) -> str:
     if value is None:
         return ""
     if text is not None:
         return f'<pre class="rj-text" style="white-space:pre-wrap">{_e(text)}</pre>'
     if isinstance(value, FileOutput):
-        return _file_html(value)
+        return _file_html(value, thumb=thumb)
     if isinstance(value, str):
         return f'<pre class="rj-text" style="white-space:pre-wrap">{_e(value)}</pre>'
     if isinstance(value, list):
         if value and all(isinstance(v, FileOutput) and v.is_image for v in value):
-            cells = "".join(f'<div>{_file_html(v, 256)}</div>' for v in value)
+            cells = "".join(f'<div>{_file_html(v, 256, thumb=thumb)}</div>' for v in value)
             return f'<div class="rj-grid" style="display:flex;flex-wrap:wrap;gap:4px">{cells}</div>'
-        return "".join(f'<div class="rj-item">{_value_html(v)}</div>' for v in value)
+        return "".join(f'<div class="rj-item">{_value_html(v, thumb=thumb)}</div>' for v in value)
     return f'<pre class="rj-json">{_e(json.dumps(jsonable(value), indent=2, default=str))}</pre>'
 
 
@@ -198,8 +231,9 @@ def _progress_html(prog: dict | None) -> str:
 
 
 def _card_html(p: Prediction, data: dict[str, Any], *, final: bool, compact: bool = False, text: str | None = None,
-               line: str | None = None) -> str:
-    """`line`: the cost line, given once the prediction is final."""
+               line: str | None = None, thumb: bool = False) -> str:
+    """`line`: the cost line, given once the prediction is final. `thumb`: big images as
+    thumbnails (the bundle holds their bytes in `image/png`)."""
     status = data["status"]
     color = _STATUS_COLOR.get(status, "#888")
     head = (f'<div class="rj-head"><b>{_e(str(p.model))}</b> '
@@ -217,11 +251,13 @@ def _card_html(p: Prediction, data: dict[str, Any], *, final: bool, compact: boo
     if p.traceback:
         parts.append('<details class="rj-traceback" open><summary>Model traceback</summary>'
                      f'<pre>{_e(p.traceback)}</pre></details>')
-    parts.append(_value_html(p.output, p, text))
-    if p.logs and not compact:
-        n = p.logs.count("\n") or 1
+    parts.append(_value_html(p.output, p, text, thumb=thumb))
+    logs = p.logs
+    if logs and not compact:
+        n = logs.count("\n") or 1
+        tail = logs[-(20000 if final else LIVE_LOG_TAIL):]
         parts.append(f'<details class="rj-logs"><summary>Logs ({n} line{"s" if n != 1 else ""})</summary>'
-                     f'<pre>{_e(p.logs[-20000:])}</pre></details>')
+                     f'<pre>{_e(tail)}</pre></details>')
     if line is not None:
         parts.append(f'<div class="rj-cost" style="opacity:.75;font-size:90%">{_e(line)}</div>')
         parts.append(_cost_details_html(p))
@@ -265,15 +301,55 @@ def _images_png(p: Prediction, text: str | None = None) -> str | None:
         return None
 
 
+#: a file in the payload whose bytes are the bundle's `image/png`: `{"type": "file", "ref":
+#: "image/png", name, content_type, size}` with no `url` (the extension reads `data[ref]`)
+REF_KEY = "ref"
+
+
+def _ref_single_png(output: Any) -> bool:
+    """Point the payload's one PNG file at the bundle's `image/png` (which holds its bytes)
+    instead of embedding them a second time; True when it did."""
+    found: list[dict[str, Any]] = []
+
+    def walk(v: Any) -> None:
+        if isinstance(v, dict):
+            if v.get("type") == "file" and v.get("content_type") == "image/png" and isinstance(v.get("url"), str) \
+                    and v["url"].startswith("data:"):
+                found.append(v)
+            else:
+                for x in v.values():
+                    walk(x)
+        elif isinstance(v, list):
+            for x in v:
+                walk(x)
+
+    walk(output)
+    if len(found) != 1:
+        return False
+    del found[0]["url"]
+    found[0][REF_KEY] = "image/png"
+    return True
+
+
 def render(p: Prediction, *, final: bool | None = None, preview_uri: Any = ...,
-           running: dict[str, Any] | None = None, forecast: dict[str, Any] | None = None) -> dict[str, Any]:
+           running: dict[str, Any] | None = None, forecast: dict[str, Any] | None = None,
+           refs: bool = True) -> dict[str, Any]:
     """The bundle of a prediction now. `preview_uri` lets the live display hold back a preview
     that arrived faster than the preview rate. While it runs, the live display passes what it
     has cost so far (`running`: predict_time, cost_usd, hardware, billing) and, before that,
     its `forecast` (cost_usd, basis); both ride in the payload (`running`, `forecast`) so the
-    extension's cell line and status bar can show them, and both are gone once it is final."""
+    extension's cell line and status bar can show them, and both are gone once it is final.
+
+    A final bundle holds each image once: a single PNG output's bytes are `image/png` and the
+    payload points at them (`{"type": "file", "ref": "image/png"}`; `refs=False` for a payload
+    that travels in another bundle, as a sweep's); the HTML shows big images as thumbnails.
+    A running payload carries only the last `LIVE_LOG_TAIL` characters of the logs
+    (`logs_truncated`: how many were left out); the final one carries them all."""
     final = _finished(p) if final is None else final
     data = p.to_json()
+    if not final and isinstance(data.get("logs"), str) and len(data["logs"]) > LIVE_LOG_TAIL:
+        data["logs_truncated"] = len(data["logs"]) - LIVE_LOG_TAIL
+        data["logs"] = data["logs"][-LIVE_LOG_TAIL:]
     if preview_uri is not ...:
         data["preview"] = preview_uri if not final else None
     if final:  # a listener runs before `p.done` is set: make the final payload final
@@ -288,12 +364,15 @@ def render(p: Prediction, *, final: bool | None = None, preview_uri: Any = ...,
     text = p.text
     line = cost_line(p) if final else None
     live = "" if final else (running_line(data.get("running")) or forecast_line(data.get("forecast")))
-    bundle: dict[str, Any] = {MIME: data, "text/html": _card_html(p, data, final=final, text=text, line=line),
+    png = _images_png(p, text) if final else None
+    bundle: dict[str, Any] = {MIME: data, "text/html": _card_html(p, data, final=final, text=text, line=line,
+                                                                  thumb=png is not None),
                               "text/plain": _card_text(p, final=final, text=text, line=line, live=live)}
-    if final:
-        png = _images_png(p, text)
-        if png:
-            bundle["image/png"] = png
+    if png:
+        bundle["image/png"] = png
+        imgs = [f for f in p.files if f.is_image]
+        if refs and len(imgs) == 1 and imgs[0].content_type == "image/png":
+            _ref_single_png(data.get("output"))
     return bundle
 
 

@@ -87,8 +87,9 @@ class _Ticker:
             for lv in due:
                 try:
                     lv.tick(now)
-                except Exception:  # a display that cannot draw must not stop the others
+                except Exception as exc:  # a display that cannot draw must not stop the others
                     self.discard(lv)
+                    lv.draw_failed(exc)
 
 
 _TICKER = _Ticker()
@@ -123,6 +124,7 @@ class _Live:
         self.clock = CLOCK
         self._drawn_at = 0.0
         self._forecasts: dict[str, dict[str, Any] | None] = {}  # id → its forecast, made at attach
+        self.draw_error: str | None = None  # why the live redraws stopped, if they did
 
     # what to draw
     def bundle(self, final: bool) -> dict[str, Any]:
@@ -237,13 +239,32 @@ class _Live:
                 self._draw()
             self.due = now + self.gap
 
+    def draw_failed(self, exc: BaseException) -> None:
+        """A live redraw raised: say so in the display itself (and on stderr when even that
+        cannot be sent), instead of leaving a frozen card that looks alive. The live redraws
+        stop; the final state is still drawn when the run ends."""
+        from replicate_jupyter.notebook.display import error_bundle
+
+        self.draw_error = f"{type(exc).__name__}: {exc}"
+        text = (f"{self.draw_error} — live updates stopped; the prediction goes on and its final state "
+                "is drawn when it ends")
+        try:
+            with self._lock:
+                if not self._final:
+                    self._send(error_bundle(text, title="Display error"))
+        except Exception:
+            import sys
+
+            print(f"replicate-jupyter: display error: {text}", file=sys.__stderr__)
+
     def finish(self) -> None:
-        """Send the exact final state (once)."""
+        """Send the exact final state (once); what the live redraws held is let go."""
         _TICKER.discard(self)
         with self._lock:
             if self._final:
                 return
             self._final = True
+            self._previews.clear()
             self._send(self.bundle(final=True))
 
     def resend_final(self) -> None:
@@ -293,7 +314,7 @@ class GridDisplay(_Live):
         cells_html, texts, payload = [], [], []
         for p, label in zip(self.predictions, self.labels):
             done = _finished(p)
-            data = (render(p, final=True) if done else
+            data = (render(p, final=True, refs=False) if done else
                     render(p, final=False, preview_uri=self._preview(p), running=self._running(p),
                            forecast=self._forecast(p)))
             cells_html.append(f'<div class="rj-sweep-cell" style="border:1px solid #ddd;padding:4px">'

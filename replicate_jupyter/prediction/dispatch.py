@@ -18,7 +18,7 @@ from __future__ import annotations
 import threading
 from typing import Any, Callable, ClassVar
 
-from replicate_jupyter.prediction.events import Completed, Event
+from replicate_jupyter.prediction.events import Completed, Event, Preview
 
 __all__ = ["EventDispatch", "AnyListener"]
 
@@ -34,7 +34,7 @@ class EventDispatch:
     listener is reported in `_report`."""
 
     __slots__ = ("_lock", "_history", "_final", "_listeners", "_delivered", "_dispatcher", "_pending",
-                 "_done_callbacks", "_done", "__weakref__")
+                 "_done_callbacks", "_done", "_last_preview", "__weakref__")
 
     def __init__(self) -> None:
         self._lock = threading.RLock()  # the state and the history
@@ -46,6 +46,7 @@ class EventDispatch:
         self._pending: list[tuple[AnyListener, bool]] = []  # subscriptions the dispatcher will make
         self._done_callbacks: list[Callable[[Any], None]] | None = []  # None once all ran
         self._done = threading.Event()
+        self._last_preview = -1  # index in the history of the one Preview still holding its image
 
     #: what a subclass says: event class → `fn(self, event)` folding it into the state (called
     #: under the lock, in history order)
@@ -63,9 +64,13 @@ class EventDispatch:
             if self._final:
                 return  # exactly one Completed; nothing after it
             self._appliers[event.__class__](self, event)
+            if event.__class__ is Preview:
+                self._strip_preview()  # only the newest preview keeps its image
+                self._last_preview = len(self._history)
             self._history.append(event)
             if event.__class__ is Completed:
                 self._final = True
+                self._strip_preview()  # a finished run shows its outputs, never a preview
             if self._dispatcher is not None:
                 return
             self._dispatcher = _get_ident()
@@ -77,6 +82,20 @@ class EventDispatch:
                 self._delivered += 1
                 listeners = self._listeners
         self._drain(taken, listeners)
+
+    def _strip_preview(self) -> None:
+        """Swap the history's image-holding Preview for one with its step only (under the lock).
+
+        The history is kept so a late listener sees every event in order, but an image is
+        ~1 MB at 512 px and a run offers one per step: the history keeps that a step had a
+        preview (its count and step), not the pictures. A listener that has not been handed
+        the old one yet gets the step alone, which is what it would draw over anyway."""
+        i = self._last_preview
+        if i >= 0:
+            old = self._history[i]
+            if getattr(old, "image", None) is not None:
+                self._history[i] = Preview(step=old.step)
+            self._last_preview = -1
 
     def _drain(self, event: Event | None, listeners: tuple[AnyListener, ...]) -> None:
         """As the dispatcher: deliver `event` (taken already) to `listeners`, then make the
