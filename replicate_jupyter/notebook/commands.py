@@ -20,6 +20,7 @@ from replicate_jupyter.cost import prices as cost
 from replicate_jupyter.cost.text import money
 from replicate_jupyter.notebook import display as rjdisplay
 from replicate_jupyter.notebook.cellparse import LineError, parse_options
+from replicate_jupyter.prediction.redact import Secret
 from replicate_jupyter.session import redacted, session
 
 __all__ = ["Command", "COMMANDS", "CELL_USAGE", "help_text", "run_line"]
@@ -189,6 +190,12 @@ def _use(args: argparse.Namespace) -> None:
         print(f"Using backend {session.default_backend!r}")
         return
     options = parse_options(args.options)
+    secret = sorted(k for k, v in options.items() if isinstance(v, Secret))
+    if secret:  # a token kept as a setting would be saved with the notebook's config: refused, never echoed
+        names = ", ".join(f"--{k.replace('_', '-')}" for k in secret)
+        raise LineError(f"{names}: a token is never given as an option (its value is not shown, and is masked "
+                        "in every output from now on): keep it in an environment variable and name that (a worker's "
+                        "token_env), or run %replicate login for Replicate")
     session.use(args.backend, **options)
     shown = ", ".join(f"{k}={v!r}" for k, v in redacted(options).items())
     print(f"Using backend {args.backend!r}" + (f" ({shown})" if shown else ""))

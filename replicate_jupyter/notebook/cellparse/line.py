@@ -21,10 +21,12 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Any
 
-from replicate_jupyter.errors import InputError, Problem
+from replicate_jupyter.errors import InputError, Problem, looks_secret
 from replicate_jupyter.notebook.cellparse import limits, safe_yaml
+from replicate_jupyter.prediction.redact import Secret, remember
 
-__all__ = ["CellArgs", "LineError", "parse_line", "parse_sweep", "sweep_grid", "parse_options", "parse_usd",
+__all__ = ["CellArgs", "LineError", "parse_line", "parse_sweep", "sweep_grid", "parse_options", "secret_option",
+           "parse_usd",
            "yaml_scalar"]
 
 
@@ -195,10 +197,18 @@ def sweep_grid(sweep: list[tuple[str, list[Any]]]) -> list[dict[str, Any]]:
     return [dict(zip(keys, combo)) for combo in itertools.product(*(v for _, v in sweep))]
 
 
+def secret_option(name: str) -> bool:
+    """An option whose value is a credential: its name looks secret (errors.looks_secret) and
+    does not merely name one (`*_env`, `*_file`, `*_path`: where the token is kept)."""
+    return looks_secret(name) and not name.lower().endswith(("_env", "_file", "_path", "_var"))
+
+
 def parse_options(words: list[str]) -> dict[str, Any]:
     """`--address ray://h:10001 --num-gpus 1` → {"address": "ray://h:10001", "num_gpus": 1};
     a flag with no value is True. Raises LineError for a word that is not `--name`, a repeated
-    option or a non-finite number; values are never echoed there (they may be tokens)."""
+    option or a non-finite number; values are never echoed there (they may be tokens). The value
+    of a secret-looking option (`--token`, `--api-key`; not `--token-env`, which names where one
+    is) comes back as a masked `Secret` and is redacted from every later prediction's output."""
     out: dict[str, Any] = {}
     problems: list[Problem] = []
     i = 0
@@ -213,6 +223,9 @@ def parse_options(words: list[str]) -> dict[str, Any]:
         if not eq and i < len(words) and not words[i].startswith("--"):
             val, eq, i = words[i], "=", i + 1
         value = yaml_scalar(val) if eq else True
+        if eq and secret_option(name):  # a token typed on the line: masked from here on, and redacted
+            remember(val)
+            value = Secret(val)
         if name in out:
             problems.append(Problem(f"--{key}", "repeated", None, "", message="repeated (give each option once)"))
         elif isinstance(value, float) and not math.isfinite(value):
