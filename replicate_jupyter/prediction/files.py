@@ -8,19 +8,81 @@ the run can name it by name and hash.
 """
 from __future__ import annotations
 
+import atexit
 import base64
 import hashlib
 import mimetypes
 import os
 import pathlib
+import shutil
 import tempfile
 import threading
+import weakref
 from typing import Any, AsyncIterator, Callable, Iterator
 
 from replicate_jupyter.errors import BackendError, InputError, Problem
 from replicate_jupyter.prediction import registry
 
-__all__ = ["FileOutput", "InputFile", "data_uri", "parse_data_uri", "guess_type"]
+__all__ = ["FileOutput", "InputFile", "data_uri", "parse_data_uri", "guess_type", "kernel_tmp",
+           "remove_kernel_tmp", "MAX_INPUT_BYTES"]
+
+#: the largest file input accepted by default (`InputFile.from_path`'s `cap`; the session's
+#: `max_input_bytes` setting passes its own)
+MAX_INPUT_BYTES = 256 * 1024 * 1024
+_tmp_lock = threading.Lock()
+_tmp: list[pathlib.Path] = []
+
+
+def kernel_tmp() -> pathlib.Path:
+    """This process's one temp folder (`rj-kernel-*`): every temp file the project writes
+    lives here, is removed when what it backs is collected, and the folder goes at exit, so a
+    long session leaves nothing behind in /tmp (a 512 MB input copy used to outlive the kernel)."""
+    with _tmp_lock:
+        if not _tmp or not _tmp[0].is_dir():
+            if not _tmp:
+                atexit.register(remove_kernel_tmp)
+            _tmp[:] = [pathlib.Path(tempfile.mkdtemp(prefix="rj-kernel-"))]
+        return _tmp[0]
+
+
+def remove_kernel_tmp() -> None:
+    """Remove the per-kernel temp folder (at exit, and on the kernel's shutdown)."""
+    with _tmp_lock:
+        for d in _tmp:
+            shutil.rmtree(d, ignore_errors=True)
+
+
+def _temp_file(prefix: str, suffix: str, owner: object, write: Callable[[Any], None]) -> pathlib.Path:
+    """A file in the kernel's temp folder, filled by `write(fh)`, removed once `owner` is collected."""
+    fd, name = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=kernel_tmp())
+    with os.fdopen(fd, "wb") as fh:
+        write(fh)
+    weakref.finalize(owner, _unlink, name)
+    return pathlib.Path(name)
+
+
+def _unlink(name: str) -> None:
+    try:
+        os.unlink(name)
+    except OSError:
+        pass
+
+
+def _adopt(path: pathlib.Path) -> None:
+    """A predictor's output written under the system temp dir (Cog predictors write theirs in
+    a `tempfile.mkdtemp()` folder) is ours once its bytes are read: removed, and its folder with
+    it when that is left empty, as Cog's server cleans up the outputs it has sent."""
+    try:
+        root = pathlib.Path(tempfile.gettempdir()).resolve()
+        real = path.resolve()
+        if root not in real.parents:
+            return
+        os.unlink(real)
+        parent = real.parent
+        if parent != root and root in parent.parents:
+            os.rmdir(parent)  # only when empty (OSError otherwise: others' files stay)
+    except OSError:
+        pass
 
 
 def guess_type(name: str, data: bytes | None = None) -> str:
@@ -106,9 +168,14 @@ class FileOutput:
             self.content_type = guess_type(name)
 
     @classmethod
-    def from_path(cls, path: str | os.PathLike[str]) -> FileOutput:
+    def from_path(cls, path: str | os.PathLike[str], adopt: bool = True) -> FileOutput:
+        """The file's bytes; with `adopt`, a file under the system temp dir (a predictor's
+        output) is removed once read (see `_adopt`)."""
         p = pathlib.Path(path)
-        return cls(p.read_bytes(), name=p.name)
+        out = cls(p.read_bytes(), name=p.name)
+        if adopt:
+            _adopt(p)
+        return out
 
     @classmethod
     def from_data_uri(cls, uri: str, name: str = "output") -> FileOutput:
@@ -186,10 +253,7 @@ class FileOutput:
         libraries that take paths accept it, as replicate-python 1.1's `use()` outputs."""
         if self._path is None or not self._path.exists():
             suffix = pathlib.Path(self.name).suffix or (mimetypes.guess_extension(self.content_type) or "")
-            fd, name = tempfile.mkstemp(prefix="rj-out-", suffix=suffix)
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(self.read())
-            self._path = pathlib.Path(name)
+            self._path = _temp_file("rj-out-", suffix, self, lambda fh: fh.write(self.read()))
         return str(self._path)
 
     # ----- ours --------------------------------------------------------------------------------
@@ -261,7 +325,13 @@ class InputFile:
 
     Built by validation from a path, `pathlib.Path`, PIL image, numpy array, bytes, open file,
     data URI or URL (URLs are kept as URLs and fetched only by a backend that needs bytes).
+    One made by `from_path` is backed by the file itself: its size checked against a cap, its
+    hash streamed, its bytes never held unless a backend asks for them (`read()`), and the
+    predictor's copy streamed into the kernel's temp folder.
     """
+
+    #: bytes per read when hashing or copying a file-backed input
+    CHUNK = 1 << 20
 
     def __init__(self, data: bytes | None = None, name: str = "input", content_type: str | None = None,
                  url: str | None = None) -> None:
@@ -272,10 +342,36 @@ class InputFile:
         self.url = url
         self.content_type = content_type or (guess_type(name, data) if data is not None else guess_type(name))
         self._path: pathlib.Path | None = None
+        self._file: pathlib.Path | None = None  # the file it is backed by (from_path)
+        self._size: int | None = None if data is None else len(data)
+        self._sha: str | None = None
+
+    @classmethod
+    def from_path(cls, path: str | os.PathLike[str], field: str = "file", cap: int | None = None) -> InputFile:
+        """A file on disk as an input, never read whole: past `cap` bytes (default
+        `MAX_INPUT_BYTES`) an InputError names the field, the size and the cap."""
+        p = pathlib.Path(path)
+        size = p.stat().st_size
+        cap = MAX_INPUT_BYTES if cap is None else cap
+        if size > cap:
+            raise InputError([Problem(field, "max_size", f"{p.name} ({size:,} bytes)", f"at most {cap:,} bytes",
+                                      message=f"file {p.name!r} is {size:,} bytes, over the {cap:,}-byte cap "
+                                      "on file inputs (session.max_input_bytes)")])
+        with open(p, "rb") as fh:
+            head = fh.read(16)
+        self = cls.__new__(cls)
+        self._data, self.url, self.name, self._path, self._sha = None, None, p.name, None, None
+        self._file, self._size = p, size
+        self.content_type = guess_type(p.name, head)
+        self.source = str(p)
+        return self
 
     def read(self) -> bytes:
         """The bytes, fetched once from the URL when the file was given as one (an unreachable
-        or failing URL is a `BackendError` naming it)."""
+        or failing URL is a `BackendError` naming it); a file-backed input is read each time
+        (not kept: a backend that needs bytes sends them and lets them go)."""
+        if self._data is None and self._file is not None:
+            return self._file.read_bytes()
         if self._data is None:
             import httpx
 
@@ -286,36 +382,57 @@ class InputFile:
             except httpx.HTTPError as exc:
                 raise BackendError(f"Could not fetch the input file {url}: {exc}", url=url, tried=[f"GET {url}"]) from None
             self._data = resp.content
+            self._size = len(self._data)
         return self._data
 
     @property
+    def size(self) -> int | None:
+        return self._size
+
+    @property
     def sha256(self) -> str | None:
-        return hashlib.sha256(self._data).hexdigest() if self._data is not None else None
+        if self._sha is None:
+            if self._data is not None:
+                self._sha = hashlib.sha256(self._data).hexdigest()
+            elif self._file is not None:
+                h = hashlib.sha256()
+                with open(self._file, "rb") as fh:
+                    while chunk := fh.read(self.CHUNK):
+                        h.update(chunk)
+                self._sha = h.hexdigest()
+        return self._sha
 
     def as_data_uri(self) -> str:
-        if self._data is None and self.url and not self.url.startswith("data:"):
+        if self._data is None and self._file is None and self.url and not self.url.startswith("data:"):
             return self.url
         return data_uri(self.read(), self.content_type)
 
     def as_path(self) -> pathlib.Path:
-        """A local file holding the bytes (for predictors that take `cog.Path`)."""
+        """A local file holding the bytes (for predictors that take `cog.Path`): a copy in the
+        kernel's temp folder (streamed for a file-backed input), removed with this object."""
         if self._path is None or not self._path.exists():
             suffix = pathlib.Path(self.name).suffix or (mimetypes.guess_extension(self.content_type) or "")
-            fd, name = tempfile.mkstemp(prefix="rj-in-", suffix=suffix)
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(self.read())
-            self._path = pathlib.Path(name)
+            src = self._file
+
+            def write(fh: Any) -> None:
+                if src is not None:
+                    with open(src, "rb") as inp:
+                        shutil.copyfileobj(inp, fh, self.CHUNK)
+                else:
+                    fh.write(self.read())
+
+            self._path = _temp_file("rj-in-", suffix, self, write)
         return self._path
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"type": "file", "name": self.name, "content_type": self.content_type}
-        if self._data is not None:
+        if self._data is not None or self._file is not None:
             out["sha256"] = self.sha256
-            out["size"] = len(self._data)
+            out["size"] = self._size
         if self.url and not self.url.startswith("data:"):
             out["url"] = self.url
         return out
 
     def __repr__(self) -> str:
-        size = len(self._data) if self._data is not None else "?"
+        size = self._size if self._size is not None else "?"
         return f"InputFile(name={self.name!r}, content_type={self.content_type!r}, size={size})"
