@@ -100,7 +100,8 @@ def _validate(url: str, events_filter: Iterable[str] | None) -> frozenset[str]:
     problems = []
     try:
         parts = urlsplit(url) if isinstance(url, str) else None
-        ok = parts is not None and parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
+        ok = (parts is not None and parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
+              and not any(c.isspace() or ord(c) < 32 for c in url))
     except ValueError:  # a port that is not a number
         ok = False
     if not ok:
