@@ -13,7 +13,7 @@ it is used, so importing the package stays light.
 """
 from __future__ import annotations
 
-from replicate_jupyter.webhooks.delivery import EVENTS, Deliverer, Record, RetryPolicy, WebhookDeliveryWarning, attach
+from replicate_jupyter.webhooks.delivery import EVENTS, Deliverer, Record, RetryPolicy, WebhookDeliveryWarning, attach, check
 from replicate_jupyter.webhooks.receiver import Delivery, Receiver, listen
 from replicate_jupyter.webhooks.signing import (
     ENV_SECRET,
@@ -32,7 +32,7 @@ from replicate_jupyter.webhooks.signing import (
 )
 
 __all__ = [
-    "attach", "Deliverer", "Record", "RetryPolicy", "WebhookDeliveryWarning", "EVENTS",
+    "attach", "check", "Deliverer", "Record", "RetryPolicy", "WebhookDeliveryWarning", "EVENTS",
     "listen", "Receiver", "Delivery",
     "default", "default_secret", "set_default_secret", "new_secret", "Secret", "ENV_SECRET",
     "sign", "validate", "WebhookValidationError", "MissingWebhookHeaderError", "MissingWebhookBodyError",

@@ -31,7 +31,7 @@ from replicate_jupyter.webhooks import body as wire
 from replicate_jupyter.webhooks import transport
 from replicate_jupyter.webhooks.signing import Secret, check_secret, default_secret, sign
 
-__all__ = ["EVENTS", "RetryPolicy", "Record", "Deliverer", "WebhookDeliveryWarning", "attach"]
+__all__ = ["EVENTS", "RetryPolicy", "Record", "Deliverer", "WebhookDeliveryWarning", "attach", "check"]
 
 EVENTS = ("start", "output", "logs", "completed")
 _USER_AGENT = "replicate-jupyter-webhooks/1"
@@ -293,6 +293,9 @@ def _retry_after(value: str | None, cap: float) -> float | None:
         except (TypeError, ValueError):
             return None
     return min(max(seconds, 0.0), cap)
+
+
+check = _check  # public name: api.prepare checks `webhook=`/`webhook_events_filter=` before dispatch
 
 
 def attach(prediction: Any, url: str, events_filter: Iterable[str] | None = None,
