@@ -339,7 +339,7 @@ class Prediction(ReplicateSurface, EventDispatch):
                 "version": self.version,
                 "status": self.status,
                 "backend": self.backend,
-                "input": {k: (MASK if k in self.secret_fields else jsonable(v)) for k, v in self.input.items()},
+                "input": self._shown_input(),
                 "output": jsonable(self.output),
                 "output_display": "concatenate" if self._concatenate else None,
                 "logs": self.logs,
@@ -351,6 +351,17 @@ class Prediction(ReplicateSurface, EventDispatch):
                 "progress": prog if not self.done else None,
                 "preview": encode_preview(self.preview) if (self.preview is not None and not self.done) else None,
             }
+
+    def redact(self, value: Any) -> Any:
+        """`value` (text, or JSON of lists and dicts) with this prediction's secrets and the
+        session's tokens masked: for code that builds its own view of the prediction (a record)."""
+        r = self._redactor
+        return value if r is None else r.value(value)
+
+    def _shown_input(self) -> dict[str, Any]:
+        """The input as the payload shows it: secrets masked, and a session token given as an
+        ordinary value (a prompt that quotes it) redacted too."""
+        return self.redact({k: (MASK if k in self.secret_fields else jsonable(v)) for k, v in self.input.items()})
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
         return registry.mimebundle(self)
