@@ -35,6 +35,30 @@ SETTINGS = ("default_backend", "default_model", "budget", "preview_rate", "text_
 _SECRET_WORDS = ("token", "key", "secret", "password")
 
 
+def held_bytes(value: Any, _depth: int = 0) -> int:
+    """About how many bytes `value` keeps alive: the files in it (outputs, inputs), its text,
+    and for a Prediction its input, output, logs and events. What the session and the form
+    history bound themselves by (a count says nothing: one run holds 12 KB, another 500 MB)."""
+    if _depth > 8 or value is None:
+        return 0
+    from replicate_jupyter.prediction.files import FileOutput, InputFile
+
+    if isinstance(value, FileOutput):
+        return len(value._data) if value._data is not None else 0
+    if isinstance(value, InputFile):
+        return len(value._data) if value._data is not None else 0
+    if isinstance(value, (str, bytes, bytearray)):
+        return len(value)
+    if isinstance(value, dict):
+        return sum(held_bytes(v, _depth + 1) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return sum(held_bytes(v, _depth + 1) for v in value)
+    if hasattr(value, "_history") and hasattr(value, "input"):  # a Prediction
+        return (held_bytes(value.input, _depth + 1) + held_bytes(value.output, _depth + 1)
+                + len(value.logs or "") + 64 * value.seq)
+    return 0
+
+
 def refuse(field: str, rule: str, value: Any, allowed: str, old: Any = None) -> NoReturn:
     """Raise the InputError for a refused setting (the old value stays, and the message says so)."""
     shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:59] + "…"
@@ -140,6 +164,7 @@ class Session(Configurable):
         self._runners: dict[str, Runner] = {}
         self._fresh: dict[str, Runner] = {}  # runners built while checking new backend_options
         self._lock = threading.RLock()
+        self._sizes: dict[str, int] = {}  # id → held_bytes, for the finished ones
         super().__init__(**kwargs)
 
     # ----- config: each setting on its own ---------------------------------------------------------
@@ -292,15 +317,36 @@ class Session(Configurable):
             self.default_backend = name
         return runner
 
+    #: bytes the finished predictions kept by id may hold together (`held_bytes`), and how
+    #: many at most; the oldest finished ones go first, running ones are always kept
+    max_held_bytes = 256 * 1024 * 1024
+    max_held = 10_000
+
     def track(self, prediction: Any) -> None:
-        """Keep `prediction` findable by id (`rj.predictions.get`, `%replicate cancel`)."""
+        """Keep `prediction` findable by id (`rj.predictions.get`, `%replicate cancel`),
+        bounded by bytes: a finished prediction's size is counted once it is final."""
         with self._lock:
             self.predictions[prediction.id] = prediction
-            while len(self.predictions) > 1000:  # keep memory bounded in long sessions
-                oldest = next(iter(self.predictions))
-                if not self.predictions[oldest].done:
-                    break
-                self.predictions.pop(oldest)
+            self._sizes = getattr(self, "_sizes", {})
+            self._trim()
+        prediction.on_done(self._measured)
+
+    def _measured(self, prediction: Any) -> None:
+        with self._lock:
+            if prediction.id in self.predictions:
+                self._sizes[prediction.id] = held_bytes(prediction)
+                self._trim()
+
+    def _trim(self) -> None:
+        """Drop the oldest finished predictions past `max_held_bytes` or `max_held` (under the lock)."""
+        total = sum(self._sizes.values())
+        for pid in list(self.predictions):
+            if total <= self.max_held_bytes and len(self.predictions) <= self.max_held:
+                break
+            if pid not in self._sizes:  # still running (or not measured yet): kept
+                continue
+            self.predictions.pop(pid)
+            total -= self._sizes.pop(pid)
 
     def close(self) -> None:
         with self._lock:

@@ -182,3 +182,35 @@ def test_a_kernel_running_the_soak_stays_small_and_leaves_no_temp_files(tmp_path
     assert sorted(set(after["tmp_entries"]) - set(base["tmp_entries"])) == []
     assert os.listdir(kernel_tmp) == []  # nothing left after the kernel exited
     assert after["with_preview"] == 0
+
+
+def test_the_session_keeps_predictions_by_bytes_not_count():
+    from replicate_jupyter.session import Session, held_bytes
+
+    s = Session()
+    s.max_held_bytes = 3 * MB
+    running = Prediction("test/model", {})
+    s.track(running)
+    big = []
+    for i in range(6):
+        p = finished(FileOutput(os.urandom(MB), f"{i}.bin"))
+        s.track(p)
+        big.append(p)
+    assert held_bytes(big[0]) >= MB
+    kept = list(s.predictions)
+    assert running.id in kept  # a running one is never dropped
+    assert [p.id for p in big[-2:]] == kept[-2:] and big[0].id not in kept
+    assert sum(held_bytes(s.predictions[k]) for k in kept) <= 3 * MB
+    for _ in range(50):  # small ones: many more than a count bound of the old kind would weigh
+        s.track(finished("ok"))
+    assert len(s.predictions) >= 50
+
+
+def test_the_form_history_is_bounded_by_bytes():
+    from replicate_jupyter.notebook.forms import history as h
+
+    hist = h.History(lambda values: None)
+    for i in range(12):
+        hist.add({"image": InputFile(os.urandom(8 * MB), name=f"{i}.bin")}, {"seed": i}, finished("ok"))
+    assert hist.count == 12 and 1 <= len(hist.entries) <= h.MAX_BYTES // (8 * MB)
+    assert hist.entries[-1].number == 12 and "(12)" in hist.title.value

@@ -18,6 +18,9 @@ from replicate_jupyter.prediction.files import InputFile
 __all__ = ["History", "Entry"]
 
 MAX_SHOWN = 20
+#: bytes the kept runs may hold together (their uploads and outputs, `session.held_bytes`);
+#: past it the oldest are forgotten (numbers keep counting)
+MAX_BYTES = 64 * 1024 * 1024
 
 
 @dataclass
@@ -65,6 +68,7 @@ class History:
 
     def __init__(self, on_restore: Callable[[dict[str, Any]], None]) -> None:
         self.entries: list[Entry] = []
+        self.count = 0  # runs ever added (entries may have been forgotten since)
         self.on_restore = on_restore
         self._entry_layout = W.Layout(width="100%", align_items="center")
         self._button_layout = W.Layout(width="auto", flex="0 0 auto")
@@ -74,7 +78,8 @@ class History:
         self.widget = W.VBox([self.title, self.list], layout=W.Layout(width="100%", margin="6px 0 0 0"))
 
     def add(self, values: dict[str, Any], changed: dict[str, Any], prediction: Any) -> Entry:
-        e = Entry(len(self.entries) + 1, values, changed, prediction)
+        self.count += 1
+        e = Entry(self.count, values, changed, prediction)
         summary = ", ".join(f"{k}={_short(v)}" for k, v in changed.items()) or "defaults"
         e.button = W.Button(description=e.describe(), tooltip="put these inputs back into the form",
                             icon="history", layout=self._button_layout)
@@ -82,10 +87,24 @@ class History:
                          layout=self._label_layout)
         e.button.on_click(lambda _b, e=e: self.restore(e))
         self.entries.append(e)
+        self._bound()
         shown = [x for x in reversed(self.entries)][:MAX_SHOWN]
         self.list.children = [W.HBox([x.button, x.label], layout=self._entry_layout) for x in shown]
-        self.title.value = f"<b>Runs</b> <span style='opacity:.6'>({len(self.entries)})</span>"
+        self.title.value = f"<b>Runs</b> <span style='opacity:.6'>({self.count})</span>"
         return e
+
+    def _bound(self) -> None:
+        """Forget the oldest runs while all kept hold more than MAX_BYTES (the newest stays)."""
+        from replicate_jupyter.session import held_bytes
+
+        sizes = [held_bytes(x.values) + held_bytes(x.prediction) for x in self.entries]
+        total = sum(sizes)
+        while len(self.entries) > 1 and total > MAX_BYTES:
+            old = self.entries.pop(0)
+            total -= sizes.pop(0)
+            for w in (old.button, old.label):
+                if w is not None:
+                    w.close()
 
     def finished(self, e: Entry) -> None:
         if e.button is not None:
