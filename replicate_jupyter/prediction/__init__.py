@@ -6,6 +6,7 @@
     files.py      `FileOutput` (bytes a model produced), `InputFile` (a file given as input)
     handle.py     `ModelHandle`, a model resolved by a backend
     jsonable.py   values as JSON; what a schema says about outputs and secrets
+    redact.py     the one redaction step: secrets and session tokens out of every event; `Secret`
     registry.py   where data finds its look without importing it (the notebook fills it)
 
 Nothing here imports the notebook layer, a runner or the session (tests/test_layout.py).
