@@ -7,12 +7,14 @@ the same rules:
 
 - `find_folder(ref)`: a folder holding cog.yaml, a cog.yaml path, or a `file.py[:Name]` inside
   one (the nearest cog.yaml at most three levels up) is a folder model; anything else is not.
-- `environment`: cog.yaml's `environment:`, a list of `KEY=VALUE` (Cog 0.23 refuses other forms,
-  a name given twice, and the names it reserves: PATH, PYTHONPATH, CUDA_*, REPLICATE_*, ...);
-  `$NAME`/`${NAME}` in a value refers to an earlier entry, else to the parent's variable.
+- `environment`: cog.yaml's `environment:` as model/cogyaml.py reads it (the one reader, shared
+  with the loader): a list of `KEY=VALUE`, refused where Cog refuses it (another form, a name
+  given twice, a name Cog reserves: PATH, PYTHONPATH, CUDA_*, REPLICATE_*, ...).
 - `model_environment`: the environment the model's process gets: the parent's, scrubbed of
-  credentials (`scrub`), then the folder's entries. A credential reaches the model only when
-  cog.yaml lists it.
+  credentials (`scrub`, by errors.looks_secret: the project's one rule for secret-looking
+  names), then the folder's entries expanded as Cog's Docker `ENV` expands them
+  (cogyaml.expand_environment: `$NAME`/`${NAME}` from an earlier entry, else the parent). A
+  credential reaches the model only when cog.yaml lists it.
 - `code_signature`: a cheap version of the folder's code (names, sizes and mtimes of its `.py`
   files and cog.yaml), so a warm process is replaced when an edited file would change what runs.
 """
@@ -21,24 +23,17 @@ from __future__ import annotations
 import hashlib
 import os
 import pathlib
-import re
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
-from replicate_jupyter.errors import InputError, Problem
+from replicate_jupyter.errors import looks_secret as _looks_secret
+from replicate_jupyter.model.cogyaml import expand_environment, parse_environment
 
 __all__ = ["ModelFolder", "find_folder", "parse_environment", "looks_secret", "scrub",
            "model_environment", "code_signature"]
 
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
-_REF = re.compile(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
 #: always scrubbed, whatever their name looks like
 _ALWAYS = frozenset({"REPLICATE_API_TOKEN", "RJ_WORKER_TOKEN"})
-_SECRET = re.compile(r"(_TOKEN|_KEY)\Z|SECRET|PASSWORD", re.IGNORECASE)
-#: names Cog refuses in cog.yaml's environment (cog's pkg/config/env.go)
-_DENY = ("PATH", "LD_LIBRARY_PATH", "PYTHONPATH", "VIRTUAL_ENV", "PYTHONUNBUFFERED", "R8_*", "REPLICATE_*",
-         "LIBRARY_PATH", "CUDA_*", "NVIDIA_*", "NV_*", "PGET_*", "HF_ENDPOINT", "HF_HUB_ENABLE_HF_TRANSFER",
-         "KUBERNETES_*")
 _SKIP_DIRS = frozenset({".cog", ".git", "__pycache__", "node_modules", ".venv", "venv"})
 _MAX_FILES = 2000
 
@@ -103,7 +98,7 @@ def _read_config(root: pathlib.Path, target: str | None) -> ModelFolder:
     target = target or cfg.target
     if ":" not in target:
         target = _with_class(root, target)
-    return ModelFolder(root=root, target=target, environment=parse_environment(cfg.raw.get("environment")),
+    return ModelFolder(root=root, target=target, environment=tuple(cfg.environment.items()),
                        concurrency=cfg.concurrency if cfg.concurrency and cfg.concurrency > 0 else None,
                        config=cfg.raw)
 
@@ -117,47 +112,10 @@ def _with_class(root: pathlib.Path, file: str) -> str:
     return f"{file}:{name}"
 
 
-def parse_environment(entries: Any) -> tuple[tuple[str, str], ...]:
-    """cog.yaml `environment:` → (name, value) in order, refused where Cog refuses it: not
-    KEY=VALUE, a name defined twice, or one Cog reserves (PATH, PYTHONPATH, CUDA_*, REPLICATE_*, ...)."""
-    if entries is None:
-        return ()
-    if isinstance(entries, dict):  # accepted by the loader too (model/cogyaml.py)
-        entries = [f"{k}={'' if v is None else v}" for k, v in entries.items()]
-    if not isinstance(entries, list):
-        raise InputError([Problem("cog.yaml environment", "type", entries, "a list of KEY=VALUE strings")])
-    out: dict[str, str] = {}
-    problems: list[Problem] = []
-    for entry in entries:
-        name, sep, value = str(entry).partition("=")
-        if not sep or not name:
-            problems.append(Problem("cog.yaml environment", "format", entry, "KEY=VALUE",
-                                    message=f"environment variable {str(entry)!r} is not in the KEY=VALUE format"))
-        elif not _NAME.match(name):
-            problems.append(Problem("cog.yaml environment", "name", name,
-                                    "letters, digits and _, not starting with a digit"))
-        elif _reserved(name):
-            problems.append(Problem("cog.yaml environment", "reserved", name, "a name Cog does not reserve",
-                                    message=f"environment variable {name!r} is not allowed (Cog reserves it)"))
-        elif name in out:
-            problems.append(Problem("cog.yaml environment", "duplicate", name, "each name once",
-                                    message=f"environment variable {name!r} is already defined"))
-        elif "\x00" in value:
-            problems.append(Problem("cog.yaml environment", "value", name, "a value without NUL bytes"))
-        else:
-            out[name] = value
-    if problems:
-        raise InputError(problems)
-    return tuple(out.items())
-
-
-def _reserved(name: str) -> bool:
-    return any(name.startswith(p[:-1]) if p.endswith("*") else name == p for p in _DENY)
-
-
 def looks_secret(name: str) -> bool:
-    """Credential-looking variable names: *_TOKEN, *_KEY, *SECRET*, *PASSWORD*, Replicate's token."""
-    return name in _ALWAYS or bool(_SECRET.search(name))
+    """Credential-looking variable names (errors.looks_secret: a word token, key, secret,
+    password, … in the name), and the two tokens the project itself uses."""
+    return name in _ALWAYS or _looks_secret(name)
 
 
 def scrub(env: Mapping[str, str], keep: Iterable[str] = ()) -> dict[str, str]:
@@ -169,12 +127,11 @@ def scrub(env: Mapping[str, str], keep: Iterable[str] = ()) -> dict[str, str]:
 def model_environment(folder: ModelFolder | None, parent: Mapping[str, str],
                       keep: Iterable[str] = ()) -> dict[str, str]:
     """What the model's process gets: `parent` scrubbed, then cog.yaml's entries in order.
-    `$NAME`/`${NAME}` in a value expands from earlier entries, then from the parent, unscrubbed:
+    A reference in a value expands from earlier entries, then from the parent, unscrubbed:
     a credential the model needs reaches it only when its cog.yaml names it (`HF_TOKEN=$HF_TOKEN`)."""
     env = scrub(parent, keep)
-    for name, value in (folder.environment if folder is not None else ()):
-        env[name] = _REF.sub(lambda m: env.get(m.group(1) or m.group(2), parent.get(m.group(1) or m.group(2), "")),
-                             value)
+    if folder is not None and folder.environment:
+        env.update(expand_environment(dict(folder.environment), parent))
     return env
 
 
