@@ -62,9 +62,12 @@ class Rows(BasePredictor):
         return [ValueError(f"bad {i['x']}") if i["fail"] else i["x"] * i["width"] for i in inputs]
 
 
-def start_all(ref, inputs: list[dict]) -> list:
+def start_all(ref, inputs: list[dict], listener=None) -> list:
     """Prepared first, then started together: how a sweep dispatches."""
     ps = [api.prepare(ref, inp) for inp in inputs]
+    for p in ps:
+        if listener is not None:
+            p.subscribe(listener)
     for p in ps:
         api.start(p)
     for p in ps:
@@ -212,12 +215,14 @@ def test_shapes_cancel_one_member_the_others_images_are_their_own():
 
 # ----- events reach each member ------------------------------------------------------------------------
 def test_shapes_batch_previews_and_logs_are_each_members_own():
+    previews: dict[str, list] = {}  # seen live (the history keeps only the last preview's image)
     ps = start_all(SHAPES, [{"prompt": "a red circle", "seed": 1, "num_outputs": 1},
-                            {"prompt": "a green square", "seed": 2, "num_outputs": 2}])
+                            {"prompt": "a green square", "seed": 2, "num_outputs": 2}],
+                   listener=lambda p, e: previews.setdefault(p.id, []).append(e.image.width)
+                   if isinstance(e, Preview) and e.image is not None else None)
     assert [p.status for p in ps] == ["succeeded"] * 2 and ps[0].metrics["batch_size"] == 2
     assert [len(p.output) for p in ps] == [1, 2]
-    first = [next(e for e in p.events() if isinstance(e, Preview)) for p in ps]
-    assert [f.image.width for f in first] == [128, 256]  # a strip of its own outputs
+    assert set(previews[ps[0].id]) == {128} and set(previews[ps[1].id]) == {256}  # a strip of its own outputs
     assert "Using seed: 1" in ps[0].logs and "Using seed: 2" not in ps[0].logs and "Using seed: 2" in ps[1].logs
     assert [e.step for e in ps[0].events() if isinstance(e, Progress)] == list(range(1, 21))
     # the device time is split by work: two images cost twice one

@@ -137,9 +137,7 @@ class Batcher:
 
     def close(self) -> None:
         """Cancel every prediction still waiting for its batch (the runner is closing)."""
-        with self._cond:
-            waiting = [m for m in self._members.values() if m.state == "waiting"]
-        for m in waiting:
+        for m in [m for m in list(self._members.values()) if m.state == "waiting"]:
             m.p.cancel(reason="canceled: the local runner was closed")
 
     # ----- the driver of one group ---------------------------------------------------------
@@ -183,6 +181,11 @@ class Batcher:
         runner = self.runner
         hardware = devices.current_sku()
         batch = RunningBatch(members, runner, hardware)
+        for m in members:  # canceled between leaving the group and joining the batch
+            if m.p.cancel_event.is_set():
+                batch.drop(m)
+        if not batch.live_members():
+            return
         cold = spec.key not in runner._warm
         warm, failed = runner._acquire(batch, spec, is_async)
         if failed is not None:
@@ -242,7 +245,7 @@ class Batcher:
         if outcome is None:
             from replicate_jupyter.runners.local import _Outcome
 
-            outcome = _Outcome(status="succeeded")
+            return _Outcome(status="succeeded")
         return outcome
 
 
@@ -259,7 +262,7 @@ class RunningBatch(Batch):
         self.hardware = hardware
         self.id = "batch-" + uuid.uuid4().hex[:10]
         self.cancel_reason: str | None = None
-        self.gone = threading.Event()  # every member left: the call may be stopped
+        self.gone = self.cancel_event = threading.Event()  # every member left: the call may be stopped
         self.wants_preview = preview_throttle(runner.preview_rate)
         self.results: list[Any] | None = None
         self.emitted = False  # a stream item went out (an OOM retry would repeat it)
@@ -272,10 +275,6 @@ class RunningBatch(Batch):
         self._seg: float | None = None
         for m in members:
             m.batch = self
-
-    @property
-    def cancel_event(self) -> threading.Event:
-        return self.gone
 
     # ----- the predictor's view ----------------------------------------------------------
     def active(self) -> list[int]:
@@ -323,12 +322,9 @@ class RunningBatch(Batch):
         if not (isinstance(pair, tuple) and len(pair) == 2):
             raise TypeError(f"a streaming predict_batch yields (member index, item) pairs, not {pair!r}")
         self.output(*pair)
-        if self.gone.is_set():
-            if stream is not None:
-                close_stream(stream)
-            from replicate_jupyter.errors import Canceled
-
-            raise Canceled("every member of the batch was canceled")
+        if self.gone.is_set() and stream is not None:
+            close_stream(stream)
+        self._check()
 
     def _check(self) -> None:
         if self.gone.is_set():
