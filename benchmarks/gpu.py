@@ -329,6 +329,16 @@ def section_sweep(r: Report) -> None:
     r.figure("sweep.one_prediction", s, f"local/shapes, {steps} steps", unit=" s")
     r.figure("sweep.eight_prompts", w, "8 created at once", unit=" s")
     r.figure("sweep.ratio", w / s, "≤ 2.0 on a GPU", w / s <= 2.0)
+    # the local runner batches predictions that arrive together (runners/batching.py): one batch of 8
+    batches = {(p.metrics.get("batch_id"), p.metrics.get("batch_size")) for p in ps}
+    r.figure("sweep.batched", max(size or 1 for _id, size in batches), "8: one forward pass for all",
+             len(batches) == 1 and next(iter(batches))[1] == len(prompts))
+    from replicate_jupyter.session import session
+
+    shares = sum(p.metrics["predict_time"] for p in ps)
+    device = {h[0]: h[2] for h in session.runner("local")._batcher.history}.get(ps[0].metrics.get("batch_id"))
+    r.figure("sweep.ledger_device_time", shares, "the members' shares sum to the batch's device time", unit=" s",
+             ok=device is not None and abs(shares - device) < 1e-4)
 
 
 # ----- main ------------------------------------------------------------------------------------
