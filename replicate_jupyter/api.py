@@ -78,7 +78,7 @@ def prepare(
     clean = validate(handle.schema, given, model=handle.name) if handle.schema else given
     webhook = clean_params.get("webhook") or clean_params.get("webhook_completed")
     if webhook and backend != "replicate":
-        from replicate_jupyter.webhooks.delivery import _check as check_webhook
+        from replicate_jupyter.webhooks import check as check_webhook
 
         check_webhook(webhook, clean_params.get("webhook_events_filter")
                       if clean_params.get("webhook") else ["completed"])

@@ -207,8 +207,6 @@ def test_login_token_is_in_memory_only_and_redacted_from_predictions(run_cells):
     assert token not in nb_json(nb)
 
 
-@pytest.mark.xfail(strict=True, reason="prediction/record.py record_of copies p.input itself: it must pass "
-                                       "its inputs through p.redact() (not this task's file)")
 def test_the_record_redacts_a_session_token_given_as_an_ordinary_value():
     from replicate_jupyter.prediction.record import record_of
     from replicate_jupyter.prediction.redact import remember

@@ -32,7 +32,7 @@ from traitlets import TraitType, Unicode, observe
 
 from replicate_jupyter import api
 from replicate_jupyter.errors import InputError, ReplicateJupyterError
-from replicate_jupyter.notebook import commands, record_commands, renderers  # noqa: F401  (record_commands: registers)
+from replicate_jupyter.notebook import commands, record_commands, renderers, webhook_commands  # noqa: F401  (register)
 from replicate_jupyter.notebook import live as rjlive
 from replicate_jupyter.notebook.cellparse import LineError, parse_body, parse_line, sweep_grid
 from replicate_jupyter.session import Session, session
@@ -86,6 +86,10 @@ class ReplicateMagics(Magics):
                          "replicate_jupyter/cost/prices.json: hardware SKU → USD per second, models → USD per "
                          "image/token/…, each with source and date)").tag(config=True)
 
+    webhook_secret_file = Unicode(None, allow_none=True, help="A file whose first line is the key (whsec_…) the "
+                                  "kernel signs webhooks with (else $REPLICATE_JUPYTER_WEBHOOK_SECRET, else a "
+                                  "per-user key it generates once); a file, so the key never shows in %config").tag(config=True)
+
     def __init__(self, shell: Any = None, session: Session = session, **kwargs: Any) -> None:
         self.session = session
         self._loading = True  # config read while constructing: refused settings are reported, not raised
@@ -102,9 +106,12 @@ class ReplicateMagics(Magics):
         and IPython shows the message."""
         mine = self._find_my_config(cfg)
         price_file = mine.pop("price_file", None) if "price_file" in mine else None
+        secret_file = mine.pop("webhook_secret_file", None) if "webhook_secret_file" in mine else None
         try:
             if price_file is not None:
                 self.price_file = price_file
+            if secret_file is not None:
+                self.webhook_secret_file = secret_file
             self.session.apply(mine)
         except InputError as exc:
             if not self._loading:
@@ -122,6 +129,15 @@ class ReplicateMagics(Magics):
             except InputError:
                 self.set_trait("price_file", change.old)
                 raise
+
+    @observe("webhook_secret_file")
+    def _read_webhook_secret(self, change: Any) -> None:
+        """The signing key from a file (config or `%config`); None goes back to the default."""
+        try:
+            webhook_commands.use_secret_file(change.new)
+        except InputError:
+            self.set_trait("webhook_secret_file", change.old)
+            raise
 
     # ----- the magics ----------------------------------------------------------------------------
     # IPython types line_magic's result as a union that needs_local_scope does not accept

@@ -299,6 +299,7 @@ def record_of(p: Any) -> dict[str, Any]:
     hashes are taken as the output stands, so call it on a finished prediction."""
     secret = getattr(p, "secret_fields", frozenset())
     inputs = {k: (MASK if k in secret else _input_value(v)) for k, v in (p.input or {}).items()}
+    inputs = p.redact(inputs)  # a session token given as a plain value is masked here too
     seed, seed_source = _seed(p.input or {}, p.schema, p.logs)
     digests = digest_output(p.output, bool(getattr(p, "concatenate", False)))
     metrics = {k: v for k, v in (p.metrics or {}).items() if k not in _KERNEL_METRICS}

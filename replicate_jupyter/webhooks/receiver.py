@@ -167,7 +167,7 @@ class Receiver:
         self._last_body[pid] = body
         if body.get("status") in TERMINAL:
             return "completed"
-        if before is None and not body.get("output") and not body.get("logs"):
+        if before is None and not body.get("output"):  # logs from setup may come with the start
             return "start"
         if before is None or body.get("output") != before.get("output"):
             return "output"
