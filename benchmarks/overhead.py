@@ -36,8 +36,12 @@ def main(n: int = 200) -> dict:
     rj.run(FiveMs, inp)  # warm: setup, schema, validator built once
     direct, via = [], []
     for _ in range(n):
-        t = time.perf_counter(); direct_pred.predict(**inp); direct.append(time.perf_counter() - t)
-        t = time.perf_counter(); rj.run(FiveMs, inp); via.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        direct_pred.predict(**inp)
+        direct.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        rj.run(FiveMs, inp)
+        via.append(time.perf_counter() - t)
     d, v = statistics.median(direct), statistics.median(via)
     overhead_ms = (v - d) * 1000
     ratio = v / d

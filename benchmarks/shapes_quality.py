@@ -226,8 +226,8 @@ def main(argv: list[str] | None = None) -> None:
     import torch
 
     torch.set_num_threads(2)
-    from replicate_jupyter.models.shapes.predict import Predictor
     from replicate_jupyter.model.schema import build_schema
+    from replicate_jupyter.models.shapes.predict import Predictor
 
     defaults = build_schema(Predictor)["components"]["schemas"]["Input"]["properties"]
     steps = a.steps or defaults["num_inference_steps"]["default"]
@@ -255,7 +255,8 @@ def main(argv: list[str] | None = None) -> None:
     if a.grid:
         save_grid(p, a.grid, a.seed, steps, guidance)
     r = score(items, show_errors=10)
-    print(f"model on {a.n} random prompts ({steps} steps, guidance {guidance:g}): colour {r['color']:.1%}  shape {r['shape']:.1%}  "
+    print(f"model on {a.n} random prompts ({steps} steps, guidance {guidance:g}): "
+          f"colour {r['color']:.1%}  shape {r['shape']:.1%}  "
           f"background {r['background']:.1%}")
     print("shape accuracy by shape: " + ", ".join(f"{k} {v:.0%}" for k, v in r["by_shape"].items()))
     print(f"time per image (num_outputs=1, defaults): median {np.median(times):.2f}s  mean {np.mean(times):.2f}s; "

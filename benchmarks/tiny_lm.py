@@ -21,7 +21,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from replicate_jupyter.prediction import events
-from replicate_jupyter import progress  # noqa: E402
 from replicate_jupyter.runners import context  # noqa: E402
 
 

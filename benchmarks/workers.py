@@ -20,10 +20,11 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
+from test_workers import Serve  # noqa: E402
+
 import replicate_jupyter as rj  # noqa: E402
 from replicate_jupyter import api  # noqa: E402
 from replicate_jupyter.prediction.events import Output  # noqa: E402
-from test_workers import Serve  # noqa: E402
 
 PRED = ROOT / "tests" / "predictors"
 

@@ -10,18 +10,17 @@ import sys
 import threading
 from pathlib import Path
 
+import diffusers  # noqa: F401,E402  (the [local] extra: missing must fail, not skip)
 import numpy as np
 import pytest
-from PIL import Image
-
-import diffusers  # noqa: F401,E402  (the [local] extra: missing must fail, not skip)
 import torch  # noqa: F401,E402
 import transformers  # noqa: F401,E402
+from PIL import Image
 
-from replicate_jupyter import errors, progress  # noqa: E402
-from replicate_jupyter.runners import context  # noqa: E402
-from replicate_jupyter.prediction import events  # noqa: E402
+from replicate_jupyter import errors  # noqa: E402
 from replicate_jupyter.models import DESCRIPTIONS, EMBEDDED  # noqa: E402
+from replicate_jupyter.prediction import events  # noqa: E402
+from replicate_jupyter.runners import context  # noqa: E402
 
 
 def _load(ref: str):
@@ -183,7 +182,6 @@ def test_tiny_lm_uses_no_deprecated_transformers_api(caplog):
 def test_tiny_lm_stream_equals_full_greedy_decode(tiny_lm):
     """Greedy-ish sampling through the KV-cache loop must match transformers' own greedy decode,
     and the concatenated chunks must equal the tokenizer's decode of the whole sequence."""
-    import torch
 
     prompt = "Café → the"
     chunks = _lm(tiny_lm, prompt=prompt, temperature=0.01, top_p=0.0, max_new_tokens=50)

@@ -18,8 +18,8 @@ import pytest
 
 import replicate_jupyter as rj
 from replicate_jupyter.errors import ModelError, ModelNotFound
-from replicate_jupyter.prediction.events import Completed, Output, Preview, Progress
 from replicate_jupyter.model.schema import input_properties
+from replicate_jupyter.prediction.events import Completed, Output, Preview, Progress
 from replicate_jupyter.session import session
 
 HERE = pathlib.Path(__file__).resolve().parent

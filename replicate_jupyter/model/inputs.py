@@ -30,8 +30,20 @@ import warnings
 from typing import Any, Callable
 
 from replicate_jupyter.model.outputs import CogCompatibilityWarning, title_case, type_hints
-from replicate_jupyter.model.types import FILE, FLOAT, INT, PATH, REPEATED, REQUIRED, SECRET, STR, FieldType, \
-    SchemaError, cog_attr, field_type
+from replicate_jupyter.model.types import (
+    FILE,
+    FLOAT,
+    INT,
+    PATH,
+    REPEATED,
+    REQUIRED,
+    SECRET,
+    STR,
+    FieldType,
+    SchemaError,
+    cog_attr,
+    field_type,
+)
 
 __all__ = ["input_schema", "REF_PREFIX"]
 

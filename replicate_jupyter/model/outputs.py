@@ -22,7 +22,15 @@ import warnings
 from typing import Any, Callable
 
 from replicate_jupyter.model.types import (
-    SchemaError, _JSON, _primitive, cog_attr, is_typeddict, is_union, strip_annotated, type_name, unwrap_opaque,
+    _JSON,
+    SchemaError,
+    _primitive,
+    cog_attr,
+    is_typeddict,
+    is_union,
+    strip_annotated,
+    type_name,
+    unwrap_opaque,
 )
 
 __all__ = ["output_schema", "title_case", "CogCompatibilityWarning"]

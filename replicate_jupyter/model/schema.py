@@ -21,7 +21,12 @@ from typing import Any, Callable
 from replicate_jupyter.model.inputs import REF_PREFIX, input_schema
 from replicate_jupyter.model.outputs import output_schema, title_case
 from replicate_jupyter.model.reading import (
-    file_fields, first_string_input, input_component, input_properties, is_concatenate, is_iterator,
+    file_fields,
+    first_string_input,
+    input_component,
+    input_properties,
+    is_concatenate,
+    is_iterator,
 )
 from replicate_jupyter.model.types import SchemaError
 
@@ -211,7 +216,8 @@ def _build(predictor: Any, name: str | None) -> dict:
                 "summary": "Cancel",
                 "operationId": "cancel_predictions__prediction_id__cancel_post",
                 "parameters": [
-                    {"required": True, "schema": {"title": "Prediction Id", "type": "string"}, "name": "prediction_id", "in": "path"}
+                    {"required": True, "schema": {"title": "Prediction Id", "type": "string"},
+                     "name": "prediction_id", "in": "path"}
                 ],
                 "responses": {"200": {**ok, **_json_response(None)}, "422": copy.deepcopy(invalid)},
             }

@@ -18,8 +18,21 @@ from typing import Any, Callable
 
 from replicate_jupyter.errors import InputError, Problem, shown_value
 from replicate_jupyter.model.coerce import (
-    Bad, Coerce, short, strict_bool, strict_float, strict_int, strict_str, to_any, to_bool, to_file, to_float, to_int,
-    to_object, to_secret, to_str,
+    Bad,
+    Coerce,
+    short,
+    strict_bool,
+    strict_float,
+    strict_int,
+    strict_str,
+    to_any,
+    to_bool,
+    to_file,
+    to_float,
+    to_int,
+    to_object,
+    to_secret,
+    to_str,
 )
 from replicate_jupyter.prediction.redact import MASK
 
@@ -253,7 +266,8 @@ class Validator:
         given = {} if given is None else given
         if not isinstance(given, dict):
             raise InputError(
-                [Problem("input", "type", type(given).__name__, "a dict of input values", message="input must be a dict of {name: value}")],
+                [Problem("input", "type", type(given).__name__, "a dict of input values",
+                         message="input must be a dict of {name: value}")],
                 model=model,
             )
         problems: list[Problem] = []

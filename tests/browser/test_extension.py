@@ -14,7 +14,6 @@ import sys
 
 import nbformat
 import pytest
-
 from browser_helpers import (
     TIMEOUT_MS,
     cell,

@@ -14,5 +14,5 @@ class Predictor(BasePredictor):
         for i in range(steps):
             time.sleep(delay)
             progress.progress(i + 1, steps)
-            progress.preview(lambda: Image.new("RGB", (8, 8), (i * 20 % 255, 0, 0)), step=i + 1)
+            progress.preview(lambda i=i: Image.new("RGB", (8, 8), (i * 20 % 255, 0, 0)), step=i + 1)
         return f"done {steps}"

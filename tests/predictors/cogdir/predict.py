@@ -1,5 +1,4 @@
 from cog import BasePredictor, Input
-
 from helper import shout  # sibling import, as Cog allows
 
 

@@ -2,7 +2,6 @@ import json
 import os
 
 from cog import BasePredictor, Input
-
 from scaling import times  # a sibling module: the folder is first on sys.path
 
 
