@@ -4,24 +4,23 @@
 or a URL) because temporary files vanish and Replicate deletes its outputs after an hour, while a
 notebook must keep showing them. `InputFile` is a file the user gave as input, in whatever form,
 normalised once so every backend can send it its own way (a path, a data URI) and the record of
-the run can name it by name and hash.
+the run can name it by name and hash. The temp files either may need on disk are
+`tempfiles.py`'s (`kernel_tmp`, `remove_kernel_tmp` are re-exported here).
 """
 from __future__ import annotations
 
-import atexit
 import base64
 import hashlib
 import mimetypes
 import os
 import pathlib
 import shutil
-import tempfile
 import threading
-import weakref
 from typing import Any, AsyncIterator, Callable, Iterator
 
 from replicate_jupyter.errors import BackendError, InputError, Problem
-from replicate_jupyter.prediction import registry
+from replicate_jupyter.prediction import registry, tempfiles
+from replicate_jupyter.prediction.tempfiles import kernel_tmp, remove_kernel_tmp, temp_file
 
 __all__ = ["FileOutput", "InputFile", "data_uri", "parse_data_uri", "guess_type", "kernel_tmp",
            "remove_kernel_tmp", "MAX_INPUT_BYTES"]
@@ -29,60 +28,6 @@ __all__ = ["FileOutput", "InputFile", "data_uri", "parse_data_uri", "guess_type"
 #: the largest file input accepted by default (`InputFile.from_path`'s `cap`; the session's
 #: `max_input_bytes` setting passes its own)
 MAX_INPUT_BYTES = 256 * 1024 * 1024
-_tmp_lock = threading.Lock()
-_tmp: list[pathlib.Path] = []
-
-
-def kernel_tmp() -> pathlib.Path:
-    """This process's one temp folder (`rj-kernel-*`): every temp file the project writes
-    lives here, is removed when what it backs is collected, and the folder goes at exit, so a
-    long session leaves nothing behind in /tmp (a 512 MB input copy used to outlive the kernel)."""
-    with _tmp_lock:
-        if not _tmp or not _tmp[0].is_dir():
-            if not _tmp:
-                atexit.register(remove_kernel_tmp)
-            _tmp[:] = [pathlib.Path(tempfile.mkdtemp(prefix="rj-kernel-"))]
-        return _tmp[0]
-
-
-def remove_kernel_tmp() -> None:
-    """Remove the per-kernel temp folder (at exit, and on the kernel's shutdown)."""
-    with _tmp_lock:
-        for d in _tmp:
-            shutil.rmtree(d, ignore_errors=True)
-
-
-def _temp_file(prefix: str, suffix: str, owner: object, write: Callable[[Any], None]) -> pathlib.Path:
-    """A file in the kernel's temp folder, filled by `write(fh)`, removed once `owner` is collected."""
-    fd, name = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=kernel_tmp())
-    with os.fdopen(fd, "wb") as fh:
-        write(fh)
-    weakref.finalize(owner, _unlink, name)
-    return pathlib.Path(name)
-
-
-def _unlink(name: str) -> None:
-    try:
-        os.unlink(name)
-    except OSError:
-        pass
-
-
-def _adopt(path: pathlib.Path) -> None:
-    """A predictor's output written under the system temp dir (Cog predictors write theirs in
-    a `tempfile.mkdtemp()` folder) is ours once its bytes are read: removed, and its folder with
-    it when that is left empty, as Cog's server cleans up the outputs it has sent."""
-    try:
-        root = pathlib.Path(tempfile.gettempdir()).resolve()
-        real = path.resolve()
-        if root not in real.parents:
-            return
-        os.unlink(real)
-        parent = real.parent
-        if parent != root and root in parent.parents:
-            os.rmdir(parent)  # only when empty (OSError otherwise: others' files stay)
-    except OSError:
-        pass
 
 
 def guess_type(name: str, data: bytes | None = None) -> str:
@@ -170,11 +115,11 @@ class FileOutput:
     @classmethod
     def from_path(cls, path: str | os.PathLike[str], adopt: bool = True) -> FileOutput:
         """The file's bytes; with `adopt`, a file under the system temp dir (a predictor's
-        output) is removed once read (see `_adopt`)."""
+        output) is removed once read (see `tempfiles.adopt`)."""
         p = pathlib.Path(path)
         out = cls(p.read_bytes(), name=p.name)
         if adopt:
-            _adopt(p)
+            tempfiles.adopt(p)
         return out
 
     @classmethod
@@ -253,7 +198,7 @@ class FileOutput:
         libraries that take paths accept it, as replicate-python 1.1's `use()` outputs."""
         if self._path is None or not self._path.exists():
             suffix = pathlib.Path(self.name).suffix or (mimetypes.guess_extension(self.content_type) or "")
-            self._path = _temp_file("rj-out-", suffix, self, lambda fh: fh.write(self.read()))
+            self._path = temp_file("rj-out-", suffix, self, lambda fh: fh.write(self.read()))
         return str(self._path)
 
     # ----- ours --------------------------------------------------------------------------------
@@ -332,6 +277,8 @@ class InputFile:
 
     #: bytes per read when hashing or copying a file-backed input
     CHUNK = 1 << 20
+    #: the path it was made from (`from_path`), for the record; None for any other form
+    source: str | None = None
 
     def __init__(self, data: bytes | None = None, name: str = "input", content_type: str | None = None,
                  url: str | None = None) -> None:
@@ -421,7 +368,7 @@ class InputFile:
                 else:
                     fh.write(self.read())
 
-            self._path = _temp_file("rj-in-", suffix, self, write)
+            self._path = temp_file("rj-in-", suffix, self, write)
         return self._path
 
     def to_json(self) -> dict[str, Any]:
