@@ -6,11 +6,19 @@ Measured against coglet 0.23.1 (the `cog` 0.23.1 wheel), which the pool is built
   (`{"chunk", "index"}`), `log` (`{"data", "source"}`) and `completed` (the whole prediction:
   status, output, error, logs, `metrics.predict_time`). Only when the schema has
   `x-cog-streaming`; otherwise 406.
-- A second PUT with the same id while it runs attaches to it and replays every event from the
-  start; a PUT for an id it no longer holds (finished, canceled) starts a NEW run — coglet forgets
-  predictions when they end. `reattach()` therefore sends an input that cannot validate (a
-  string): an in-flight prediction is attached to, a forgotten one gets 422 and nothing runs.
-- When the stream that *created* a prediction drops, coglet cancels the prediction.
+- A second PUT with the same id while it runs attaches to it: with SSE it replays the events
+  from the start (at most 1024: past that the replay is one `error` event, "SSE stream replay
+  truncated", and the stream ends), without it answers 202 at once with the state so far. A PUT
+  for an id it no longer holds (finished, canceled) starts a NEW run — coglet forgets
+  predictions when they end, and has no GET. An attach therefore sends an input that cannot
+  validate (`REATTACH_PROBE`, a string): an in-flight prediction is attached to, a forgotten
+  one gets 422 and nothing runs.
+- A stream whose reader falls behind by more than its buffer (1024 events; a fast token stream
+  on a loaded machine, or a slow reader) gets one `error` event ("SSE stream lagged; events
+  were dropped", `skipped`: N) and ends. When the request that *created* a prediction drops —
+  that lagged stream included — coglet cancels the prediction. So the workers runner creates a
+  prediction with a blocking PUT (`start_blocking`: its answer is the final state, whole) and
+  follows it on a second, attached stream, which may lag or drop without harm.
 - 409 "At capacity" when every slot is busy, and also forever after its predictor process died
   (health UNHEALTHY), until the server is restarted. A crash mid-prediction ends the stream with
   `completed` status failed, error "Worker crashed".
@@ -36,6 +44,7 @@ import codecs
 import json
 import os
 import socket
+import threading
 from contextlib import AbstractContextManager
 from typing import Any, Iterator
 
@@ -44,7 +53,7 @@ import httpx
 from replicate_jupyter.runners.http import http_errors
 from replicate_jupyter.runners.sse import SSEEvent, iter_sse
 
-__all__ = ["CogClient", "CogResponse", "iter_json_sse", "REATTACH_PROBE"]
+__all__ = ["CogClient", "CogResponse", "PendingAnswer", "iter_json_sse", "REATTACH_PROBE"]
 
 _QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)  # Linux only
 
@@ -192,7 +201,8 @@ class CogClient:
         return CogResponse(resp, self.service, "PUT", url)
 
     def predict_sync(self, prediction_id: str, input: Any, timeout: float | None = -1.0) -> CogResponse:
-        """A worker whose schema lacks x-cog-streaming: one blocking PUT."""
+        """One blocking PUT, answered when the prediction has ended (or refused at once). `timeout`
+        bounds the wait for the answer (-1: `stream_timeout`; None: no limit)."""
         url = f"{self.url}/predictions/{prediction_id}"
         with self._edge("PUT", url):
             resp = self._http.put(url, json={"id": prediction_id, "input": input}, headers=self.headers(),
@@ -200,8 +210,42 @@ class CogClient:
                                                         connect=self.connect_timeout))
         return CogResponse(resp, self.service, "PUT", url)
 
+    def start_blocking(self, prediction_id: str, input: Any) -> PendingAnswer:
+        """Create the prediction with a blocking PUT on a thread of its own, and return at once.
+        The request stays open until the prediction ends (no read limit: closing it would cancel
+        the prediction), so its answer is the final state however its streams fared."""
+        return PendingAnswer(lambda: self.predict_sync(prediction_id, input, timeout=None), prediction_id)
+
     def close(self) -> None:
         self._http.close()
+
+
+class PendingAnswer:
+    """A blocking request running on its own thread: its CogResponse (body read) or the
+    BackendError it raised, once `done`. `wait` is interruptible (a kernel interrupt in the
+    waiting thread raises KeyboardInterrupt there; the request goes on)."""
+
+    def __init__(self, send: Any, prediction_id: str) -> None:
+        self.response: CogResponse | None = None
+        self.error: BaseException | None = None
+        self._done = threading.Event()
+        threading.Thread(target=self._run, args=(send,), name=f"rj-create {prediction_id}", daemon=True).start()
+
+    def _run(self, send: Any) -> None:
+        try:
+            self.response = send()
+        except BaseException as exc:  # noqa: BLE001 — BackendError/BackendTimeout from the edge; kept for the waiter
+            self.error = exc
+        finally:
+            self._done.set()
+
+    @property
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until answered (True) or `timeout` passes (False)."""
+        return self._done.wait(timeout)
 
 
 def _acked_lines(resp: httpx.Response) -> Iterator[str]:

@@ -9,8 +9,9 @@ Each prediction goes to an idle worker serving its model, as one `PUT /predictio
   worker; nothing ran, so nothing runs twice.
 - the worker dies *after* it started (predictor process or whole server) → failed, naming the
   worker; never silently re-run.
-- the stream drops while the worker lives → re-attach (PUT with the same id and an input that
-  cannot start a new run: see cog_client.REATTACH_PROBE), replayed events de-duplicated by index.
+- the stream drops or lags while the worker lives → re-attach (PUT with the same id and an input
+  that cannot start a new run: see cog_client.REATTACH_PROBE), replayed events de-duplicated;
+  what no stream carried comes from the final state (workers/attempt.py).
 - no answer within `response_timeout` → failed with a BackendTimeout message naming the worker.
 - cancel / kernel interrupt → `POST /predictions/{id}/cancel`; the worker's `completed` closes it.
 """
@@ -155,6 +156,9 @@ class WorkersRunner(Runner):
             predict_time = None
             try:
                 predict_time, ok = Attempt(self.pool, w, run, self.limits).run(payload)
+            except KeyboardInterrupt:
+                run.send_cancel()  # while the worker is known: its creating request stays open, so say it
+                raise
             except Retry as r:
                 if r.busy:
                     self.pool.backoff(w)

@@ -20,7 +20,12 @@ def _as_data_uri(f: InputFile) -> str:
 
 
 def encode_input(value: Any) -> Any:
-    """Validated input → JSON for Cog: files as data URIs, secrets as their value."""
+    """Validated input → JSON for Cog: files as data URIs, secrets as their value, and fields
+    whose value is None left out. coglet 0.23.1 refuses an explicit `null` even for a nullable
+    input (`x: str | None = None` given None: 422), while a field left out takes the input's
+    default — None for `x: T | None = None`, the usual way to write an optional input."""
+    if isinstance(value, dict):
+        value = {k: v for k, v in value.items() if v is not None}
     return encode_values(value, _as_data_uri)
 
 
