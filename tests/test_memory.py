@@ -214,3 +214,55 @@ def test_the_form_history_is_bounded_by_bytes():
         hist.add({"image": InputFile(os.urandom(8 * MB), name=f"{i}.bin")}, {"seed": i}, finished("ok"))
     assert hist.count == 12 and 1 <= len(hist.entries) <= h.MAX_BYTES // (8 * MB)
     assert hist.entries[-1].number == 12 and "(12)" in hist.title.value
+
+
+# ----- a path given as a model's file input (model/coerce.py → InputFile.from_path) ----------------
+_FILE_SCHEMA = {"components": {"schemas": {"Input": {
+    "type": "object", "required": ["image"],
+    "properties": {"image": {"type": "string", "format": "uri", "x-order": 0}}}}}}
+
+
+def test_a_512_mb_path_input_is_refused_by_validation_without_reading_it(tmp_path):
+    from replicate_jupyter.model.validation import validate
+
+    big = tmp_path / "big.bin"
+    with open(big, "wb") as fh:  # 512 MB, sparse: nothing is written, so a read would be 512 MB of zeros
+        fh.truncate(512 * MB)
+    tracemalloc.start()
+    try:
+        with pytest.raises(InputError) as exc:
+            validate(_FILE_SCHEMA, {"image": str(big)}, model="test/file-in")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    (problem,) = exc.value.problems
+    assert problem.field == "image" and problem.rule == "max_size"
+    assert "536,870,912 bytes" in str(exc.value) and "big.bin" in str(exc.value)
+    assert peak < MB
+
+
+def test_a_path_input_under_the_cap_is_backed_by_its_file_and_recorded_streamed(tmp_path):
+    import hashlib
+
+    from replicate_jupyter.model.validation import validate
+    from replicate_jupyter.prediction.record import file_entry
+
+    src = tmp_path / "mid.bin"
+    with open(src, "wb") as fh:
+        fh.write(os.urandom(1000))
+        fh.truncate(64 * MB)
+    want = hashlib.sha256(src.read_bytes()).hexdigest()
+    tracemalloc.start()
+    try:
+        f = validate(_FILE_SCHEMA, {"image": str(src)})["image"]
+        entry = file_entry(f)  # the record: size, sha256 and where it lives, no bytes (over EMBED_LIMIT)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert isinstance(f, InputFile) and f._data is None and f.size == 64 * MB
+    assert entry["size"] == 64 * MB and entry["sha256"] == want and entry["path"] == str(src) and "data" not in entry
+    assert peak < 4 * MB  # never the 64 MB whole
+    small = tmp_path / "small.txt"
+    small.write_bytes(b"twelve bytes")
+    e = file_entry(validate(_FILE_SCHEMA, {"image": str(small)})["image"])  # small: its bytes embedded
+    assert e["size"] == 12 and e["data"] == "data:text/plain;base64," + base64.b64encode(b"twelve bytes").decode()

@@ -324,3 +324,40 @@ def test_an_unknown_id_names_the_closest(original):
     assert recs[0].id in str(err.value)
     with pytest.raises(InputError):
         rerun(notebook=original["path"])  # neither id, cell nor last
+
+
+def test_a_payload_pointing_at_its_bundles_png_is_hashed_from_those_bytes():
+    """A final bundle holds a single PNG once: the payload's file says `"ref": "image/png"` and
+    has no `url`. A payload saved without its record (rebuilt) is hashed from `data[ref]`, and
+    the saved notebook's reader gives the file back as a FileOutput of those bytes."""
+    import base64
+    import io
+
+    import nbformat
+    from PIL import Image
+
+    from replicate_jupyter.notebook.display import MIME
+    from replicate_jupyter.prediction.files import FileOutput
+
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8), (200, 30, 30)).save(buf, format="PNG")
+    png = buf.getvalue()
+    b64 = base64.b64encode(png).decode()
+    payload = {"id": "ref1", "model": "local/shapes", "status": "succeeded", "backend": "local",
+               "output": [{"type": "file", "ref": "image/png", "name": "out-0.png", "content_type": "image/png",
+                           "size": len(png)}]}
+    lines = [b64[i:i + 76] + "\n" for i in range(0, len(b64), 76)]  # as a notebook may store it
+    rec = record_from_payload(payload, {MIME: payload, "image/png": lines})
+    assert rec["outputs"][0]["sha256"] == hashlib.sha256(png).hexdigest()
+    assert record_from_payload(payload)["outputs"][0]["sha256"] is None  # no bundle: no hash of b""
+    assert "url" not in payload["output"][0]  # the saved payload is not changed
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("%%replicate local/shapes\na dot")])
+    nb.cells[0].outputs = [nbformat.v4.new_output("display_data", data={MIME: payload, "image/png": b64})]
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        nbformat.write(nb, os.path.join(d, "saved.ipynb"))
+        (saved,) = records(os.path.join(d, "saved.ipynb"))
+    (f,) = saved.output()
+    assert isinstance(f, FileOutput) and f.is_image and f.read() == png
+    assert saved.record["output_sha256"] == rec["output_sha256"]

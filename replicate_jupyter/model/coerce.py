@@ -21,7 +21,7 @@ from typing import Any, Callable
 from replicate_jupyter.prediction.files import FileOutput, InputFile, guess_type, parse_data_uri
 
 __all__ = ["Bad", "Coerce", "short", "to_int", "to_float", "to_bool", "to_str", "to_secret", "to_any", "to_object",
-           "to_file", "strict_int", "strict_float", "strict_bool", "strict_str", "FILE_ALLOWED"]
+           "to_file", "HOLD_BYTES", "strict_int", "strict_float", "strict_bool", "strict_str", "FILE_ALLOWED"]
 
 
 class Bad(Exception):
@@ -251,13 +251,35 @@ def _array_to_png(arr: Any) -> bytes:
     return _png(Image.fromarray(a))
 
 
-def _from_path(p: Any, shown: Any) -> InputFile:
+#: a file input up to this many bytes is read at validation and kept (a snapshot): it is what
+#: the record embeds (`record.EMBED_LIMIT`), so the run, the saved record and a rerun all have
+#: the bytes that were given even when the file changes or goes; larger ones stay file-backed
+HOLD_BYTES = 32 * 1024
+
+
+def _from_path(p: Any, shown: Any, field: str = "file", cap: int | None = None) -> InputFile:
+    """A file on disk as an input backed by the file itself (`InputFile.from_path`): never read
+    whole here (a 512 MB input used to be), its size checked against `cap` (None: the current
+    `files.MAX_INPUT_BYTES`), its hash and the predictor's copy streamed. Over the cap is a
+    `Bad("max_size")`, so validation names the field as for any other broken rule."""
+    from replicate_jupyter.errors import InputError
+
     path = pathlib.Path(os.fspath(p)).expanduser()
     if not path.is_file():
         what = "is a directory, not a file" if path.is_dir() else "does not exist"
         raise Bad("file", "an existing file, a URL or a data URI", message=f"file {str(shown)!r} {what}")
-    data = path.read_bytes()
-    return InputFile(data, name=path.name)
+    try:
+        f = InputFile.from_path(path.resolve(), field, cap)  # absolute: a later chdir still finds it
+        if f.size is not None and f.size <= HOLD_BYTES:  # small: its bytes as given, kept (see HOLD_BYTES)
+            held = InputFile(f.read(), name=f.name, content_type=f.content_type)
+            held.source = f.source  # type: ignore[attr-defined]
+            return held
+        return f
+    except InputError as exc:
+        first = exc.problems[0]
+        raise Bad(first.rule, str(first.allowed), message=first.message or "") from None
+    except OSError as exc:  # unreadable (permissions) or gone between the check and the open
+        raise Bad("file", "a readable file", message=f"file {str(shown)!r} cannot be read: {exc.strerror}") from None
 
 
 def to_file(v: Any) -> InputFile:

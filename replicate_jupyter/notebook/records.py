@@ -23,7 +23,7 @@ from replicate_jupyter.errors import InputError, ModelNotFound, Problem
 from replicate_jupyter.notebook.display import MIME, SWEEP_MIME, table_bundle, usd
 from replicate_jupyter.prediction.files import FileOutput, InputFile, parse_data_uri
 from replicate_jupyter.prediction.jsonable import MASK
-from replicate_jupyter.prediction.record import record_from_payload, record_of, seed_input
+from replicate_jupyter.prediction.record import record_from_payload, record_of, resolve_refs, seed_input
 
 __all__ = ["Record", "Records", "records", "find", "current_notebook", "input_of", "resolve"]
 
@@ -136,14 +136,17 @@ def current_notebook() -> pathlib.Path | None:
 
 
 def _payloads(output: Mapping[str, Any]) -> Iterator[tuple[dict[str, Any], str | None]]:
+    """Each prediction payload of one saved output, with its files' bytes in place: a final
+    bundle holds a single PNG once (`image/png`) and its payload points at it (`"ref"`), so
+    such a file gets its data URI back from the same output's `data[ref]`."""
     data = output.get("data") or {}
     if isinstance(data.get(MIME), dict):
-        yield data[MIME], None
+        yield resolve_refs(data[MIME], data), None
     sweep = data.get(SWEEP_MIME)
     if isinstance(sweep, dict):
         for item in sweep.get("predictions") or []:
             if isinstance(item, dict) and isinstance(item.get("prediction"), dict):
-                yield item["prediction"], item.get("label")
+                yield resolve_refs(item["prediction"], data), item.get("label")
 
 
 def _written_ref(source: Any) -> str | None:
@@ -179,7 +182,7 @@ def _from_notebook(path: pathlib.Path) -> Records:
                 if pid in seen:
                     seen[pid].cells.append(cell.get("execution_count"))
                     continue
-                record = record_from_payload(payload)
+                record = record_from_payload(payload, output.get("data"))
                 model = record["model"]
                 unknown = record.get("rebuilt") or model.get("ref") == model.get("name")  # as written: not said
                 written = _written_ref(cell.get("source")) if unknown else None
@@ -298,13 +301,29 @@ def _kernel_files() -> Iterator[Any]:
         yield from p.files
 
 
+def _held(f: Any) -> bytes | None:
+    """The bytes of one of this kernel's files when they can be had without the network: held,
+    or read from the file an input is backed by, or (that file gone) from the copy the
+    predictor was given in the kernel's temp folder. None for a URL not fetched, or bytes lost."""
+    if isinstance(f, InputFile) and f.size is None:
+        return None  # a URL: never fetched here
+    try:
+        return bytes(f.read())
+    except OSError:
+        copy = getattr(f, "_path", None)  # InputFile.as_path()'s copy, removed with the input
+        try:
+            return copy.read_bytes() if copy is not None else None
+        except OSError:
+            return None
+
+
 def _by_hash(sha: str, pool: Iterable[Record]) -> bytes | None:
     """A file with this sha256 among this kernel's inputs and outputs, or the outputs embedded
     in the notebook's records (one model's output fed into the next)."""
     for f in _kernel_files():
-        data = f.read() if isinstance(f, FileOutput) else f._data
-        if data is not None and f.sha256 == sha:
-            return bytes(data)
+        data = _held(f)
+        if data is not None and _sha(data) == sha:
+            return data
     for r in pool:
         if not any(d.get("sha256") == sha for d in r.record.get("outputs") or []):
             continue

@@ -34,7 +34,7 @@ from replicate_jupyter.prediction.jsonable import MASK, jsonable
 
 __all__ = ["RECORD_VERSION", "EMBED_LIMIT", "record_of", "record_from_payload", "draw_seed", "seed_input",
            "digest_output", "output_sha256", "seed_from_logs", "versions", "file_entry", "pixel_difference",
-           "text_difference"]
+           "text_difference", "resolve_refs"]
 
 #: the shape of a record; bumped when a field changes meaning
 RECORD_VERSION = 1
@@ -184,21 +184,25 @@ def output_sha256(digests: list[dict[str, Any]]) -> str | None:
 # ----- inputs ------------------------------------------------------------------------------------
 @functools.lru_cache(maxsize=256)
 def _hash_of_path(path: str, mtime_ns: int, size: int) -> str:
-    return _sha(pathlib.Path(path).read_bytes())
+    h = hashlib.sha256()  # streamed: a large input is never read whole to be recorded
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def _where(f: InputFile) -> str | None:
     """Where the file given as input lives now, when that can be told: the path it was read
     from when validation kept it (`source`), else a file of that name in the working directory
-    with the same bytes."""
-    data = f._data
+    with the same bytes. Reads `f.size`/`f.sha256` only (a file-backed input holds no bytes)."""
+    size = f.size
     for candidate in (getattr(f, "source", None), f.name):
-        if not candidate or data is None:
+        if not candidate or size is None:
             continue
         try:
             st = os.stat(candidate)
             path = os.path.abspath(candidate)
-            if st.st_size == len(data) and _hash_of_path(path, st.st_mtime_ns, st.st_size) == f.sha256:
+            if st.st_size == size and _hash_of_path(path, st.st_mtime_ns, st.st_size) == f.sha256:
                 return path
         except OSError:
             continue
@@ -207,14 +211,20 @@ def _where(f: InputFile) -> str | None:
 
 def file_entry(f: InputFile) -> dict[str, Any]:
     """An input file in a record: name, type, size, sha256, and its bytes (a data URI) when it
-    is at most EMBED_LIMIT; its path when it was found on disk; its URL when it was given as one."""
+    is at most EMBED_LIMIT; its path when it was found on disk; its URL when it was given as one.
+    A file's size is known when its bytes are (held, or backed by a file on disk); a URL not
+    yet fetched has none and is never fetched just to be recorded."""
     out: dict[str, Any] = {"type": "file", "name": f.name, "content_type": f.content_type}
-    data = f._data  # never fetch a URL just to record it
-    if data is not None:
-        out["size"] = len(data)
-        out["sha256"] = f.sha256
-        if len(data) <= EMBED_LIMIT:
-            out["data"] = data_uri(data, f.content_type)
+    size = f.size
+    if size is not None:
+        out["size"] = size
+        try:
+            out["sha256"] = f.sha256
+            if size <= EMBED_LIMIT:
+                out["data"] = data_uri(f.read(), f.content_type)
+        except OSError:  # file-backed and gone before it was hashed: the record says so, never crashes
+            out["sha256"] = None
+            out["missing"] = True
         path = _where(f)
         if path:
             out["path"] = path
@@ -324,14 +334,36 @@ def record_of(p: Any) -> dict[str, Any]:
     }
 
 
-def record_from_payload(payload: Mapping[str, Any]) -> dict[str, Any]:
+def resolve_refs(value: Any, bundle: Mapping[str, Any] | None) -> Any:
+    """`value` (a saved payload, or part of one) with every file that points at its bundle
+    (`{"type": "file", "ref": "image/png"}`, no `url`: a final bundle holds a single PNG's bytes
+    once, in `image/png`) given back its bytes as a data-URI `url` read from `bundle[ref]` (a
+    copy; `value` is not changed). A ref to a key the bundle lacks is left as it is."""
+    if isinstance(value, list):
+        return [resolve_refs(v, bundle) for v in value]
+    if not isinstance(value, Mapping):
+        return value
+    if value.get("type") == "file" and isinstance(value.get("ref"), str) and "url" not in value:
+        key = value["ref"]
+        raw = (bundle or {}).get(key)
+        if isinstance(raw, list):  # nbformat may save a mime string as a list of lines
+            raw = "".join(raw)
+        if isinstance(raw, str) and key.startswith("image/"):
+            return {**value, "url": f"data:{key};base64,{''.join(raw.split())}"}
+        return dict(value)
+    return {k: resolve_refs(v, bundle) for k, v in value.items()}
+
+
+def record_from_payload(payload: Mapping[str, Any], bundle: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The record of a saved prediction payload: its own `"record"` when it has one, else one
     rebuilt from the payload's fields (input files by name and hash, the seed from the input or
     the logs, output hashes from the embedded outputs). Rebuilt records know no package
-    versions or machine (`"rebuilt": True` says so)."""
+    versions or machine (`"rebuilt": True` says so). `bundle` is the output's mime data the
+    payload was saved in: a file that refers to it (`"ref"`) is hashed from its bytes there."""
     own = payload.get("record")
     if isinstance(own, Mapping) and own.get("record"):
         return dict(own)
+    payload = resolve_refs(payload, bundle)
     metrics = {k: v for k, v in (payload.get("metrics") or {}).items() if k not in _KERNEL_METRICS}
     inputs = dict(payload.get("input") or {})
     seed, seed_source = _seed(inputs, None, payload.get("logs"))
