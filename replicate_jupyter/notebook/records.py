@@ -13,6 +13,7 @@ naming it, its size and its sha256, and what to pass instead.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pathlib
@@ -136,9 +137,8 @@ def current_notebook() -> pathlib.Path | None:
 
 
 def _payloads(output: Mapping[str, Any]) -> Iterator[tuple[dict[str, Any], str | None]]:
-    """Each prediction payload of one saved output, with its files' bytes in place: a final
-    bundle holds a single PNG once (`image/png`) and its payload points at it (`"ref"`), so
-    such a file gets its data URI back from the same output's `data[ref]`."""
+    """Each prediction payload of one saved output, files' bytes in place: a file pointing at
+    the bundle (`"ref": "image/png"`, its one copy of a PNG) gets them from `data[ref]`."""
     data = output.get("data") or {}
     if isinstance(data.get(MIME), dict):
         yield resolve_refs(data[MIME], data), None
@@ -285,14 +285,11 @@ def resolve(rec: Record, backend: str) -> tuple[str, Any]:
 
 
 def _sha(data: bytes) -> str:
-    import hashlib
-
     return hashlib.sha256(data).hexdigest()
 
 
 def _kernel_files() -> Iterator[Any]:
     from replicate_jupyter.session import session
-
     for p in list(session.predictions.values()):
         for v in (p.input or {}).values():
             for item in v if isinstance(v, list) else [v]:
@@ -301,28 +298,25 @@ def _kernel_files() -> Iterator[Any]:
         yield from p.files
 
 
-def _held(f: Any) -> bytes | None:
-    """The bytes of one of this kernel's files when they can be had without the network: held,
-    or read from the file an input is backed by, or (that file gone) from the copy the
-    predictor was given in the kernel's temp folder. None for a URL not fetched, or bytes lost."""
+def _held(f: Any, sha: str) -> bytes | None:
+    """One of this kernel's files' bytes if their sha256 is `sha`, without the network: held,
+    read from the file an input is backed by (hashed streamed first), or (that gone) from the
+    predictor's copy in the kernel's temp folder (`as_path()`, removed with the input)."""
     if isinstance(f, InputFile) and f.size is None:
         return None  # a URL: never fetched here
     try:
-        return bytes(f.read())
+        return bytes(f.read()) if f.sha256 == sha else None
     except OSError:
-        copy = getattr(f, "_path", None)  # InputFile.as_path()'s copy, removed with the input
-        try:
-            return copy.read_bytes() if copy is not None else None
-        except OSError:
-            return None
+        copy = getattr(f, "_path", None)
+        data = copy.read_bytes() if copy is not None and copy.is_file() else None
+        return data if data is not None and _sha(data) == sha else None
 
 
 def _by_hash(sha: str, pool: Iterable[Record]) -> bytes | None:
     """A file with this sha256 among this kernel's inputs and outputs, or the outputs embedded
     in the notebook's records (one model's output fed into the next)."""
     for f in _kernel_files():
-        data = _held(f)
-        if data is not None and _sha(data) == sha:
+        if (data := _held(f, sha)) is not None:
             return data
     for r in pool:
         if not any(d.get("sha256") == sha for d in r.record.get("outputs") or []):
