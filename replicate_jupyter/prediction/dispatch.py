@@ -93,7 +93,7 @@ class EventDispatch:
         i = self._last_preview
         if i >= 0:
             old = self._history[i]
-            if getattr(old, "image", None) is not None:
+            if isinstance(old, Preview) and old.image is not None:
                 self._history[i] = Preview(step=old.step)
             self._last_preview = -1
 

@@ -144,22 +144,21 @@ class Redactor:
 
     def event(self, e: Event) -> Event:
         """`e` with its text redacted (the same object when nothing in it matched)."""
-        cls = e.__class__
-        if cls is Log:
-            t = self.text(e.text)  # type: ignore[attr-defined]
-            return e if t is e.text else Log(text=t)  # type: ignore[attr-defined]
-        if cls is Output:
-            v = self.value(e.value)  # type: ignore[attr-defined]
-            return e if v is e.value else dataclasses.replace(e, value=v)  # type: ignore[attr-defined]
-        if cls is Completed:
-            err, tb = e.error, e.traceback  # type: ignore[attr-defined]
+        if isinstance(e, Log):
+            t = self.text(e.text)
+            return e if t is e.text else Log(text=t)
+        if isinstance(e, Output):
+            v = self.value(e.value)
+            return e if v is e.value else dataclasses.replace(e, value=v)
+        if isinstance(e, Completed):
+            err, tb = e.error, e.traceback
             new_err = None if err is None else self.text(err)
             new_tb = None if tb is None else self.text(tb)
             if new_err is err and new_tb is tb:
                 return e
-            return dataclasses.replace(e, error=new_err, traceback=new_tb)  # type: ignore[arg-type]
-        if cls is Error:
-            return dataclasses.replace(e, message=self.text(e.message))  # type: ignore[attr-defined]
+            return dataclasses.replace(e, error=new_err, traceback=new_tb)
+        if isinstance(e, Error):
+            return dataclasses.replace(e, message=self.text(e.message))
         return e
 
 
