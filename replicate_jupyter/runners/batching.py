@@ -15,7 +15,8 @@ batching. Each member's own thread only waits (a kernel interrupt there cancels 
 Per member: Started, its own progress/preview/log/stream events, its output, and a Completed
 whose `predict_time` is its share of the batch's device time (split by weight among the members
 still in at each moment, so the shares sum to the device time), with `batch_size` and
-`batch_id` in its metrics. A canceled member is completed at once and dropped from the batch
+`batch_id` in its metrics (sent as Metric events when the batch starts, so they are there while
+it runs). A canceled member is completed at once and dropped from the batch
 (`RunningBatch.drop`); the batch call is stopped only when every member is gone.
 """
 from __future__ import annotations
@@ -27,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from replicate_jupyter.model.arguments import call_arguments
 from replicate_jupyter.model.batching import Batch, BatchRule
-from replicate_jupyter.prediction.events import Completed, Log, Output, Preview, Progress, Started
+from replicate_jupyter.prediction.events import Completed, Log, Metric, Output, Preview, Progress, Started
 from replicate_jupyter.runners import devices, threads
 from replicate_jupyter.runners import warm as warm_mod
 from replicate_jupyter.runners.context import RunContext, fresh_context
@@ -194,8 +195,10 @@ class Batcher:
                                      metrics={"hardware": hardware}))
             return
         assert warm is not None
-        for m in batch.live_members():
+        for m in batch.live_members():  # batch_size while it runs too: a running cost can share the clock
             m.p.emit(Started(hardware=hardware))
+            m.p.emit(Metric(name="batch_size", value=batch.size))
+            m.p.emit(Metric(name="batch_id", value=batch.id))
         extra = {"setup_time": round(warm.setup_time, 4)} if cold else {}
         inputs = [call_arguments(warm.call, m.p.input) for m in members]
         call_fn = warm.instance.predict_batch
@@ -219,7 +222,8 @@ class Batcher:
                 m.p.emit(Log(text="[replicate-jupyter] out of device memory again: running it alone\n"))
                 t0 = time.perf_counter()
                 alone = runner._attempt(m.p, warm, inputs[i])
-                metrics = {"hardware": hardware, "predict_time": round(share + time.perf_counter() - t0, 6), **extra}
+                metrics = {"hardware": hardware, "predict_time": round(share + time.perf_counter() - t0, 6),
+                           "batch_size": 1, **extra}  # alone in the end (its batch_id says which batch it left)
                 m.complete(Completed(status=alone.status, error=alone.error, traceback=alone.trace, metrics=metrics))
                 continue
             result = batch.results[i] if (outcome.status == "succeeded" and batch.results is not None) else None
@@ -240,13 +244,10 @@ class Batcher:
             call = warm.thread.submit_async(lambda: warm_mod.apredict_batch(call_fn, inputs, batch), context)
         else:
             call = warm.thread.submit(lambda: warm_mod.predict_batch(call_fn, inputs, batch), context)
-        interrupt = runner._wait(batch, warm.thread, call)
-        outcome = runner._outcome(batch, warm.thread, call, interrupt, batch.emitted)
-        if outcome is None:
-            from replicate_jupyter.runners.local import _Outcome
+        from replicate_jupyter.runners.local import _Outcome
 
-            return _Outcome(status="succeeded")
-        return outcome
+        interrupt = runner._wait(batch, warm.thread, call)
+        return runner._outcome(batch, warm.thread, call, interrupt, batch.emitted) or _Outcome(status="succeeded")
 
 
 class RunningBatch(Batch):

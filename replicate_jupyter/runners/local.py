@@ -204,9 +204,9 @@ class LocalRunner(Runner):
         fn = _predict_fn(spec)
         is_async = is_async_callable(fn)
         nested = model_thread.current() is not None  # a predictor running a model: it holds the device
-        if self.batching and not nested and not _is_folder_model(spec):
+        if self.batching and not nested:
             rule = batch_rules.rule_of(fn, spec.instance if spec.instance is not None else spec.cls)
-            if rule is not None and self._batcher.run(p, spec, fn, rule, is_async):
+            if rule is not None and not _is_folder_model(spec) and self._batcher.run(p, spec, fn, rule, is_async):
                 return
         if not nested and not self._slots.enter(spec.key, self._limit(spec, fn), p.cancel_event):
             p.emit(Completed(status="canceled", error=p.cancel_reason,
