@@ -5,6 +5,12 @@ a function); `predict.py` (its `Runner`, else its `Predictor`, else its one pred
 folder (or its `cog.yaml`) whose `run:`/`predict:` names the target; `local/NAME` for the
 embedded models; `hf:REPO_ID` for Hugging Face pipelines; a name given with `register()`.
 
+The embedded and `hf:` models need the `[local]` extra (torch, diffusers, transformers). On the
+base install, resolving one is a `MissingExtra` (a `ModelNotFound`) that says the pip command,
+before anything is dispatched or charged, never a raw `ModuleNotFoundError` from inside a
+predictor's file or its setup; `needs_extra(name)` says the same for a listing, without
+importing anything heavy (both from model/extras.py).
+
 Resolving is on every run's path, so specs are cached, but never past an edit: a file-based spec
 is reused only while its files (the predictor file and the siblings it imports) are unchanged
 (one `stat` each); after an edit `load()` returns a new spec with a new class, a new `version`
@@ -25,8 +31,10 @@ from typing import Any, Callable
 
 from replicate_jupyter.errors import ModelNotFound
 from replicate_jupyter.model import sources
+from replicate_jupyter.model.extras import EMBEDDED_NEEDS, HF_NEEDS, MissingExtra, extra_import_error, needs_extra, require
 
-__all__ = ["PredictorSpec", "load", "known_names", "register", "predict_method", "function_predictor"]
+__all__ = ["PredictorSpec", "load", "known_names", "register", "predict_method", "function_predictor",
+           "MissingExtra", "needs_extra"]
 
 
 @dataclass(eq=False)
@@ -226,15 +234,24 @@ def _load(ref: Any, name: str | None) -> PredictorSpec:
     if ref in _registered:
         return _load(_registered[ref], name or ref)
     if ref.startswith("hf:"):
+        require(ref, HF_NEEDS[""])
         from replicate_jupyter import hf
 
-        cls = hf.predictor_class(ref[3:])
+        try:
+            cls = hf.predictor_class(ref[3:])
+        except ModuleNotFoundError as exc:
+            raise (extra_import_error(ref, exc) or exc) from None
+        require(ref, HF_NEEDS.get(getattr(cls, "kind", ""), ()))  # imported by its setup()
         return PredictorSpec(name=name or ref, key=ref, cls=cls, version=getattr(cls, "version", None))
     if ref.startswith("local/"):
         from replicate_jupyter.models import EMBEDDED
 
         if ref in EMBEDDED:
-            spec = _from_file_ref(EMBEDDED[ref], name or ref)
+            require(ref, EMBEDDED_NEEDS.get(ref, ()))
+            try:
+                spec = _from_file_ref(EMBEDDED[ref], name or ref)
+            except ModuleNotFoundError as exc:
+                raise (extra_import_error(ref, exc) or exc) from None
             spec.folder = None  # runs in the kernel, from inside the package
             return spec
     path_part = ref.split(":", 1)[0] if ":" in ref and not _looks_like_windows_drive(ref) else ref
