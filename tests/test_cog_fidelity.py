@@ -63,9 +63,13 @@ def run_as_cog(spec, inputs=None, context=None, instance=None):
             if setup is not None:
                 _drain(setup(**spec.setup_kwargs(instance)))
         call = P.predict_method(instance)
-        kwargs = call_arguments(call, validate(spec.schema, inputs or {}))
+        # held until the call is over, as a runner holds p.input: a file input's copy for the
+        # predictor (InputFile.as_path) is removed with its InputFile (prediction/files.py)
+        given = validate(spec.schema, inputs or {})
+        kwargs = call_arguments(call, given)
         with scope_for(events.append, context):
             out = _drain(call(**kwargs))
+        del given
         if isinstance(out, os.PathLike):  # read a file output where the model ran
             out = pathlib.Path(out).read_bytes()
         return out, events
