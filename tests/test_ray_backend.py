@@ -28,6 +28,8 @@ TOKENS = f"{PRED / 'tokens.py'}:Predictor"
 STEPS = f"{PRED / 'steps.py'}:Predictor"
 IMAGE = f"{PRED / 'image.py'}:Predictor"
 FAILING = f"{PRED / 'failing.py'}:Predictor"
+GRAD = f"{PRED / 'grad_mode.py'}:Predictor"
+BUSY = f"{PRED / 'stop_busy.py'}:Predictor"
 OPTS = {"num_cpus": 0.25}
 
 
@@ -183,6 +185,55 @@ def test_ray_cancel_alone_stops_the_actor_run(rj):
     ray.cancel(stream)
     result = ray.get(actor.result.remote("direct-1", 5.0), timeout=10)
     assert result["status"] == "canceled" and result["metrics"]["predict_time"] < 3
+
+
+def test_setup_thread_state_holds_in_every_prediction(rj):
+    """Setup turns autograd off for its own thread (both embedded models do, as many Cog models
+    do) and sets a thread-local: every prediction of the actor sees both, on the thread setup
+    ran on, also when several are asked at once (Ray serves each call on a thread of its own)."""
+    preds = [rj.predictions.create(GRAD, input={"tag": str(i)}, on="ray") for i in range(4)]
+    for p in preds:
+        p.wait(120)
+    assert [p.status for p in preds] == ["succeeded"] * 4, [p.error for p in preds]
+    for i, p in enumerate(preds):
+        assert p.output == {"grad": False, "mark": "from setup", "same_thread": True, "tag": str(i)}
+    info = _runner().actor_info(GRAD)
+    assert info["served"] >= 4 and info["model_thread"].startswith("rj-model")
+
+
+def test_ray_cancel_stops_a_predictor_that_never_reports_progress(rj):
+    """A busy loop with no progress() and no sleep: `ray.cancel` still stops it on the model
+    thread (cog's CancelationException raised there), well before its 20 s."""
+    actor = _runner().actor(BUSY)
+    ray.get(actor.warm.remote(), timeout=60)
+    stream = actor.predict.remote("busy-1", {"seconds": 20})
+    assert ray.get(next(stream)).event == "start"
+    t = time.monotonic()
+    ray.cancel(stream)
+    result = ray.get(actor.result.remote("busy-1", 10.0), timeout=15)
+    assert result["status"] == "canceled" and time.monotonic() - t < 5
+    assert result["metrics"]["predict_time"] < 5
+    assert _runner().actor_info(BUSY)["running"] is None
+
+
+def test_a_stream_closed_mid_run_is_stopped_and_its_result_kept():
+    """What `ray.cancel` does to the actor's generator (closes it at a yield while the call runs),
+    on ModelCore alone: the call is stopped on the model thread, `result()` has its outcome and
+    the next prediction runs on the same warm model."""
+    from replicate_jupyter.runners.ray.actor import ModelCore
+
+    core = ModelCore(STEPS)
+    stream = core.predict("closed-1", {"steps": 200, "delay": 0.05})
+    assert next(stream).event == "start"
+    for _ in range(4):
+        next(stream)
+    t = time.monotonic()
+    stream.close()
+    result = core.result("closed-1", 5.0)
+    assert result is not None and result["status"] == "canceled" and time.monotonic() - t < 2
+    assert 0.1 < result["metrics"]["predict_time"] < 2 and core.running is None
+    events = list(core.predict("after-1", {"steps": 2, "delay": 0.0}))
+    assert events[-1].status == "succeeded" and "setup_time" not in events[-1].metrics
 
 
 def test_kernel_style_interrupt_cancels(rj):

@@ -13,7 +13,8 @@ Where a prediction can end up:
 - the predictor returns / raises / is canceled → the actor's own Completed (predict_time and
   setup_time measured on the actor, hardware from the worker's device).
 - cancel or kernel interrupt → the actor's cancel flag (a step loop stops at its next
-  `progress()`, an iterator after its current item) and `ray.cancel` on the stream; the actor
+  `progress()`, an iterator after its current item, any other code by cog's
+  CancelationException raised in the model's thread) and `ray.cancel` on the stream; the actor
   then reports the partial predict_time.
 - the actor's worker or node dies *before* the run started → Ray restarts the actor
   (`max_restarts`) and the run is submitted again (`start_retries`); nothing ran twice.
@@ -32,7 +33,7 @@ from replicate_jupyter.prediction.events import Completed, Log, Started
 from replicate_jupyter.runners.base import ModelHandle, Runner
 from replicate_jupyter.runners.ray.actors import ACTOR_PREFIX, ActorEntry, ActorOptions, Actors, remote_ref
 from replicate_jupyter.runners.ray.cluster import Cluster
-from replicate_jupyter.runners.remote import RunTable
+from replicate_jupyter.runners.remote import RemoteRun, RunTable
 
 if TYPE_CHECKING:
     from replicate_jupyter.prediction.prediction import Prediction
@@ -42,14 +43,20 @@ __all__ = ["RayRunner"]
 NOTE = "[replicate-jupyter] "
 
 
-class _Run:
+class _Run(RemoteRun):
+    """One prediction followed on its model's actor: the shared remote bookkeeping plus the
+    actor and the stream of the current submission."""
+
     def __init__(self, p: Prediction, entry: ActorEntry) -> None:
-        self.p = p
+        super().__init__(p)
         self.actor = entry.handle
         self.entry = entry
         self.stream: Any = None
-        self.started = False
-        self.cancel_sent = False
+
+
+def _so_far(p: Prediction) -> dict[str, Any]:
+    """Metrics of a run the actor could not report on: the driver's clock and the hardware seen."""
+    return {"predict_time": round(p.elapsed, 6), "hardware": p.metrics.get("hardware")}
 
 
 def _check_options(address: Any, num_gpus: Any, num_cpus: Any, resources: Any) -> None:
@@ -224,7 +231,7 @@ class RayRunner(Runner):
                 p.emit(Completed(status="canceled", error=p.cancel_reason,
                                  metrics={"predict_time": 0.0, "hardware": (run.entry.info or {}).get("hardware")}))
                 return
-            run.stream = run.actor.predict.remote(p.id, p.input, p.secret_fields)
+            run.stream = run.actor.predict.remote(p.id, p.input)  # secrets travel masked, revealed to the predictor only
             if p.cancel_event.is_set():
                 self._send_cancel(run)
             try:
@@ -258,12 +265,12 @@ class RayRunner(Runner):
                     error=(f"The Ray actor running {p.model} died {what} ({where}): {_first_line(exc)}. "
                            f"The run was not retried because it had already started; Ray restarts the actor "
                            f"for the next prediction."),
-                    metrics={"predict_time": round(p.elapsed, 6), "hardware": p.metrics.get("hardware")}))
+                    metrics=_so_far(p)))
                 return
             except rex.RayTaskError as exc:  # the actor method itself broke (not the model: that is Completed)
                 p.emit(Completed(status="failed", error=f"the Ray actor for {p.model} failed: {_first_line(exc)}",
                                  traceback=str(exc),
-                                 metrics={"predict_time": round(p.elapsed, 6), "hardware": p.metrics.get("hardware")}))
+                                 metrics=_so_far(p)))
                 return
 
     def _finish_canceled(self, ray: ModuleType, run: _Run, fallback_only: bool = False) -> None:
@@ -280,7 +287,7 @@ class RayRunner(Runner):
             except Exception:
                 metrics = None
         if not metrics:
-            metrics = {"predict_time": round(p.elapsed, 6), "hardware": p.metrics.get("hardware")}
+            metrics = _so_far(p)
         p.emit(Completed(status="canceled", error=p.cancel_reason, metrics=metrics))
 
     # ----- cancel --------------------------------------------------------------------------
