@@ -241,7 +241,7 @@ class Attempt:
         p = run.p
         status = data.get("status") or "failed"
         error = data.get("error")
-        reported = data.get("metrics") if isinstance(data.get("metrics"), dict) else {}
+        reported: dict[str, Any] = data["metrics"] if isinstance(data.get("metrics"), dict) else {}
         predict_time = reported.get("predict_time")
         run.log_text(run.missed_logs(data.get("logs")))
         crashed = status == "failed" and "crash" in str(error or "").lower()
