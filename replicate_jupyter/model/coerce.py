@@ -272,7 +272,7 @@ def _from_path(p: Any, shown: Any, field: str = "file", cap: int | None = None) 
         f = InputFile.from_path(path.resolve(), field, cap)  # absolute: a later chdir still finds it
         if f.size is not None and f.size <= HOLD_BYTES:  # small: its bytes as given, kept (see HOLD_BYTES)
             held = InputFile(f.read(), name=f.name, content_type=f.content_type)
-            held.source = f.source  # type: ignore[attr-defined]
+            held.source = f.source
             return held
         return f
     except InputError as exc:
