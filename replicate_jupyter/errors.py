@@ -48,6 +48,8 @@ __all__ = [
 _SECRET_WORDS = frozenset({"token", "key", "apikey", "secret", "secrets", "password", "passwd", "pwd",
                            "passphrase", "credential", "credentials", "bearer", "pat"})
 _WORD = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+")
+#: names with a secret-looking word that are not secrets: the shell's working directories
+_NOT_SECRET = frozenset({"PWD", "OLDPWD"})
 #: the longest repr of a value an error about an unknown name shows; longer ones by type and size
 SHOWN_MAX = 16
 _MASK = "**********"
@@ -58,6 +60,8 @@ def looks_secret(name: Any) -> bool:
     spaces and camelCase) is token, key, secret, password, … (`api_key`, `hfToken`,
     `REPLICATE_API_TOKEN`; not `max_tokens` or `keyframes`), or it contains "secret"/"password"."""
     text = str(name)
+    if text in _NOT_SECRET:
+        return False
     low = text.lower()
     if "secret" in low or "password" in low or "apikey" in low:
         return True

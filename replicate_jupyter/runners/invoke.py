@@ -103,13 +103,29 @@ def is_oom(exc: BaseException) -> bool:
 
 
 def model_traceback(exc: BaseException) -> str:
-    """The model's own frames: ours (the runner, capture, progress) are left out."""
-    frames = [
-        f for f in tb.extract_tb(exc.__traceback__)
-        if not f.filename.startswith(_PKG_DIR) or f.filename.startswith(_MODELS_DIR)
-    ]
-    lines = ["Traceback (most recent call last):\n"] + tb.format_list(frames)
-    lines += tb.format_exception_only(type(exc), exc)
+    """The model's own frames, with the exceptions it chained (`raise … from`, or raised while
+    handling another), as Python prints them: ours (the runner, capture, progress) are left out."""
+    chain: list[tuple[BaseException, str | None]] = []
+    seen: set[int] = set()
+    link: str | None = None
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen and len(chain) < 8:
+        seen.add(id(cur))
+        chain.append((cur, link))
+        if cur.__cause__ is not None:
+            cur, link = cur.__cause__, "\nThe above exception was the direct cause of the following exception:\n\n"
+        elif cur.__context__ is not None and not cur.__suppress_context__:
+            cur, link = cur.__context__, "\nDuring handling of the above exception, another exception occurred:\n\n"
+        else:
+            cur = None
+    lines: list[str] = []
+    for e, below in reversed(chain):  # the first cause first, as Python prints it
+        frames = [f for f in tb.extract_tb(e.__traceback__)
+                  if not f.filename.startswith(_PKG_DIR) or f.filename.startswith(_MODELS_DIR)]
+        lines += ["Traceback (most recent call last):\n"] + tb.format_list(frames)
+        lines += tb.format_exception_only(type(e), e)
+        if below:
+            lines.append(below)
     return "".join(lines)
 
 
