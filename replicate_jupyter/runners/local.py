@@ -78,9 +78,7 @@ class LocalRunner(Runner):
         self.cancel_grace = cancel_grace
         #: batch predictions of models that declare batching; a batch closes after `batch_window`
         #: seconds with no new arrival (`batch_max_wait` after its first at most), ≤ `max_batch`
-        self.batching = batching
-        self.batch_window = batch_window
-        self.batch_max_wait = batch_max_wait
+        self.batching, self.batch_window, self.batch_max_wait = batching, batch_window, batch_max_wait
         self.max_batch = max_batch
         self._batcher = Batcher(self)
         self._warm: "OrderedDict[str, Warm]" = OrderedDict()
