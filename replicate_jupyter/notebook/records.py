@@ -170,7 +170,7 @@ def _from_notebook(path: pathlib.Path) -> Records:
     except (OSError, ValueError) as exc:
         raise InputError([Problem("notebook", "file", str(path), "a saved .ipynb (JSON) that can be read",
                                   message=f"cannot read {path}: {exc}")]) from None
-    out, seen = Records(), {}
+    out, seen = Records(), dict[Any, Any]()
     for index, cell in enumerate(nb.get("cells") or []):
         if cell.get("cell_type") != "code":
             continue
@@ -353,9 +353,9 @@ def _file(field: str, e: Mapping[str, Any], folders: list[pathlib.Path], pool: I
             return InputFile(data, name=name, content_type=e.get("content_type"))
         looked[-1] += " (there, but different bytes)"
     if sha:
-        data = _by_hash(sha, pool)
-        if data is not None:
-            return InputFile(data, name=name, content_type=e.get("content_type"))
+        found = _by_hash(sha, pool)
+        if found is not None:
+            return InputFile(found, name=name, content_type=e.get("content_type"))
         looked.append("this kernel's files and the notebook's outputs, by sha256")
     if e.get("url") and not str(e["url"]).startswith("data:"):
         return InputFile(url=e["url"], name=name, content_type=e.get("content_type"))

@@ -363,7 +363,7 @@ def _execute(summary: ReplaySummary) -> ReplaySummary:
             if s.state != "planned":
                 continue
             remaining = None if summary.budget is None else summary.budget - spent
-            if remaining is not None and (remaining <= 0 or spent + s.forecast > summary.budget):
+            if remaining is not None and (remaining <= 0 or spent + s.forecast > (summary.budget or 0.0)):
                 s.note = f"spent {usd(spent)} + forecast {usd(s.forecast)} would pass the budget: replay stopped"
                 break  # the rest stay planned, and end as not run
             s.state = "running"

@@ -158,7 +158,8 @@ def pixel_difference(a: FileOutput, b: FileOutput) -> dict[str, Any]:
         return {"size": [list(x.size), list(y.size)]}
     diff = ImageChops.difference(x, y)
     changed = diff.convert("L").point(lambda v: 255 if v else 0).histogram()[255]
-    return {"mean_abs": round(sum(ImageStat.Stat(diff).mean) / 3, 4), "max": max(hi for _, hi in diff.getextrema()),
+    extrema: Any = diff.getextrema()  # one (lo, hi) per band of an RGB image
+    return {"mean_abs": round(sum(ImageStat.Stat(diff).mean) / 3, 4), "max": max(hi for _, hi in extrema),
             "changed_pixels": round(changed / (x.size[0] * x.size[1]), 6)}
 
 
@@ -169,7 +170,8 @@ def text_difference(a: str, b: str) -> tuple[float, list[tuple[str, str, str]]]:
 
     wa, wb = a.split(" "), b.split(" ")
     sm = difflib.SequenceMatcher(a=wa, b=wb, autojunk=False)
-    runs = [(op, " ".join(wa[i1:i2]), " ".join(wb[j1:j2])) for op, i1, i2, j1, j2 in sm.get_opcodes()]
+    runs: list[tuple[str, str, str]] = [(op, " ".join(wa[i1:i2]), " ".join(wb[j1:j2]))
+                                        for op, i1, i2, j1, j2 in sm.get_opcodes()]
     return round(sm.ratio(), 4), runs
 
 
@@ -307,7 +309,7 @@ def _model(p: Any) -> dict[str, Any]:
 def record_of(p: Any) -> dict[str, Any]:
     """The complete record of prediction `p` (JSON-serialisable; no secret, no token). Output
     hashes are taken as the output stands, so call it on a finished prediction."""
-    secret = getattr(p, "secret_fields", frozenset())
+    secret: frozenset[str] = getattr(p, "secret_fields", frozenset())
     inputs = {k: (MASK if k in secret else _input_value(v)) for k, v in (p.input or {}).items()}
     inputs = p.redact(inputs)  # a session token given as a plain value is masked here too
     seed, seed_source = _seed(p.input or {}, p.schema, p.logs)
