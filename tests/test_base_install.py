@@ -173,8 +173,6 @@ def test_models_lists_the_embedded_models(base_kernel):
     assert "local/shapes" in listing and "local/tiny-lm" in listing
 
 
-@pytest.mark.xfail(strict=True, reason="runners/local.py models() must put predictors.needs_extra(name) in the "
-                   "listing (owned by another engineer; the change is in the report)")
 def test_models_marks_the_embedded_models_as_needing_the_extra(base_kernel):
     rows = [line for line in text_of(base_kernel.cells[1]).splitlines() if line.startswith("local/")]
     assert len(rows) == 2 and all(PHRASE in row for row in rows), rows

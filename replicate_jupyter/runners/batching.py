@@ -24,7 +24,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from replicate_jupyter.model.arguments import call_arguments
 from replicate_jupyter.model.batching import Batch, BatchRule
@@ -33,9 +33,6 @@ from replicate_jupyter.runners import devices, threads
 from replicate_jupyter.runners import warm as warm_mod
 from replicate_jupyter.runners.context import RunContext, fresh_context
 from replicate_jupyter.runners.invoke import call_params, close_stream, is_stream, model_traceback, preview_throttle, to_output
-
-if TYPE_CHECKING:
-    from replicate_jupyter.runners.local import LocalRunner
 
 __all__ = ["Batcher", "Member", "RunningBatch"]
 
@@ -73,7 +70,7 @@ class _Group:
 class Batcher:
     """Collects the local runner's predictions of batchable models into batches and runs them."""
 
-    def __init__(self, runner: "LocalRunner") -> None:
+    def __init__(self, runner: Any) -> None:  # the LocalRunner (which imports this module)
         self.runner = runner
         self._cond = threading.Condition()
         self._open: dict[tuple, _Group] = {}
@@ -244,10 +241,8 @@ class Batcher:
             call = warm.thread.submit_async(lambda: warm_mod.apredict_batch(call_fn, inputs, batch), context)
         else:
             call = warm.thread.submit(lambda: warm_mod.predict_batch(call_fn, inputs, batch), context)
-        from replicate_jupyter.runners.local import _Outcome
-
         interrupt = runner._wait(batch, warm.thread, call)
-        return runner._outcome(batch, warm.thread, call, interrupt, batch.emitted) or _Outcome(status="succeeded")
+        return runner._outcome(batch, warm.thread, call, interrupt, batch.emitted) or warm_mod.Outcome(status="succeeded")
 
 
 class RunningBatch(Batch):
@@ -256,7 +251,7 @@ class RunningBatch(Batch):
     stands in for a prediction where the runner sets up and waits for the model (id, emit,
     cancel_event, cancel_reason, cancel)."""
 
-    def __init__(self, members: list[Member], runner: "LocalRunner", hardware: str) -> None:
+    def __init__(self, members: list[Member], runner: Any, hardware: str) -> None:
         super().__init__(len(members))
         self.members = members
         self.runner = runner

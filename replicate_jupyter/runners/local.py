@@ -23,7 +23,6 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
 from typing import Any
 
 from replicate_jupyter.model import batching as batch_rules
@@ -43,19 +42,9 @@ from replicate_jupyter.runners.invoke import (
 )
 from replicate_jupyter.runners.model_thread import Call, ModelThread
 from replicate_jupyter.runners.slots import Slots, declared_concurrency, is_async_callable
-from replicate_jupyter.runners.warm import Warm
+from replicate_jupyter.runners.warm import Outcome, Warm
 
 __all__ = ["LocalRunner"]
-
-
-@dataclass
-class _Outcome:
-    status: str
-    error: str | None = None
-    trace: str | None = None
-    oom: bool = False
-    abandoned: bool = False
-    interrupt: BaseException | None = None  # the KeyboardInterrupt to re-raise after recording
 
 
 class LocalRunner(Runner):
@@ -99,8 +88,11 @@ class LocalRunner(Runner):
 
         out = []
         for name in predictors.known_names():
-            out.append(ModelHandle(name=name, version=None, schema={}, description=DESCRIPTIONS.get(name, ""),
-                                   extra={"warm": any(k.endswith(name) for k in self._warm), "source": EMBEDDED.get(name)}))
+            note = predictors.needs_extra(name)  # the base install: "needs the [local] extra: pip install …"
+            out.append(ModelHandle(name=name, version=None, schema={},
+                                   description=" · ".join(filter(None, [DESCRIPTIONS.get(name, ""), note])),
+                                   extra={"warm": any(k.endswith(name) for k in self._warm), "source": EMBEDDED.get(name),
+                                          "needs_extra": note}))
         return out
 
     def concurrency(self, handle: ModelHandle) -> int:
@@ -134,7 +126,7 @@ class LocalRunner(Runner):
         except (ValueError, OSError):
             return 8 << 30
 
-    def _acquire(self, p, spec: predictors.PredictorSpec, is_async: bool) -> tuple[Warm | None, _Outcome | None]:
+    def _acquire(self, p, spec: predictors.PredictorSpec, is_async: bool) -> tuple[Warm | None, Outcome | None]:
         """The warm model, set up on a new model thread if need be; or the outcome of a failed,
         canceled or stuck setup."""
         with self._cache_lock:
@@ -269,7 +261,7 @@ class LocalRunner(Runner):
         if outcome.interrupt is not None:
             raise outcome.interrupt
 
-    def _attempt(self, p, warm: Warm, kwargs: dict) -> _Outcome:
+    def _attempt(self, p, warm: Warm, kwargs: dict) -> Outcome:
         """One call of the predictor on its model thread, waited for here."""
         emitted = [False]
 
@@ -287,7 +279,7 @@ class LocalRunner(Runner):
             call = warm.thread.submit(lambda: warm_mod.predict(warm.call, kwargs, emit, cancel), context)
         interrupt = self._wait(p, warm.thread, call)
         outcome = self._outcome(p, warm.thread, call, interrupt, emitted[0])
-        return outcome or _Outcome(status="succeeded")
+        return outcome or Outcome(status="succeeded")
 
     def _wait(self, p, thread: ModelThread, call: Call) -> BaseException | None:
         """Wait for `call`; a KeyboardInterrupt meanwhile stops it (waiting for that) and is
@@ -307,7 +299,7 @@ class LocalRunner(Runner):
             self._calls.pop(p.id, None)
 
     def _outcome(self, p, thread: ModelThread, call: Call, interrupt: BaseException | None,
-                 emitted: bool) -> _Outcome | None:
+                 emitted: bool) -> Outcome | None:
         """What a settled call means for its prediction (None: it succeeded). The exception and
         its frames are dropped here, so nothing of a failed attempt outlives this."""
         exc, call.error = call.error, None
@@ -317,20 +309,20 @@ class LocalRunner(Runner):
                 p.emit(Log(text=f"[replicate-jupyter] the predictor did not stop within {self.cancel_deadline:g} s of "
                                 f"the cancel; it is still running in thread {thread.thread_name!r} "
                                 f"(ident {thread.ident}). Its model was evicted: the next prediction sets it up again.\n"))
-                return _Outcome(status="canceled", abandoned=True, interrupt=interrupt,
+                return Outcome(status="canceled", abandoned=True, interrupt=interrupt,
                                 error=f"{p.cancel_reason or 'canceled'}; the predictor did not stop (still running in "
                                       f"thread {thread.thread_name!r})")
             if interrupt is not None or is_cancel(exc):
-                return _Outcome(status="canceled", error=p.cancel_reason, interrupt=interrupt)
+                return Outcome(status="canceled", error=p.cancel_reason, interrupt=interrupt)
             if exc is None:
                 if call.stop_requested:  # it returned after the cancel reached it: not a clean success
                     p.emit(Log(text="[replicate-jupyter] canceled: the predictor returned after the cancel\n"))
-                    return _Outcome(status="canceled", error=p.cancel_reason)
+                    return Outcome(status="canceled", error=p.cancel_reason)
                 return None
             if is_oom(exc) and not emitted:
                 first = str(exc).splitlines()[0] if str(exc) else ""
-                return _Outcome(status="failed", error=f"{type(exc).__name__}: {first}", trace=model_traceback(exc), oom=True)
-            return _Outcome(status="failed", error=f"{type(exc).__name__}: {exc}", trace=model_traceback(exc))
+                return Outcome(status="failed", error=f"{type(exc).__name__}: {first}", trace=model_traceback(exc), oom=True)
+            return Outcome(status="failed", error=f"{type(exc).__name__}: {exc}", trace=model_traceback(exc))
         finally:
             _forget(exc)
             del exc

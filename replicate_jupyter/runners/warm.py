@@ -23,7 +23,7 @@ from replicate_jupyter.runners import devices
 from replicate_jupyter.runners.invoke import acall_and_emit, call_and_emit
 from replicate_jupyter.runners.model_thread import ModelThread
 
-__all__ = ["Warm", "setup", "asetup", "predict", "apredict", "predict_batch", "apredict_batch", "release",
+__all__ = ["Warm", "Outcome", "setup", "asetup", "predict", "apredict", "predict_batch", "apredict_batch", "release",
            "free_device_bytes"]
 
 
@@ -136,3 +136,15 @@ def free_device_bytes() -> int | None:
     except Exception:
         pass
     return None
+
+
+@dataclass
+class Outcome:
+    """How one call on a model thread ended, as the local runner and the batcher record it."""
+
+    status: str
+    error: str | None = None
+    trace: str | None = None
+    oom: bool = False
+    abandoned: bool = False
+    interrupt: BaseException | None = None  # the KeyboardInterrupt to re-raise after recording
