@@ -16,8 +16,8 @@ from cog import BasePredictor, Input
 
 import replicate_jupyter as rj
 from replicate_jupyter.cost import prices as cost
-from replicate_jupyter.runners import devices
 from replicate_jupyter.prediction.events import Completed, Progress, Started
+from replicate_jupyter.runners import devices
 from replicate_jupyter.runners.local import LocalRunner
 from replicate_jupyter.session import session
 

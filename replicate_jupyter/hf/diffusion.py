@@ -94,8 +94,9 @@ class DiffusionPredictor(BasePredictor):
         if self._img2img is None:
             from diffusers import AutoPipelineForImage2Image
 
-            self._img2img = AutoPipelineForImage2Image.from_pipe(self.pipe)
-            self._img2img.set_progress_bar_config(disable=True)
+            img2img: Any = AutoPipelineForImage2Image.from_pipe(self.pipe)
+            img2img.set_progress_bar_config(disable=True)
+            self._img2img = img2img
         return self._img2img
 
     def run_pipeline(self, prompt: str, negative_prompt: str, image: Optional[Path], prompt_strength: float,

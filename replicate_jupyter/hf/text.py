@@ -294,8 +294,11 @@ def _token_streamer(base: type) -> type:
     waits for a space, which feels stuck on long words or code); it only holds back while the
     decoded text ends in an incomplete UTF-8 sequence. Counts generated tokens for progress."""
 
-    class TokenStreamer(base):  # type: ignore[misc, valid-type]
+    class TokenStreamer(base):  # type: ignore[misc,valid-type,unused-ignore]
         generated = 0
+        next_tokens_are_prompt: bool
+        token_cache: list
+        print_len: int
 
         def put(self, value):
             if len(value.shape) > 1:

@@ -85,7 +85,7 @@ class BatchRule:
     def weight_of(self, inputs: dict[str, Any]) -> float:
         if self.weight is None:
             return 1.0
-        value = inputs.get(self.weight) if isinstance(self.weight, str) else self.weight(inputs)
+        value: Any = inputs.get(self.weight) if isinstance(self.weight, str) else self.weight(inputs)
         try:
             return max(float(value), 1e-9)
         except (TypeError, ValueError):

@@ -18,6 +18,7 @@ EMBEDDED: dict[str, str] = {
 }
 
 DESCRIPTIONS: dict[str, str] = {
-    "local/shapes": "Text-to-image: 'a red star on a black background' (8 colours, 5 shapes, 4 backgrounds), 1M-param diffusion, CPU",
+    "local/shapes": ("Text-to-image: 'a red star on a black background' (8 colours, 5 shapes, 4 backgrounds), "
+                     "1M-param diffusion, CPU"),
     "local/tiny-lm": "Streaming text: 1M-param GPT-2 trained on Python's documentation (pydoc topics), CPU",
 }

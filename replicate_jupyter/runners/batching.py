@@ -89,11 +89,12 @@ class Batcher:
         member = Member(p, inputs, rule.weight_of(inputs))
         with self._cond:
             self._members[p.id] = member
-            group = self._open.get((spec.key, key))
-            new = group is None
-            if new:
+            found = self._open.get((spec.key, key))
+            new = found is None
+            if found is None:
                 limit = rule.limit(warm_mod.free_device_bytes(), self.runner.max_batch)
-                group = self._open[(spec.key, key)] = _Group((spec.key, key), limit)
+                found = self._open[(spec.key, key)] = _Group((spec.key, key), limit)
+            group = found
             group.members.append(member)
             member.group = group
             group.last = time.monotonic()
@@ -115,7 +116,7 @@ class Batcher:
 
     def cancel(self, p: Any) -> None:
         """A member canceled: out of its group if it has not run yet, out of its batch if it runs."""
-        member = self._members.get(getattr(p, "id", None))
+        member = self._members.get(str(getattr(p, "id", "")))
         if member is None:
             return
         with self._cond:

@@ -6,6 +6,7 @@ Replicate: it imports only cog, torch and diffusers, and reports progress/previe
 """
 from __future__ import annotations
 
+import functools
 import random
 import sys
 import tempfile
@@ -47,7 +48,7 @@ try:
     from replicate_jupyter.model.batching import current_batch as _current_batch
 except ImportError:  # under cog alone: predict_batch is never called by the runtime
 
-    def _batchable(**_rule):  # type: ignore[no-redef]
+    def _batchable(**_rule):  # type: ignore[no-redef,misc,unused-ignore]
         return lambda fn: fn
 
     _current_batch = None  # type: ignore[assignment]
@@ -59,6 +60,11 @@ OUT_SIZE = 256
 def _to_images(x: torch.Tensor, size: int, resample: Image.Resampling) -> list[Image.Image]:
     arr = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
     return [Image.fromarray(a).resize((size, size), resample) for a in arr]
+
+
+def _member_preview(x0: torch.Tensor, owner: torch.Tensor, i: int) -> Image.Image:
+    """The preview strip of batch member `i`: its own rows of the batch's x0."""
+    return _preview_strip(x0[(owner == i).to(x0.device)].cpu())
 
 
 def _preview_strip(x0: torch.Tensor) -> Image.Image:
@@ -206,7 +212,7 @@ class Predictor(BasePredictor):
             x0 = x0.clamp(-1, 1)
             x = self.scheduler.step(x0, t, x, eta=0.0).prev_sample
             batch.progress(step + 1, len(timesteps))
-            batch.preview(lambda i, x0=x0, own=owner_t: _preview_strip(x0[(own == i).to(x0.device)].cpu()), step + 1)
+            batch.preview(functools.partial(_member_preview, x0, owner_t), step + 1)
 
         out_dir = Path(tempfile.mkdtemp(prefix="shapes-"))
         images = _to_images(x.cpu(), OUT_SIZE, Image.Resampling.BICUBIC)
@@ -216,9 +222,10 @@ class Predictor(BasePredictor):
             mine = [img for img, o in zip(images, owner_t.tolist()) if o == i]
             if not mine:
                 continue  # canceled: nothing to save
-            outputs[i] = []
+            saved: list[CogPath] = []
             for k, img in enumerate(mine):
                 p = out_dir / f"out-{i}-{k}.{fmt}"
                 img.save(p, format=fmt.upper(), **({"lossless": True} if fmt == "webp" else {}))
-                outputs[i].append(CogPath(p))
+                saved.append(CogPath(p))
+            outputs[i] = saved
         return outputs

@@ -12,6 +12,7 @@ import codecs
 import inspect
 import random
 from pathlib import Path
+
 import torch
 from cog import BasePredictor, ConcatenateIterator, Input
 
@@ -33,7 +34,7 @@ try:
     from replicate_jupyter.model.batching import current_batch as _current_batch
 except ImportError:  # under cog alone: predict_batch is never called by the runtime
 
-    def _batchable(**_rule):  # type: ignore[no-redef]
+    def _batchable(**_rule):  # type: ignore[no-redef,misc,unused-ignore]
         return lambda fn: fn
 
     _current_batch = None  # type: ignore[assignment]
@@ -102,7 +103,7 @@ class Predictor(BasePredictor):
             seed = random.SystemRandom().randrange(2**31)
         _progress.log(f"Using seed: {seed}")
         gen = torch.Generator().manual_seed(seed)
-        context = self.tokenizer.encode(prompt).ids if prompt else []
+        context: list = self.tokenizer.encode(prompt).ids if prompt else []
         context = ([self.eos] + context)[-(self.window // 2):]
         logits, past = self._forward(context, None)
         utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
