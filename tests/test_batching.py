@@ -313,3 +313,25 @@ def test_sweep_in_a_kernel_batches_per_guidance(run_cells):
         by_guidance.setdefault(g, set()).add(batch_id)
     assert len(by_guidance) == 2 and all(len(ids) == 1 for ids in by_guidance.values())
     assert by_guidance[3] != by_guidance[1]
+
+
+def test_the_cost_line_says_batched_and_the_running_cost_is_a_share():
+    from replicate_jupyter.cost.billing import running
+    from replicate_jupyter.cost.text import cost_line
+
+    ps = start_all(Rows, [{"x": i, "width": 8, "steps": 3, "delay": 0.1} for i in range(4)])
+    assert all(p.status == "succeeded" for p in ps)
+    line = cost_line(ps[0])
+    assert f"batched ×{ps[0].metrics['batch_size']}" in line and ps[0].metrics["batch_size"] == 4
+    # while it runs, a member of a batch of 4 is billed a quarter of the elapsed device time
+    from replicate_jupyter.prediction.events import Metric, Started
+    from replicate_jupyter.prediction.prediction import Prediction
+
+    live = Prediction("test/rows", {}, backend="local")
+    live.emit(Started(hardware="cpu"))
+    live.emit(Metric(name="batch_size", value=4))
+    time.sleep(0.2)
+    share = running(live).usd
+    live.metrics["batch_size"] = 1
+    whole = running(live).usd
+    assert 0 < share < whole / 3  # a quarter of the (growing) elapsed time, not all of it

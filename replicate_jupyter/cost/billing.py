@@ -82,7 +82,10 @@ def bill(p: Prediction, table: PriceTable | None = None, *, so_far: bool = False
         return Bill(round(total, 10), "per-unit", units, dict(entry.units), tuple(assumptions),
                     p.metrics.get("hardware"), entry.source, entry.date)
     sku = p.metrics.get("hardware")
-    seconds = float(p.elapsed if so_far else (p.metrics.get("predict_time") or 0.0))
+    # while a batch runs, a member's share of the device is its part of the batch (the final
+    # predict_time is the batcher's exact split); the whole elapsed time would bill it N times
+    share = max(1, int(p.metrics.get("batch_size") or 1)) if so_far else 1
+    seconds = float(p.elapsed / share if so_far else (p.metrics.get("predict_time") or 0.0))
     usd_s = table.price(sku)
     assumptions = []
     assumed = bool(sku) and p.backend in _HARDWARE_UNREPORTED

@@ -101,6 +101,8 @@ def cost_line(p: Prediction) -> str:
     billing = m.get(BILLING_KEY)
     parts = [p.model, p.status, secs(m.get("predict_time")), hardware_label(m.get("hardware"), billing),
              money(m.get("cost_usd"), bool(m.get(ESTIMATE_KEY)))]
+    if int(m.get("batch_size") or 1) > 1:  # one forward pass for several predictions: this is its share
+        parts[2] = f"{parts[2]} · batched ×{int(m['batch_size'])}"
     if (m.get("setup_time") or 0) >= 0.005:  # a cold start worth naming
         parts.append(f"cold start {secs(m.get('setup_time'))}")
     total = notebook_total(p)
