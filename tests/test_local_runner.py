@@ -301,3 +301,36 @@ def test_secret_inputs_reach_the_predictor_as_secrets_and_never_the_record():
     p = rj.predictions.list()[-1]
     assert "sk-very-secret-123" not in json.dumps(p.to_json())
     assert "sk-very-secret-123" not in repr(p)
+
+
+def test_an_edited_predictor_releases_the_old_instance_before_the_new_one_sets_up(tmp_path):
+    """Edit → rerun, three times: each run has the new code, and only the newest version stays warm
+    (the old one's teardown ran: its memory is released before the new setup loads)."""
+    import replicate_jupyter as rj
+    from replicate_jupyter.runners.local import LocalRunner
+
+    src = tmp_path / "edited.py"
+    released: list[str] = []
+    runner = LocalRunner()
+    try:
+        for n in range(3):
+            src.write_text(
+                "from cog import BasePredictor\n"
+                "import builtins\n"
+                "class Predictor(BasePredictor):\n"
+                f"    def predict(self) -> str:\n        return 'v{n}'\n"
+                f"    def teardown(self):\n        builtins._rj_released.append('v{n}')\n")
+            import builtins
+            builtins._rj_released = released  # type: ignore[attr-defined]
+            handle = runner.resolve(f"{src}:Predictor")
+            p = rj.Prediction(handle.name, {}, backend="local", handle=handle, runner=runner)
+            runner.execute(p)
+            p.wait(10)
+            assert p.output == f"v{n}"
+            assert len([k for k in runner.warm if str(src) in k]) == 1  # the old version is not kept warm
+        deadline = time.monotonic() + 5
+        while released != ["v0", "v1"] and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert released == ["v0", "v1"]
+    finally:
+        runner.close()

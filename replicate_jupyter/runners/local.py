@@ -134,6 +134,8 @@ class LocalRunner(Runner):
             if warm is not None and not warm.thread.defunct:
                 self._warm.move_to_end(spec.key)
                 return warm, None
+            if spec.replaces and spec.replaces in self._warm:  # edited: the old code's instance goes first
+                self.evict(spec.replaces)
             thread = ModelThread(spec.name, use_loop=is_async)
             context = fresh_context(None, sink=lambda s: p.emit(Log(text=s)))
             if is_async:
