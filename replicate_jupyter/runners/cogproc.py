@@ -316,10 +316,13 @@ def _setup_prints(url: str | None) -> str:
     """What the model printed during setup(), from coglet's health (its own lines left out)."""
     if not url:
         return ""
-    try:
-        logs = httpx.get(url + "/health-check", timeout=5).json().get("setup", {}).get("logs", "")
-    except (httpx.HTTPError, ValueError, AttributeError):
-        return ""
+    logs = ""
+    for attempt in range(3):  # a loaded machine can keep a just-started worker slow to answer
+        try:
+            logs = httpx.get(url + "/health-check", timeout=10).json().get("setup", {}).get("logs", "")
+            break
+        except (httpx.HTTPError, ValueError, AttributeError):
+            time.sleep(0.2 * (attempt + 1))
     out = [line[len("[coglet::setup] "):] for line in str(logs).splitlines() if line.startswith("[coglet::setup] ")]
     out = [line for line in out if not line.startswith("<string>:")]  # cog's own deprecation notes
     return "".join(line + "\n" for line in out)

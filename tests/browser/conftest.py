@@ -139,8 +139,11 @@ def lab():
         shutil.rmtree(base, ignore_errors=True)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
+    """Per module, not per session: Playwright's sync API holds an asyncio loop running in the
+    main thread while it lives, and every later test that calls `asyncio.run` (the async API
+    tests) would fail with "cannot be called from a running event loop"."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
