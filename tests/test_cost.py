@@ -521,3 +521,34 @@ def test_quickstart_prompts_are_in_the_vocabulary_and_shapes_names_what_it_ignor
     assert p.status == "succeeded", p.error
     assert "ignored word (not in this model's vocabulary, or not where it can use it): 'blue'" in p.logs
     assert "on a background of white, black, gray, cream" in p.logs
+
+
+def test_the_budget_reserves_what_every_running_prediction_has_cost():
+    """Three predictions running at once under one budget: each alone is far from it, together
+    they pass it, so all are canceled when their sum reaches it (not each at the whole budget)."""
+    import time
+
+    from replicate_jupyter.cost import prices as cost_prices
+    from replicate_jupyter.cost.guard import CostGuard, reserved
+
+
+    cost_prices.prices.set("gpu-test-reserve", 1.0)  # USD per second
+    try:
+        ledger = Ledger()
+        ps = [Prediction("test/reserve", {}, backend="local") for _ in range(3)]
+        for p in ps:
+            CostGuard(p, None, budget=lambda: 0.6, ledger=ledger).attach()
+            p.emit(Started(hardware="gpu-test-reserve"))
+        t0 = time.monotonic()
+        while not all(p.cancel_event.is_set() for p in ps) and time.monotonic() - t0 < 2:
+            time.sleep(0.01)
+        elapsed = time.monotonic() - t0
+        assert all(p.cancel_event.is_set() for p in ps)
+        assert elapsed < 0.45  # together at ~0.2 s; alone each would run to 0.6 s
+        assert all("budget" in (p.cancel_reason or "") for p in ps)
+        assert reserved() > 0.5
+        for p in ps:
+            p.emit(Completed(status="canceled", metrics={"predict_time": 0.2}))
+        assert reserved() == 0.0  # finished: nothing held any more
+    finally:
+        cost_prices.prices.overrides.pop("gpu-test-reserve", None)

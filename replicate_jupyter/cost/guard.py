@@ -12,6 +12,7 @@ on every event and on a 10 Hz timer, since a predictor may report nothing for a 
 from __future__ import annotations
 
 import threading
+import weakref
 from typing import TYPE_CHECKING, Callable
 
 from replicate_jupyter.cost import billing
@@ -23,7 +24,20 @@ from replicate_jupyter.prediction.events import Completed, Event
 if TYPE_CHECKING:
     from replicate_jupyter.prediction.prediction import Prediction
 
-__all__ = ["CostGuard", "check_budget", "check_forecast", "forecast_of", "running_cost"]
+__all__ = ["CostGuard", "check_budget", "check_forecast", "forecast_of", "running_cost", "reserved"]
+
+#: the guards of predictions still running: the budget reserves what each has cost so far, so N
+#: concurrent runs cannot each spend up to the budget (each guard alone would count only itself)
+_live: weakref.WeakSet[CostGuard] = weakref.WeakSet()
+
+
+def reserved() -> float:
+    """What the predictions running under a guard have cost so far, together (USD)."""
+    total = 0.0
+    for g in list(_live):
+        if not (g.p.done or g.p.finished):
+            total += running_cost(g.p)
+    return total
 
 #: seconds between the guard's own looks at a prediction that emits nothing
 INTERVAL = 0.1
@@ -33,7 +47,7 @@ def check_budget(budget: float | None, ledger: Ledger) -> None:
     """Raise `BudgetExceeded` when the ledger has reached `budget` (None: no budget)."""
     if budget is None:
         return
-    spent = ledger.total()
+    spent = ledger.total() + reserved()  # the ledger, and what the running predictions hold already
     if spent >= budget:
         raise BudgetExceeded(budget, spent)
 
@@ -89,7 +103,9 @@ class CostGuard:
         self._timer: threading.Thread | None = None
 
     def attach(self) -> CostGuard:
+        _live.add(self)
         self.p.subscribe(self.on_event)
+        self.p.on_done(lambda _p: _live.discard(self))
         return self
 
     def on_event(self, p: Prediction, e: Event) -> None:
@@ -112,5 +128,5 @@ class CostGuard:
         budget = self.budget()
         if self.max_cost is not None and running >= self.max_cost:
             p.cancel(reason=f"canceled: --max-cost ${self.max_cost:.4f} reached")
-        elif budget is not None and self.ledger.total() + running >= budget:
+        elif budget is not None and self.ledger.total() + reserved() >= budget:  # reserved() counts p too
             p.cancel(reason=f"canceled: budget ${budget:.4f} reached")
