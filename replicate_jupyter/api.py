@@ -122,7 +122,11 @@ def execute(p: Prediction) -> Prediction:
     button) cancels it on its backend, records it, and propagates."""
     runner = p._runner
     try:
-        runner.execute(p)
+        if runner.admit(p):  # past the backend's max_inflight it waits in `starting`
+            try:
+                runner.execute(p)
+            finally:
+                runner.leave()
     except KeyboardInterrupt:
         if not p.done:
             p.cancel()

@@ -32,6 +32,7 @@ notebook layer (display, forms, magics), and reports every outcome as an event.
 """
 from __future__ import annotations
 
+import threading
 from typing import TYPE_CHECKING, Any
 
 from replicate_jupyter.prediction.handle import ModelHandle
@@ -41,6 +42,8 @@ if TYPE_CHECKING:
 
 __all__ = ["ModelHandle", "Runner"]
 
+_admit_lock = threading.Lock()
+
 
 class Runner:
     """Base class of the backends (`runners/local.py`, `runners/workers/`, …)."""
@@ -48,6 +51,32 @@ class Runner:
     name: str = "runner"
     #: True when `execute` may run several predictions at once (sweeps go concurrent).
     concurrent: bool = False
+    #: at most this many predictions on this backend at once (None: no limit); the rest wait in
+    #: `starting`, so a 500-point sweep does not open 500 streams against one connection pool
+    max_inflight: int | None = None
+    _inflight: threading.BoundedSemaphore | None = None
+
+    def admit(self, p: Prediction) -> bool:
+        """Wait for a place under `max_inflight` (at once without a limit). False when `p` was
+        canceled while it waited: it is then recorded canceled, and nothing ran or was charged."""
+        if self.max_inflight is None:
+            return True
+        with _admit_lock:
+            if self._inflight is None:
+                self._inflight = threading.BoundedSemaphore(self.max_inflight)
+        while not self._inflight.acquire(timeout=0.05):
+            if p.cancel_event.is_set():
+                from replicate_jupyter.prediction.events import Completed
+
+                p.emit(Completed(status="canceled", error=p.cancel_reason or "canceled before it started",
+                                 metrics={"predict_time": 0.0}))
+                return False
+        return True
+
+    def leave(self) -> None:
+        """The place `admit` gave is free again."""
+        if self._inflight is not None:
+            self._inflight.release()
 
     def resolve(self, ref: Any) -> ModelHandle:
         """The model `ref` names on this backend; raises `ModelNotFound` (closest names)."""

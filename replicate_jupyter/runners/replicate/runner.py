@@ -90,6 +90,7 @@ def _check_options(token: Any, unknown: dict[str, Any]) -> None:
 class ReplicateRunner(Runner):
     name = "replicate"
     concurrent = True
+    max_inflight = 32  # one SSE stream each: well inside the client's connection pool
 
     def __init__(self, base_url: str | None = None, hardware: str | dict[str, str] | None = None,
                  default_hardware: str = "gpu-t4", upload_threshold: int = 256 * 1024,
