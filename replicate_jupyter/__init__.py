@@ -46,7 +46,7 @@ __version__ = "0.1.0"
 __all__ = [
     "run", "stream", "async_run", "async_stream", "predictions", "create", "schema", "models", "ledger", "form",
     "backend", "use", "workers", "Client", "deployments", "files", "hardware", "webhooks", "paginate",
-    "async_paginate", "Page", "Prediction", "FileOutput", "session",
+    "async_paginate", "Page", "Prediction", "FileOutput", "session", "rerun", "replay", "records",
     "ReplicateJupyterError", "InputError", "ModelNotFound", "ModelError", "BackendError", "BudgetExceeded", "Canceled",
 ]
 
@@ -60,6 +60,29 @@ def form(ref: Any = None, *, on: str | None = None) -> Any:
     from replicate_jupyter.notebook.forms import form as _form
 
     return _form(ref, on=on)
+
+
+def rerun(id: str | None = None, **kwargs: Any) -> Any:
+    """Run a recorded prediction again (`%replicate rerun`): by id, `cell=N` or `last=True`,
+    optionally `on=` another backend, `compare=True` for old vs new."""
+    from replicate_jupyter.notebook.rerun import rerun as _rerun
+
+    return _rerun(id, **kwargs)
+
+
+def replay(path: str, **kwargs: Any) -> Any:
+    """Rerun every recorded prediction of a saved notebook (`%replicate replay`): `on=`,
+    `budget=`, `dry_run=`."""
+    from replicate_jupyter.notebook.rerun import replay as _replay
+
+    return _replay(path, **kwargs)
+
+
+def records(notebook: str | None = None) -> Any:
+    """The records of a saved .ipynb (no kernel state needed), or of this kernel's predictions."""
+    from replicate_jupyter.notebook.records import records as _records
+
+    return _records(notebook)
 
 
 def backend(name: str, **options: Any) -> Runner:

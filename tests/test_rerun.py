@@ -361,3 +361,14 @@ def test_a_payload_pointing_at_its_bundles_png_is_hashed_from_those_bytes():
     (f,) = saved.output()
     assert isinstance(f, FileOutput) and f.is_image and f.read() == png
     assert saved.record["output_sha256"] == rec["output_sha256"]
+
+
+def test_the_package_root_offers_rerun_replay_and_records(original):
+    import replicate_jupyter as rj
+
+    recs = rj.records(str(original["path"]))
+    assert [r.model for r in recs] == [r.model for r in records(original["path"])] and len(recs) == 6
+    before = len(rj.predictions.list())
+    summary = rj.replay(str(original["path"]), dry_run=True)
+    assert summary.dry_run and [s.state for s in summary.steps] == ["would run"] * 6
+    assert len(rj.predictions.list()) == before  # a dry run runs nothing
