@@ -452,3 +452,20 @@ def test_a_worker_with_a_closed_client_is_unreachable_and_skipped(workers):
     finally:
         w.client = CogClient(a.url)
     ready_again(a)  # the same health thread sees it come back
+
+
+@pytest.mark.parametrize("text", ["not-a-url", "ftp://gpu1:5000", "http://gpu 1:5000", "http://gpu1:port",
+                                  "http://gpu1:5000/?x=1"])
+def test_a_worker_url_that_is_not_one_is_refused_at_once(text):
+    before = [r["url"] for r in pool().list()]
+    with pytest.raises(InputError, match="not a worker URL"):
+        pool().add(text)
+    assert [r["url"] for r in pool().list()] == before  # nothing added
+
+
+def test_a_worker_url_gets_its_scheme():
+    from replicate_jupyter.runners.workers.worker_pool import _worker_url
+
+    assert _worker_url("gpu1:5000") == "http://gpu1:5000"
+    assert _worker_url("https://gpu1.example.com/") == "https://gpu1.example.com"
+    assert _worker_url("http://[::1]:5055") == "http://[::1]:5055"

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import builtins
 import html
+import re
 import threading
 import time
+import urllib.parse
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from replicate_jupyter.errors import BackendError
+from replicate_jupyter.errors import BackendError, InputError, Problem
 from replicate_jupyter.runners.workers.cog_client import CogClient
 
 __all__ = ["Pool", "Worker"]
@@ -86,9 +88,7 @@ class Pool:
         """Add a worker (a `replicate-jupyter serve` or any Cog server) by its base URL.
         `token_env` names an environment variable holding a bearer token (the token itself is
         never stored); `hardware` sets the price SKU when the worker's schema does not say."""
-        url = url.rstrip("/")
-        if not url.startswith(("http://", "https://")):
-            url = "http://" + url
+        url = _worker_url(url)
         with self._cond:
             w = self._workers.get(url)
             if w is None:
@@ -292,3 +292,25 @@ class Pool:
 
     def close(self) -> None:
         self._stop.set()
+
+
+_HOST = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$")
+
+
+def _worker_url(text: str) -> str:
+    """`http://host:port` from what a user typed (`host:port` gets `http://`); InputError for
+    anything that is not a worker's base URL, so `%replicate workers add not-a-url` is refused
+    at once instead of failing health checks forever. A bare word needs a port or a scheme."""
+    raw = str(text).strip().rstrip("/")
+    explicit = raw.startswith(("http://", "https://"))
+    url = raw if explicit else "http://" + raw
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port, host = parts.port, parts.hostname or ""
+    except ValueError:
+        port, host, parts = None, "", None
+    ok_host = bool(_HOST.match(host)) or (":" in host)  # a name, an IPv4 address, or [IPv6]
+    if parts is None or not ok_host or not (explicit or port is not None) or parts.query or parts.fragment:
+        raise InputError([Problem("url", "url", text, "a worker's base URL: http://HOST:PORT or HOST:PORT",
+                                  message=f"{text!r} is not a worker URL: give http://HOST:PORT (or HOST:PORT)")])
+    return url
