@@ -22,7 +22,35 @@ CASES = [  # folder, input, the output Cog gives (file outputs: the file's bytes
     ("hello_context", {"name": "Ada"}, "hello Ada, from nobody (0 context keys)"),
     ("hello_train", {"text": "x"}, "hello x"),
     ("notebook", {"name": "Ada"}, "hello, Ada"),
+    ("hello_concurrency", {"total": 3, "interval": 0}, "Apple\nBanana\nOrange"),
+    ("blur", {"image": "BLUR_INPUT", "blur": 2}, "BLURRED"),
 ]
+
+
+def _blur_input(tmp_path: pathlib.Path) -> pathlib.Path:
+    from PIL import Image
+
+    src = tmp_path / "in.png"
+    img = Image.new("RGB", (24, 24), (0, 0, 0))
+    img.paste((255, 255, 255), (8, 8, 16, 16))
+    img.save(src)
+    return src
+
+
+def _check(out, expected) -> None:
+    if expected == "BLURRED":  # blur's documented output: the same picture with soft edges
+        import io
+
+        from PIL import Image
+
+        blurred = Image.open(io.BytesIO(out))
+        assert blurred.size == (24, 24) and 0 < blurred.getpixel((7, 12))[0] < 255
+    else:
+        assert out == expected
+
+
+def _inputs(given, tmp_path):
+    return {k: (str(_blur_input(tmp_path)) if v == "BLUR_INPUT" else v) for k, v in given.items()}
 
 
 def _plain(out):
@@ -35,24 +63,24 @@ def _plain(out):
 
 
 @pytest.mark.parametrize("folder, given, expected", CASES, ids=[c[0] for c in CASES])
-def test_runs_unchanged_on_local(folder, given, expected):
+def test_runs_unchanged_on_local(folder, given, expected, tmp_path):
     cwd = os.getcwd()
-    out = rj.run(str(EXAMPLES / folder), input=given, on="local")
-    assert _plain(out) == expected
+    out = rj.run(str(EXAMPLES / folder), input=_inputs(given, tmp_path), on="local")
+    _check(_plain(out), expected)
     assert os.getcwd() == cwd  # the model ran from its folder; the kernel's cwd is untouched
 
 
 @pytest.mark.parametrize("folder, given, expected", CASES, ids=[c[0] for c in CASES])
-def test_runs_unchanged_through_serve_on_workers(folder, given, expected):
+def test_runs_unchanged_through_serve_on_workers(folder, given, expected, tmp_path):
     worker = Serve(str(EXAMPLES / folder))
     try:
         pool().add(worker.url)
         names = [r["model"] for r in pool().list() if r["url"] == worker.url]
-        p = rj.predictions.create(names[0] if names and names[0] else str(EXAMPLES / folder), input=given,
-                                  on="workers").wait(120)
+        p = rj.predictions.create(names[0] if names and names[0] else str(EXAMPLES / folder),
+                                  input=_inputs(given, tmp_path), on="workers").wait(120)
         assert p.status == "succeeded", (p.error, p.logs)
         assert p.backend == "workers" and p.metrics.get("worker") == worker.url
-        assert _plain(p.output) == expected
+        _check(_plain(p.output), expected)
     finally:
         try:
             pool().remove(worker.url)
