@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import math
 import threading
+import time
 from collections import OrderedDict
 from typing import Any, Mapping, NoReturn
 
@@ -278,7 +279,20 @@ class Session(Configurable):
                 if name in fresh:
                     self._runners[name] = fresh[name]
         for runner in retired:
-            runner.close()
+            self._retire(runner)
+
+    def _retire(self, runner: Runner, grace: float = 10.0) -> None:
+        """A replaced runner cancels its running predictions first (each says why), then closes:
+        never a run torn down mid-predict, or left billing on Replicate with nobody following it."""
+        running = [p for p in list(self.predictions.values()) if getattr(p, "_runner", None) is runner and not p.done]
+        for p in running:
+            p.cancel(reason=f"canceled: the {runner.name} backend was reconfigured while it ran")
+        end = time.monotonic() + grace
+        # until each has its final state recorded (not `done`: its done-callbacks may need this
+        # session's lock, which a settings change holds while it runs)
+        while any(not p.finished for p in running) and time.monotonic() < end:
+            time.sleep(0.02)
+        runner.close()
 
     @observe("preview_rate")
     def _preview_rate_changed(self, change: Any) -> None:
