@@ -31,6 +31,12 @@ __all__ = ["CostGuard", "check_budget", "check_forecast", "forecast_of", "runnin
 _live: weakref.WeakSet[CostGuard] = weakref.WeakSet()
 
 
+#: ledger → (budget, entries) when the guard last canceled a run for that budget: the budget is
+#: reached then, even if the canceled run's final predict_time (measured by its runner from the
+#: call, not from Started) comes out a little under it; a new budget or a new entry clears it
+_reached: weakref.WeakKeyDictionary[Ledger, tuple[float, int]] = weakref.WeakKeyDictionary()
+
+
 def reserved() -> float:
     """What the predictions running under a guard have cost so far, together (USD)."""
     total = 0.0
@@ -48,7 +54,7 @@ def check_budget(budget: float | None, ledger: Ledger) -> None:
     if budget is None:
         return
     spent = ledger.total() + reserved()  # the ledger, and what the running predictions hold already
-    if spent >= budget:
+    if spent >= budget or _reached.get(ledger) == (budget, len(ledger)):
         raise BudgetExceeded(budget, spent)
 
 
@@ -101,6 +107,7 @@ class CostGuard:
         self.budget = budget
         self.ledger = ledger
         self._timer: threading.Thread | None = None
+        self._reached_budget: float | None = None
 
     def attach(self) -> CostGuard:
         _live.add(self)
@@ -129,4 +136,11 @@ class CostGuard:
         if self.max_cost is not None and running >= self.max_cost:
             p.cancel(reason=f"canceled: --max-cost ${self.max_cost:.4f} reached")
         elif budget is not None and self.ledger.total() + reserved() >= budget:  # reserved() counts p too
+            self._reached_budget = budget
+            p.on_done(self._mark_reached)
             p.cancel(reason=f"canceled: budget ${budget:.4f} reached")
+
+    def _mark_reached(self, _p: Prediction) -> None:
+        """After the ledger recorded the canceled run: its budget counts as reached."""
+        if self._reached_budget is not None:
+            _reached[self.ledger] = (self._reached_budget, len(self.ledger))
