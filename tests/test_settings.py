@@ -141,6 +141,10 @@ BAD = [
     ("prices", {"": 0.1}, "sku"), ("prices", ["cpu"], "type"),
     ("backend_options", {"nope": {}}, "backend"), ("backend_options", {"local": {"bogus": 1}}, "option"),
     ("backend_options", {"local": 5}, "type"), ("backend_options", {"replicate": {"token": "r8_SECRETx"}}, "option"),
+    ("backend_options", {"local": {"max_inflight": 0}}, "option"),
+    ("backend_options", {"replicate": {"max_inflight": "many"}}, "option"),
+    ("backend_options", {"workers": {"max_inflight": True}}, "option"),
+    ("backend_options", {"ray": {"max_inflight": 2.5}}, "option"),
 ]
 
 
