@@ -375,3 +375,24 @@ def test_actor_lost_before_the_run_started_is_retried(rj, tmp_path):
     assert p.status == "succeeded" and p.output == "ready"
     assert "submitting it again (1/" in p.logs and "before the run started" in p.logs
     assert runner.actor_info(ref)["pid"] != info["pid"]
+
+
+def test_a_reconfigured_ray_backend_cancels_its_run_before_the_actors_go(rj, cluster):
+    """New options replace the runner: its running prediction is canceled first (saying why), not
+    torn down with its actor mid-predict; the new runner (same cluster) runs the next one. Last in
+    the module: it replaces the runner the other tests share."""
+    from replicate_jupyter.session import session
+
+    p = rj.predictions.create(BUSY, input={"seconds": 30}, on="ray")
+    deadline = time.monotonic() + 60
+    while p.status != "processing" and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert p.status == "processing", (p.status, p.error)
+    old = _runner()
+    t0 = time.monotonic()
+    session.use("ray", address=cluster["address"], **OPTS, start_retries=3)
+    assert p.finished and p.status == "canceled" and "reconfigured" in (p.cancel_reason or "")
+    assert time.monotonic() - t0 < 12
+    assert _runner() is not old
+    again = rj.predictions.create(f"{PRED / 'sleep.py'}:Predictor", input={"seconds": 0}, on="ray").wait(90)
+    assert again.status == "succeeded", again.error
