@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 from replicate_jupyter.prediction.files import FileOutput, InputFile
 
-__all__ = ["call_params", "takes_kwargs", "is_stream", "close_stream", "to_predictor_input", "to_output",
+__all__ = ["call_params", "emit_result", "takes_kwargs", "is_stream", "close_stream", "to_predictor_input", "to_output",
            "is_oom", "model_traceback", "run_coroutine", "iterate_async", "build_kwargs", "preview_throttle",
            "call_and_emit", "acall_and_emit"]
 
@@ -197,14 +197,21 @@ def preview_throttle(rate: float) -> Callable[[], bool]:
 def call_and_emit(call: Any, kwargs: dict, emit: Callable[[Any], None], cancel: threading.Event) -> None:
     """Call the predictor and emit its output: each item of a stream (sync, async, generator) as
     it comes, or the whole value. A cancel between items closes the stream and raises Canceled."""
-    from replicate_jupyter.errors import Canceled
-    from replicate_jupyter.prediction.events import Output
 
     result = call(**kwargs)
     if inspect.iscoroutine(result):
         result = run_coroutine(result)
     if inspect.isasyncgen(result):
         result = iterate_async(result)
+    emit_result(result, emit, cancel)
+
+
+def emit_result(result: Any, emit: Callable[[Any], None], cancel: threading.Event) -> None:
+    """Emit a predictor's (sync) result: each item of a stream as it comes, or the whole value.
+    A cancel between items closes the stream and raises Canceled."""
+    from replicate_jupyter.errors import Canceled
+    from replicate_jupyter.prediction.events import Output
+
     if is_stream(result):
         for i, item in enumerate(result):
             emit(Output(value=to_output(item, i), index=i))
@@ -235,11 +242,5 @@ async def acall_and_emit(call: Any, kwargs: dict, emit: Callable[[Any], None], c
                     raise Canceled()
         finally:
             await result.aclose()
-    elif is_stream(result):
-        for i, item in enumerate(result):
-            emit(Output(value=to_output(item, i), index=i))
-            if cancel.is_set():
-                close_stream(result)
-                raise Canceled()
     else:
-        emit(Output(value=to_output(result), index=None))
+        emit_result(result, emit, cancel)
