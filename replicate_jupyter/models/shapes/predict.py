@@ -11,6 +11,7 @@ import random
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any, Callable
 
 import torch
 from cog import BasePredictor, Input
@@ -104,6 +105,21 @@ class Predictor(BasePredictor):
             self.index["backgrounds"].get(parsed.background, null[2]) if parsed.background else null[2],
         ]
 
+    def _step(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, uncond: torch.Tensor,
+              g: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """One denoising step with classifier-free guidance (skipped at g == 1): the next sample
+        and the predicted clean image, which the step preview shows. Shared by `predict` and
+        `predict_batch`, so a member's images are the ones it gets alone."""
+        tt = t.to(self.device).expand(x.shape[0])
+        if g == 1.0:
+            x0 = self.net(x, tt, cond)
+        else:
+            both = self.net(torch.cat([x, x]), torch.cat([tt, tt]), torch.cat([uncond, cond]))
+            x0_u, x0_c = both.chunk(2)
+            x0 = x0_u + g * (x0_c - x0_u)
+        x0 = x0.clamp(-1, 1)
+        return self.scheduler.step(x0, t, x, eta=0.0).prev_sample, x0
+
     # several predictions in one denoising loop (predict_batch): the same steps and guidance;
     # prompts, seeds, negative prompts, output counts and formats may differ
     @_batchable(max_batch=16, match=("num_inference_steps", "guidance_scale"), weight="num_outputs")
@@ -124,15 +140,7 @@ class Predictor(BasePredictor):
         seed: int = Input(description="Random seed. Leave blank to randomize", default=None),
         output_format: str = Input(description="Format of the output images", default="png", choices=["png", "webp"]),
     ) -> list[CogPath]:
-        if seed is None:
-            seed = random.SystemRandom().randrange(2**31)
-        parsed, negative = _prompt.parse(prompt), _prompt.parse(negative_prompt)
-        _progress.log(f"Using seed: {seed}")
-        _progress.log(parsed.describe())
-        if parsed.ignored:  # say plainly which words changed nothing, and what it can draw instead
-            _progress.log(_ignored_note(parsed.ignored))
-        if negative_prompt.strip():
-            _progress.log("negative " + negative.describe())
+        seed, parsed, negative = _read_prompt(prompt, negative_prompt, seed, _progress.log)
 
         n = num_outputs
         cond = torch.tensor([self._labels(parsed)] * n, device=self.device)
@@ -145,24 +153,14 @@ class Predictor(BasePredictor):
         timesteps = self.scheduler.timesteps
         g = float(guidance_scale)
         for i, t in enumerate(timesteps):
-            tt = t.to(self.device).expand(n)
-            if g == 1.0:
-                x0 = self.net(x, tt, cond)
-            else:
-                both = self.net(torch.cat([x, x]), torch.cat([tt, tt]), torch.cat([uncond, cond]))
-                x0_u, x0_c = both.chunk(2)
-                x0 = x0_u + g * (x0_c - x0_u)
-            x0 = x0.clamp(-1, 1)
-            x = self.scheduler.step(x0, t, x, eta=0.0).prev_sample
+            x, x0 = self._step(x, t, cond, uncond, g)
             _progress.progress(i + 1, len(timesteps))
             _progress.preview(lambda x0=x0: _preview_strip(x0.cpu()), step=i + 1)
 
         out_dir = Path(tempfile.mkdtemp(prefix="shapes-"))
         paths = []
         for k, img in enumerate(_to_images(x.cpu(), OUT_SIZE, Image.Resampling.BICUBIC)):
-            p = out_dir / f"out-{k}.{output_format}"
-            img.save(p, format=output_format.upper(), **({"lossless": True} if output_format == "webp" else {}))
-            paths.append(CogPath(p))
+            paths.append(_save(img, out_dir / f"out-{k}.{output_format}", output_format))
         return paths
 
     def predict_batch(self, inputs: list[dict]) -> list[list[CogPath] | None]:
@@ -174,14 +172,8 @@ class Predictor(BasePredictor):
         size = self.config["model"]["size"]
         conds, unconds, noise, owner = [], [], [], []
         for i, inp in enumerate(inputs):
-            seed = inp["seed"] if inp["seed"] is not None else random.SystemRandom().randrange(2**31)
-            parsed, negative = _prompt.parse(inp["prompt"]), _prompt.parse(inp["negative_prompt"])
-            batch.log(i, f"Using seed: {seed}")
-            batch.log(i, parsed.describe())
-            if parsed.ignored:
-                batch.log(i, _ignored_note(parsed.ignored))
-            if inp["negative_prompt"].strip():
-                batch.log(i, "negative " + negative.describe())
+            seed, parsed, negative = _read_prompt(inp["prompt"], inp["negative_prompt"], inp["seed"],
+                                                  functools.partial(batch.log, i))
             n = int(inp["num_outputs"])
             conds += [self._labels(parsed)] * n
             unconds += [self._labels(negative)] * n
@@ -202,15 +194,7 @@ class Predictor(BasePredictor):
                 on_device = rows.to(self.device)
                 x, cond, uncond, owner_t = x[on_device], cond[on_device], uncond[on_device], owner_t[rows]
                 members = len(keep)
-            tt = t.to(self.device).expand(x.shape[0])
-            if g == 1.0:
-                x0 = self.net(x, tt, cond)
-            else:
-                both = self.net(torch.cat([x, x]), torch.cat([tt, tt]), torch.cat([uncond, cond]))
-                x0_u, x0_c = both.chunk(2)
-                x0 = x0_u + g * (x0_c - x0_u)
-            x0 = x0.clamp(-1, 1)
-            x = self.scheduler.step(x0, t, x, eta=0.0).prev_sample
+            x, x0 = self._step(x, t, cond, uncond, g)
             batch.progress(step + 1, len(timesteps))
             batch.preview(functools.partial(_member_preview, x0, owner_t), step + 1)
 
@@ -224,8 +208,28 @@ class Predictor(BasePredictor):
                 continue  # canceled: nothing to save
             saved: list[CogPath] = []
             for k, img in enumerate(mine):
-                p = out_dir / f"out-{i}-{k}.{fmt}"
-                img.save(p, format=fmt.upper(), **({"lossless": True} if fmt == "webp" else {}))
-                saved.append(CogPath(p))
+                saved.append(_save(img, out_dir / f"out-{i}-{k}.{fmt}", fmt))
             outputs[i] = saved
         return outputs
+
+
+def _read_prompt(prompt: str, negative_prompt: str, seed: int | None,
+                 log: Callable[[str], Any]) -> tuple[int, Any, Any]:
+    """The seed (drawn when none is given) and the parsed prompts, each said in the logs as the
+    model reads it, plainly naming words that changed nothing and what it can draw instead."""
+    if seed is None:
+        seed = random.SystemRandom().randrange(2**31)
+    parsed, negative = _prompt.parse(prompt), _prompt.parse(negative_prompt)
+    log(f"Using seed: {seed}")
+    log(parsed.describe())
+    if parsed.ignored:
+        log(_ignored_note(parsed.ignored))
+    if negative_prompt.strip():
+        log("negative " + negative.describe())
+    return seed, parsed, negative
+
+
+def _save(img: Any, path: Path, fmt: str) -> CogPath:
+    """An output image in its format (webp lossless: the pixels are the model's)."""
+    img.save(path, format=fmt.upper(), **({"lossless": True} if fmt == "webp" else {}))
+    return CogPath(path)
