@@ -38,6 +38,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--pass-env", action="append", default=[], metavar="NAME",
                        help="let the predictor see this credential-looking variable of serve's environment "
                             "(*_TOKEN, *_KEY, *SECRET* are withheld otherwise; a cog.yaml may list its own)")
+    serve.add_argument("--no-batching", action="store_true",
+                       help="serve a model that declares batching one prediction per call, as plain Cog does "
+                            "(by default its concurrent predictions run as batches)")
     serve.add_argument("--exit-with-stdin", action="store_true",
                        help="stop when stdin closes (for a parent process that starts serve and holds the pipe)")
     return parser
@@ -53,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
             token = load_token(args.token_file)
             server = Server(args.predictor, host=args.host, port=args.port, concurrency=args.concurrency,
                             name=args.name, hardware=args.hardware, token=token, insecure=args.insecure,
-                            pass_env=args.pass_env, exit_with_stdin=args.exit_with_stdin)
+                            pass_env=args.pass_env, exit_with_stdin=args.exit_with_stdin,
+                            batching=not args.no_batching)
         except Exception as exc:  # a bad reference (InputError included): our message, not a traceback
             print(f"replicate-jupyter serve: {exc}", file=sys.stderr)
             return 2

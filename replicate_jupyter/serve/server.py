@@ -58,7 +58,8 @@ class Server:
     def __init__(self, ref: str, host: str = "127.0.0.1", port: int = 5000, concurrency: int = 1,
                  name: str | None = None, hardware: str | None = None, poll: float = 0.5,
                  ready_timeout: float = 300.0, out: TextIO | None = None, token: str | None = None,
-                 insecure: bool = False, pass_env: Iterable[str] = (), exit_with_stdin: bool = False) -> None:
+                 insecure: bool = False, pass_env: Iterable[str] = (), exit_with_stdin: bool = False,
+                 batching: bool = True) -> None:
         self.host = host
         self.port = port
         self.poll = poll
@@ -72,12 +73,14 @@ class Server:
             raise InsecureBind(
                 f"serving on {host} lets anyone who can reach it run predictions on this machine: give a worker "
                 "token (set RJ_WORKER_TOKEN, or --token-file PATH) and add the worker with it, or pass --insecure")
-        self.rundir = workdir.prepare(ref, name, hardware)
+        self.rundir = workdir.prepare(ref, name, hardware, concurrency=concurrency, batching=batching)
         self.schema = self.rundir.schema
         self.name = self.schema["info"]["x-replicate-model"]
         self.hardware = self.schema["info"]["x-replicate-hardware"]
         folder = self.rundir.folder
         self.concurrency = max(1, int(concurrency if concurrency != 1 or folder is None else folder.concurrency or 1))
+        if self.rundir.concurrency:  # a batching model: a batch's members are concurrent predictions
+            self.concurrency = self.rundir.concurrency
         self.upstream_port = free_port("127.0.0.1")
         self.front: Front | None = None
         self.proc: subprocess.Popen | None = None
@@ -214,6 +217,8 @@ class Server:
             self.front.stop()
             raise
         auth = "token required" if self.token else "no token"
+        if self.rundir.concurrency:
+            auth += f", batches up to {self.schema['info']['x-rj-batching']['max_batch']}"
         pid = self.proc.pid if self.proc is not None else None
         self.say(f"{self.name} ready at {self.url} (hardware {self.hardware}, pid {pid}, {auth}, "
                  f"runs in {self.rundir.cwd} [{self.rundir.mode}], logs {self.log_path})")

@@ -29,6 +29,7 @@ import tempfile
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
+from replicate_jupyter.serve import batched
 from replicate_jupyter.serve.folder import ModelFolder, find_folder, model_environment
 
 __all__ = ["RunDir", "prepare", "SHIM_MODULE"]
@@ -50,6 +51,7 @@ class RunDir:
     mode: str  # "folder" | "mirror" | "private"
     wrote: list[pathlib.Path] = field(default_factory=list)
     made_cog_dir: bool = False
+    concurrency: int | None = None  # coglet's slots a batching model needs (None: as asked)
 
     @property
     def log_path(self) -> pathlib.Path:
@@ -144,9 +146,13 @@ def model_context(folder: ModelFolder | None) -> Iterator[None]:
         os.environ.update(saved_env)
 
 
-def prepare(ref: str, name: str | None = None, hardware: str | None = None) -> RunDir:
+def prepare(ref: str, name: str | None = None, hardware: str | None = None, concurrency: int = 1,
+            batching: bool = True) -> RunDir:
     """Load the predictor (so a bad reference fails here with our message, not as coglet's
-    SETUP_FAILED later), build its schema and lay out the directory coglet runs in."""
+    SETUP_FAILED later), build its schema and lay out the directory coglet runs in. A model that
+    declares batching (outside a Cog folder, as on the local runner) is served through the
+    batching adapter (serve/batched.py) with `concurrency` slots (its max batch when 1), and its
+    schema's `info` says so (`x-rj-batching`), so the pool sends it a sweep's members together."""
     from replicate_jupyter.model import predictors
     from replicate_jupyter.runners import devices
 
@@ -165,6 +171,10 @@ def prepare(ref: str, name: str | None = None, hardware: str | None = None) -> R
     # `completed`), so the pool sees logs live and knows when a prediction really started.
     post = schema.setdefault("paths", {}).setdefault("/predictions", {}).setdefault("post", {})
     post["x-cog-streaming"] = True
+    batch = batched.batching_info(spec) if batching and folder is None else None
+    if batch is not None:
+        batch["concurrency"] = max(2, int(concurrency)) if concurrency > 1 else max(2, batch["max_batch"])
+        info[batched.INFO_KEY] = batch
     state = pathlib.Path(tempfile.mkdtemp(prefix="rj-serve-"))
     if folder is not None:
         rd = RunDir(state=state, cwd=folder.root, stub=folder.target, schema=schema, folder=folder, mode="folder")
@@ -175,7 +185,10 @@ def prepare(ref: str, name: str | None = None, hardware: str | None = None) -> R
     (state / f"{SHIM_MODULE}.py").write_text(
         '"""Written by replicate-jupyter serve: the predictor class, loaded the way every runner loads it."""\n'
         "from replicate_jupyter.model import predictors as _predictors\n\n"
-        f"Predictor = _predictors.load({ref!r}, {spec.name!r}).cls\n"
+        + (f"Predictor = _predictors.load({ref!r}, {spec.name!r}).cls\n" if batch is None else
+           "from replicate_jupyter.serve.batched import adapter_class as _adapter\n\n"
+           f"Predictor = _adapter(_predictors.load({ref!r}, {spec.name!r}), {batch['concurrency']})\n")
     )
-    return RunDir(state=state, cwd=state, stub=f"{SHIM_MODULE}.py:Predictor", schema=schema, folder=None, mode="private")
+    return RunDir(state=state, cwd=state, stub=f"{SHIM_MODULE}.py:Predictor", schema=schema, folder=None, mode="private",
+                  concurrency=batch["concurrency"] if batch is not None else None)
 

@@ -29,13 +29,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterator
 
 from replicate_jupyter.errors import BackendError, BackendTimeout
-from replicate_jupyter.prediction.events import Completed, Log, Output
+from replicate_jupyter.prediction.events import Completed, Log, Metric, Output
 from replicate_jupyter.runners.context import parse_relayed
 from replicate_jupyter.runners.http import cause_name
 from replicate_jupyter.runners.remote import RemoteRun, is_iterator
 from replicate_jupyter.runners.sse import SSEEvent
 from replicate_jupyter.runners.workers.cog_client import REATTACH_PROBE, CogClient, CogResponse, PendingAnswer
-from replicate_jupyter.runners.workers.wire import decode_output, streams, strip_prefix
+from replicate_jupyter.runners.workers.wire import SHARE_METRIC, decode_output, streams, strip_prefix
 from replicate_jupyter.runners.workers.worker_pool import Pool, Worker
 from replicate_jupyter.serve.outputs import null_output_error
 
@@ -227,6 +227,8 @@ class Attempt:
                     start, seen = seen, seen + len(text)
                     if seen > run.log_chars:
                         run.log_text(text[max(0, run.log_chars - start):])
+            elif ev.event == "metric" and data.get("name") in ("batch_size", "batch_id"):
+                p.emit(Metric(name=data["name"], value=data.get("value")))  # billed as a share while it runs
             elif ev.event == "error":
                 detail = data.get("error") or ev.data
                 skipped = data.get("skipped")
@@ -241,8 +243,11 @@ class Attempt:
         p = run.p
         status = data.get("status") or "failed"
         error = data.get("error")
-        reported: dict[str, Any] = data["metrics"] if isinstance(data.get("metrics"), dict) else {}
+        reported: dict[str, Any] = dict(data["metrics"]) if isinstance(data.get("metrics"), dict) else {}
         predict_time = reported.get("predict_time")
+        share = reported.pop(SHARE_METRIC, None)  # a batch member: its share of the batch's device time
+        if isinstance(share, (int, float)) and not isinstance(share, bool):
+            predict_time = share
         run.log_text(run.missed_logs(data.get("logs")))
         crashed = status == "failed" and "crash" in str(error or "").lower()
         if status == "failed" and not crashed:

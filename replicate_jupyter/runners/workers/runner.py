@@ -14,6 +14,12 @@ Each prediction goes to an idle worker serving its model, as one `PUT /predictio
   what no stream carried comes from the final state (workers/attempt.py).
 - no answer within `response_timeout` → failed with a BackendTimeout message naming the worker.
 - cancel / kernel interrupt → `POST /predictions/{id}/cancel`; the worker's `completed` closes it.
+
+A worker that batches (`replicate-jupyter serve` of a model declaring batching: its schema's
+`x-rj-batching`) takes as many predictions at once as it may batch, and the pool sends the
+compatible members of a sweep to the worker already running their batch key (wire.batch_key),
+so they meet in one batch there; each is still its own prediction, stream, cancel and cost
+(the worker reports its share of the batch's device time: attempt.py).
 """
 from __future__ import annotations
 
@@ -26,7 +32,7 @@ from replicate_jupyter.prediction.events import Completed, Log
 from replicate_jupyter.runners.base import ModelHandle, Runner
 from replicate_jupyter.runners.remote import RunTable
 from replicate_jupyter.runners.workers.attempt import Attempt, Limits, Retry, WorkerRun
-from replicate_jupyter.runners.workers.wire import decode_output, encode_input
+from replicate_jupyter.runners.workers.wire import batch_key, decode_output, encode_input
 from replicate_jupyter.runners.workers.worker_pool import Pool
 
 if TYPE_CHECKING:
@@ -134,12 +140,13 @@ class WorkersRunner(Runner):
         back-off, one that could not take it (nothing ran) excluded until every one has failed."""
         p = run.p
         payload = encode_input(p.input)
+        key = batch_key(p.schema, p.input)  # a batching model: compatible members go to one worker
         tried: list[str] = []
         excluded: set[str] = set()
         while not p.done:
             try:
                 w = self.pool.acquire(p.model, p.cancel_event, exclude=excluded,
-                                      unavailable_timeout=self.unavailable_timeout)
+                                      unavailable_timeout=self.unavailable_timeout, key=key)
             except BackendError as exc:
                 msg = str(exc)
                 if tried:
@@ -169,7 +176,7 @@ class WorkersRunner(Runner):
                         excluded.clear()  # every one failed once: wait for any to come back
             finally:
                 run.worker = None if not p.done else run.worker
-                self.pool.release(w, predict_time, ok)
+                self.pool.release(w, predict_time, ok, key=key)
 
     # ----- cancel --------------------------------------------------------------------------
     def cancel(self, p: Prediction) -> None:

@@ -7,12 +7,18 @@ these are pure functions of values and schemas, testable without a worker.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Hashable
 
 from replicate_jupyter.prediction.files import FileOutput, InputFile
 from replicate_jupyter.runners.remote import encode_values
 
-__all__ = ["encode_input", "decode_output", "streams", "strip_prefix"]
+__all__ = ["encode_input", "decode_output", "streams", "strip_prefix", "batching", "batch_key", "BATCHING_KEY", "SHARE_METRIC"]
+
+#: where a worker's schema `info` says how it batches (serve/batched.py writes it)
+BATCHING_KEY = "x-rj-batching"
+#: the metric a batching worker reports a member's share of the batch's device time under
+#: (coglet's own predict_time is the member's wall time, and a model may not record that name)
+SHARE_METRIC = "predict_time_share"
 
 
 def _as_data_uri(f: InputFile) -> str:
@@ -55,3 +61,29 @@ def strip_prefix(error: str) -> str:
     while error.startswith("Prediction failed: "):
         error = error[len("Prediction failed: "):]
     return error
+
+
+def batching(schema: dict | None) -> dict | None:
+    """How a worker batches, from its schema (`replicate-jupyter serve` of a batchable model):
+    `max_batch`, `match`/`vary`, `concurrency`; None for any other Cog server."""
+    info = ((schema or {}).get("info") or {}).get(BATCHING_KEY)
+    return info if isinstance(info, dict) and isinstance(info.get("max_batch"), int) else None
+
+
+def batch_key(schema: dict | None, inputs: dict[str, Any]) -> Hashable | None:
+    """What a prediction shares with the others it may be batched with on a worker (None: the
+    model does not batch): the worker's rule applied to the input with the schema's defaults, so
+    the pool sends compatible members of a sweep to the same worker. The worker applies the
+    rule's functions (alone, group) itself; this key only routes."""
+    rule = batching(schema)
+    if rule is None:
+        return None
+    from replicate_jupyter.model.batching import BatchRule
+
+    props = ((((schema or {}).get("components") or {}).get("schemas") or {}).get("Input") or {}).get("properties") or {}
+    filled = {k: v.get("default") for k, v in props.items() if isinstance(v, dict)}
+    filled.update(inputs)
+    vary = rule.get("vary")
+    br = BatchRule(max_batch=rule["max_batch"], match=None if vary is not None else frozenset(rule.get("match") or ()),
+                   vary=frozenset(vary) if vary is not None else None)
+    return br.key(filled)

@@ -14,12 +14,13 @@ import re
 import threading
 import time
 import urllib.parse
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
 
 from replicate_jupyter.errors import BackendError, InputError, Problem
 from replicate_jupyter.runners.workers.cog_client import CogClient
+from replicate_jupyter.runners.workers.wire import batching
 
 __all__ = ["Pool", "Worker"]
 
@@ -46,6 +47,18 @@ class Worker:
     conflicts: int = 0  # 409s in a row
     removed: bool = False
     active: dict[str, Any] = field(default_factory=dict)  # remote id → open response
+    keys: Counter = field(default_factory=Counter)  # batch key → our predictions of it on this worker now
+
+    @property
+    def batching(self) -> dict | None:
+        """How it batches (a `replicate-jupyter serve` of a batchable model), else None."""
+        return batching(self.schema)
+
+    @property
+    def capacity(self) -> int:
+        """Predictions it takes at once: its slots, or a batching worker's concurrency."""
+        b = self.batching
+        return max(self.slots, int(b.get("concurrency") or b["max_batch"])) if b else self.slots
 
     @property
     def hardware(self) -> str | None:
@@ -58,7 +71,7 @@ class Worker:
         return self.status in HEALTHY
 
     def idle(self, now: float) -> bool:
-        return self.alive and self.inflight < self.slots and now >= self.busy_until and self.schema is not None
+        return self.alive and self.inflight < self.capacity and now >= self.busy_until and self.schema is not None
 
     def row(self) -> dict[str, Any]:
         return {
@@ -227,10 +240,12 @@ class Pool:
             return [w for w in self._workers.values() if w.model == model]
 
     def acquire(self, model: str, cancel: threading.Event, exclude: set[str] | frozenset = frozenset(),
-                unavailable_timeout: float = 30.0) -> Worker | None:
+                unavailable_timeout: float = 30.0, key: Any = None) -> Worker | None:
         """Block until an idle worker serving `model` is free (FIFO among waiters); None if
         canceled. Raises BackendError when the queue is full or no worker serving the model
-        has been alive for `unavailable_timeout` seconds."""
+        has been alive for `unavailable_timeout` seconds. `key`: the prediction's batch key
+        (wire.batch_key): a batching worker already running predictions of that key is taken
+        first, so the members of a sweep meet in one batch; release with the same key."""
         ticket = (object(), model)
         with self._cond:
             if len(self._queue) >= self.max_queue:
@@ -248,8 +263,10 @@ class Pool:
                     if first is ticket:
                         idle = [w for w in candidates if w.idle(now)]
                         if idle:
-                            w = min(idle, key=lambda x: (x.inflight, x.done))
+                            w = _pick(idle, key)
                             w.inflight += 1
+                            if key is not None:
+                                w.keys[key] += 1
                             return w
                     if any(w.alive for w in candidates):
                         dead_since = None
@@ -275,9 +292,13 @@ class Pool:
                     pass
                 self._cond.notify_all()
 
-    def release(self, w: Worker, predict_time: float | None = None, ok: bool | None = None) -> None:
+    def release(self, w: Worker, predict_time: float | None = None, ok: bool | None = None, key: Any = None) -> None:
         with self._cond:
             w.inflight = max(0, w.inflight - 1)
+            if key is not None and w.keys.get(key):
+                w.keys[key] -= 1
+                if not w.keys[key]:
+                    del w.keys[key]
             if ok is not None:
                 w.conflicts = 0
                 if ok:
@@ -292,6 +313,16 @@ class Pool:
 
     def close(self) -> None:
         self._stop.set()
+
+
+def _pick(idle: builtins.list[Worker], key: Any) -> Worker:
+    """The worker for the next prediction: a batching one already running its batch key (the
+    fullest, so members gather rather than spread), else the least busy, as for any model."""
+    if key is not None:
+        joining = [w for w in idle if w.keys.get(key) and w.batching is not None]
+        if joining:
+            return max(joining, key=lambda x: x.keys[key])
+    return min(idle, key=lambda x: (x.inflight, x.done))
 
 
 _HOST = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$")
