@@ -6,75 +6,31 @@ the real pool.
 """
 from __future__ import annotations
 
-import os
 import pathlib
-import re
-import signal
 import subprocess
 import sys
-import threading
 import time
 
 import httpx
 import psutil
 import pytest
+from serve_helpers import ROOT
+from serve_helpers import Serve as _Serve
 
 import replicate_jupyter as rj
 from replicate_jupyter.runners.workers import pool
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
 PRED = ROOT / "tests" / "predictors"
-READY = re.compile(r"ready at (http://\S+) .*logs (\S+)\)")
 TOKEN = "rjw-3f9c2a7d51e84b06aa1c"
 HOST = "127.0.0.2"
 
 
-class Serve:
-    """A `replicate-jupyter serve` process with its own environment; output kept in `lines`."""
+class Serve(_Serve):
+    """serve as on a network address: 127.0.0.2 treated as one, no worker token unless given."""
 
-    def __init__(self, ref: str, *args: str, env: dict | None = None, host: str = HOST, wait: bool = True,
-                 timeout: float = 90.0) -> None:
-        full_env = dict(os.environ, RJ_SERVE_TREAT_AS_REMOTE=HOST)
-        full_env.pop("RJ_WORKER_TOKEN", None)
-        full_env.update(env or {})
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "replicate_jupyter.serve.cli", "serve", ref, "--host", host, "--port", "0", *args],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT, env=full_env)
-        self.lines: list[str] = []
-        self._ready = threading.Event()
-        self.url = self.log = None
-        self._reader = threading.Thread(target=self._drain, daemon=True)
-        self._reader.start()
-        if wait and not self._ready.wait(timeout):
-            self.stop()
-            raise RuntimeError("serve did not become ready:\n" + "".join(self.lines))
-
-    def _drain(self) -> None:
-        for line in self.proc.stdout:
-            self.lines.append(line)
-            m = READY.search(line)
-            if m and not self._ready.is_set():
-                self.url, self.log = m.group(1), pathlib.Path(m.group(2))
-                self._ready.set()
-
-    def tree(self) -> list[psutil.Process]:
-        me = psutil.Process(self.proc.pid)
-        return [me] + me.children(recursive=True)
-
-    def coglet(self) -> psutil.Process:
-        return next(c for c in psutil.Process(self.proc.pid).children() if "cog.server.http" in " ".join(c.cmdline()))
-
-    def started(self) -> int:
-        return self.log.read_text(errors="replace").count('"Starting prediction"')
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-        self._reader.join(5)
+    def __init__(self, ref: str, *args: str, env: dict | None = None, host: str = HOST, **kw) -> None:
+        super().__init__(ref, *args, env={"RJ_SERVE_TREAT_AS_REMOTE": HOST, "RJ_WORKER_TOKEN": None, **(env or {})},
+                         host=host, **kw)
 
 
 @pytest.fixture(scope="module")

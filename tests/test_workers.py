@@ -7,18 +7,13 @@ from __future__ import annotations
 
 import _thread
 import json
-import pathlib
-import re
-import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 
 import httpx
-import psutil
 import pytest
+from serve_helpers import ROOT, Serve  # noqa: F401  (other test modules import Serve from here)
 
 import replicate_jupyter as rj
 from replicate_jupyter import api
@@ -28,78 +23,7 @@ from replicate_jupyter.prediction.files import FileOutput
 from replicate_jupyter.prediction.prediction import Prediction
 from replicate_jupyter.runners.workers.runner import WorkersRunner, pool
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
 PRED = ROOT / "tests" / "predictors"
-READY = re.compile(r"ready at (http://\S+) .*logs (\S+)\)")
-
-
-class Serve:
-    """A `replicate-jupyter serve` process; its output is kept in `lines`."""
-
-    def __init__(self, ref: str, *args: str, timeout: float = 90.0) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "replicate_jupyter.serve.cli", "serve", ref, "--port", "0", *args],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
-        self.lines: list[str] = []
-        self._ready = threading.Event()
-        self.url = self.log = None
-        threading.Thread(target=self._drain, daemon=True).start()
-        if not self._ready.wait(timeout):
-            self.stop()
-            raise RuntimeError("serve did not become ready:\n" + "".join(self.lines))
-
-    def _drain(self) -> None:
-        for line in self.proc.stdout:
-            self.lines.append(line)
-            m = READY.search(line)
-            if m and not self._ready.is_set():
-                self.url, self.log = m.group(1), pathlib.Path(m.group(2))
-                self._ready.set()
-
-    def server(self) -> psutil.Process | None:
-        for c in psutil.Process(self.proc.pid).children():
-            try:
-                if "cog.server.http" in " ".join(c.cmdline()):
-                    return c
-            except psutil.Error:
-                pass
-        return None
-
-    def predictor_process(self) -> psutil.Process | None:
-        s = self.server()
-        if s is None:
-            return None
-        for c in s.children():
-            try:
-                if "_run_worker" in " ".join(c.cmdline()):
-                    return c
-            except psutil.Error:
-                pass
-        return None
-
-    def started_ids(self) -> list[str]:
-        """Prediction ids coglet started, from its own log (survives restarts: appended)."""
-        out = []
-        for line in self.log.read_text(errors="replace").splitlines():
-            if '"Starting prediction"' in line:
-                try:
-                    out.append(json.loads(line)["fields"]["prediction_id"])
-                except (ValueError, KeyError):
-                    pass
-        return out
-
-    def restarts(self) -> int:
-        return sum("back at" in line for line in self.lines)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-
-
 def wait_for(cond, timeout: float = 30.0, every: float = 0.05):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
