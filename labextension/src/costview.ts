@@ -7,23 +7,9 @@
  * runs, the kernel's cost so far reads `≈ $0.0003 so far`; before it starts,
  * its forecast reads `≈ $0.05 expected`. Every string goes in as text.
  */
+import { el, isObject } from './dom';
 import { formatCost, formatSeconds } from './format';
 import { IBilling, IPrediction, RUNNING_STATUSES } from './types';
-
-function isObject(value: unknown): value is Record<string, unknown> {
-  return typeof value === 'object' && value !== null && !Array.isArray(value);
-}
-
-function el<K extends keyof HTMLElementTagNameMap>(tag: K, className?: string, text?: string): HTMLElementTagNameMap[K] {
-  const node = document.createElement(tag);
-  if (className) {
-    node.className = className;
-  }
-  if (text !== undefined) {
-    node.textContent = text;
-  }
-  return node;
-}
 
 function num(value: unknown): number | null {
   return typeof value === 'number' && Number.isFinite(value) ? value : null;

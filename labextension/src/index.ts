@@ -1,6 +1,7 @@
 /**
  * The JupyterLab plugin: per-cell cost (written into `metadata.replicate`
- * and shown under the cell) and the notebook total in the status bar.
+ * and shown under the cell), the notebook total in the status bar, and the
+ * cards' Rerun and Compare buttons (rerun.ts).
  *
  * Everything is derived from the cells' outputs, which hold the full
  * prediction JSON, so a notebook opened without a kernel (or saved and
@@ -32,6 +33,7 @@ import {
   summarizeOutputs
 } from './cost';
 import { getCurrencyDecimals, setCurrencyDecimals } from './format';
+import { connectCardActions } from './rerun';
 
 const PLUGIN_ID = 'replicate-jupyter:plugin';
 const METADATA_KEY = 'replicate';
@@ -270,6 +272,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
     settingRegistry: ISettingRegistry | null,
     statusBar: IStatusBar | null
   ) => {
+    connectCardActions(app, tracker);
     const options: IOptions = { showCellLine: true };
     const watchers = new Map<NotebookPanel, NotebookWatcher>();
     const status = statusBar ? new CostStatus() : null;

@@ -7,12 +7,22 @@
  */
 import { IRenderMime } from '@jupyterlab/rendermime-interfaces';
 import { Widget } from '@lumino/widgets';
+import { renderActions } from './actions';
 import { IFoldState, readFolds, renderCard } from './card';
 import { onFormatChanged } from './format';
 import { resolveRefs } from './refs';
 import { IPrediction, MIME_TYPE, SWEEP_MIME_TYPE } from './types';
 
 const CLOSED: IFoldState = { logs: false, inputs: false };
+
+/** The card, with its action row (output hash, Rerun, Compare) once it is final and recorded. */
+function drawCard(host: HTMLElement, prediction: IPrediction, folds: IFoldState): void {
+  renderCard(host, prediction, folds);
+  const actions = renderActions(prediction);
+  if (actions) {
+    host.querySelector('.rj-card')?.appendChild(actions);
+  }
+}
 
 export class PredictionRenderer extends Widget implements IRenderMime.IRenderer {
   private _folds: IFoldState[] = [];
@@ -50,7 +60,7 @@ export class PredictionRenderer extends Widget implements IRenderMime.IRenderer 
     } else {
       this._folds[0] = readFolds(this.node, this._folds[0] ?? CLOSED);
       const resolved = resolveRefs(object, model.data as Record<string, unknown>) as IPrediction;
-      renderCard(this.node, resolved, this._folds[0]);
+      drawCard(this.node, resolved, this._folds[0]);
     }
     return Promise.resolve();
   }
@@ -72,7 +82,7 @@ export class PredictionRenderer extends Widget implements IRenderMime.IRenderer 
       label.textContent = typeof record.label === 'string' ? record.label : `#${i + 1}`;
       const host = document.createElement('div');
       const prediction = record.prediction;
-      renderCard(
+      drawCard(
         host,
         (typeof prediction === 'object' && prediction !== null ? prediction : {}) as IPrediction,
         this._folds[i] ?? CLOSED

@@ -88,6 +88,31 @@ export interface IPrediction {
   preview?: string | null;
   running?: IRunning | null;
   forecast?: IForecast | null;
+  /** What reruns it (prediction/record.py `record_of`); only on a final payload. */
+  record?: IRecord;
+}
+
+/** One output item's digest in a record: files by the sha256 of their bytes, text of its UTF-8. */
+export interface IOutputDigest {
+  index?: number | null;
+  kind?: string; // "file" | "text" | "json"
+  name?: string;
+  content_type?: string;
+  size?: number;
+  sha256?: string | null;
+}
+
+/** The record a final payload carries (the fields the extension reads; every one may be missing). */
+export interface IRecord {
+  id?: string;
+  model?: { ref?: string; name?: string; version?: string | null };
+  backend?: string;
+  status?: string;
+  input?: Record<string, unknown>;
+  seed?: number | null;
+  metrics?: IMetrics;
+  outputs?: IOutputDigest[];
+  output_sha256?: string | null;
 }
 
 /** What the extension writes into a cell's metadata under `replicate`. */

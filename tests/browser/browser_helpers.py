@@ -114,3 +114,34 @@ def run_cell(page, index: int) -> None:
         arg=index,
         timeout=TIMEOUT_MS,
     )
+
+
+def card_in(page, index: int):
+    """The final card in cell `index` (waits until it is drawn with its output hash)."""
+    card = cell(page, index).locator(".rj-card[data-status='succeeded']:has(.rj-output-hash)").first
+    card.wait_for(timeout=TIMEOUT_MS)
+    return card
+
+
+def click_rerun(page, index: int) -> None:
+    """Click Rerun on the card of cell `index` and wait until the cell it inserts below has run."""
+    count = page.evaluate("() => window.jupyterapp.shell.currentWidget.content.widgets.length")
+    card_in(page, index).locator(".rj-rerun-button").click()
+    page.wait_for_function(
+        """([i, n]) => {
+            const w = window.jupyterapp.shell.currentWidget;
+            const k = w.sessionContext.session && w.sessionContext.session.kernel;
+            const c = w.content.widgets[i + 1];
+            return w.content.widgets.length === n + 1 && c && c.model.executionCount !== null
+                && k && k.status === 'idle';
+        }""",
+        arg=[index, count],
+        timeout=TIMEOUT_MS,
+    )
+
+
+def compare_verdict(page):
+    """The verdict of the compare panel on show (waits until it opened)."""
+    verdict = page.locator(".rj-compare-panel:visible .rj-compare-verdict")
+    verdict.wait_for(timeout=TIMEOUT_MS)
+    return verdict

@@ -1,0 +1,26 @@
+/**
+ * The two DOM helpers every view of the extension uses, written once. Text
+ * always goes in as `textContent` (never parsed as HTML), so a string from a
+ * notebook can never become markup.
+ */
+
+/** A new `tag` element with `className` and `text` (as text). */
+export function el<K extends keyof HTMLElementTagNameMap>(
+  tag: K,
+  className?: string,
+  text?: string
+): HTMLElementTagNameMap[K] {
+  const node = document.createElement(tag);
+  if (className) {
+    node.className = className;
+  }
+  if (text !== undefined) {
+    node.textContent = text;
+  }
+  return node;
+}
+
+/** A plain object (not null, not an array): what a notebook's JSON must be checked against. */
+export function isObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
