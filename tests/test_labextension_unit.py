@@ -22,3 +22,4 @@ def test_typescript_unit_tests_pass():
     r = subprocess.run([jlpm, "test"], cwd=LAB, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
     assert "# fail 0" in r.stdout and "# pass" in r.stdout
+    assert " - the rerun line is only ever built from a safe id" in r.stdout  # compare.test.ts ran too

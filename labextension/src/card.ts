@@ -8,7 +8,7 @@
  */
 import { IPrediction, FINAL_STATUSES, RUNNING_STATUSES } from './types';
 import { renderCostDetails, renderMetrics } from './costview';
-import { el, isObject } from './dom';
+import { el, isObject, showOverlay } from './dom';
 import { formatBytes, formatSeconds } from './format';
 import { MediaKind, OutputItem, isFile, outputItems, safeMediaUrl } from './outputs';
 
@@ -33,26 +33,10 @@ export function openLightbox(url: string, name: string): void {
   if (!safe) {
     return;
   }
-  const overlay = el('div', 'rj-lightbox');
-  overlay.setAttribute('role', 'dialog');
-  overlay.setAttribute('aria-label', name);
   const img = el('img', 'rj-lightbox-image');
   img.src = safe;
   img.alt = name;
-  overlay.appendChild(img);
-  const close = () => {
-    overlay.remove();
-    document.removeEventListener('keydown', onKey, true);
-  };
-  const onKey = (event: KeyboardEvent) => {
-    if (event.key === 'Escape') {
-      event.stopPropagation();
-      close();
-    }
-  };
-  overlay.addEventListener('click', close);
-  document.addEventListener('keydown', onKey, true);
-  document.body.appendChild(overlay);
+  showOverlay('rj-lightbox', name, img, true);
 }
 
 function renderMedia(item: Extract<OutputItem, { kind: MediaKind }>): HTMLElement {

@@ -9,7 +9,7 @@
  */
 import { renderOutputs } from './card';
 import { compareOutputs, describePixels, facts, inputDifferences, pixelDifference, wordDiff } from './comparison';
-import { el } from './dom';
+import { el, showOverlay } from './dom';
 import { OutputItem, outputItems, safeMediaUrl } from './outputs';
 import { IPrediction } from './types';
 
@@ -138,30 +138,9 @@ export function renderComparison(a: IPrediction, b: IPrediction): HTMLElement {
 
 /** The comparison over the page (a card outside a notebook); a click on the backdrop or Escape closes it. */
 export function openCompareOverlay(a: IPrediction, b: IPrediction): void {
-  const overlay = el('div', 'rj-compare-overlay');
-  overlay.setAttribute('role', 'dialog');
-  overlay.setAttribute('aria-label', 'Compare predictions');
   const panel = el('div', 'rj-compare-dialog');
   const close = el('button', 'rj-button rj-compare-close', 'Close');
   close.type = 'button';
   panel.append(close, renderComparison(a, b));
-  overlay.appendChild(panel);
-  const done = () => {
-    overlay.remove();
-    document.removeEventListener('keydown', onKey, true);
-  };
-  const onKey = (event: KeyboardEvent) => {
-    if (event.key === 'Escape') {
-      event.stopPropagation();
-      done();
-    }
-  };
-  overlay.addEventListener('click', event => {
-    if (event.target === overlay) {
-      done();
-    }
-  });
-  close.addEventListener('click', done);
-  document.addEventListener('keydown', onKey, true);
-  document.body.appendChild(overlay);
+  close.addEventListener('click', showOverlay('rj-compare-overlay', 'Compare predictions', panel, false));
 }

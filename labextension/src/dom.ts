@@ -24,3 +24,33 @@ export function el<K extends keyof HTMLElementTagNameMap>(
 export function isObject(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
+
+/**
+ * `content` over the page in a `className` dialog labelled `label`, until
+ * Escape or a click on the backdrop (anywhere, with `clickAnywhere`) closes it.
+ * Returns the function that closes it.
+ */
+export function showOverlay(className: string, label: string, content: HTMLElement, clickAnywhere: boolean): () => void {
+  const overlay = el('div', className);
+  overlay.setAttribute('role', 'dialog');
+  overlay.setAttribute('aria-label', label);
+  overlay.appendChild(content);
+  const close = () => {
+    overlay.remove();
+    document.removeEventListener('keydown', onKey, true);
+  };
+  const onKey = (event: KeyboardEvent) => {
+    if (event.key === 'Escape') {
+      event.stopPropagation();
+      close();
+    }
+  };
+  overlay.addEventListener('click', event => {
+    if (clickAnywhere || event.target === overlay) {
+      close();
+    }
+  });
+  document.addEventListener('keydown', onKey, true);
+  document.body.appendChild(overlay);
+  return close;
+}

@@ -17,7 +17,6 @@ import pytest
 from browser_helpers import (
     TIMEOUT_MS,
     card_in,
-    cell,
     click_rerun,
     compare_verdict,
     open_notebook,
