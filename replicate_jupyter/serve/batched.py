@@ -33,11 +33,13 @@ from replicate_jupyter.prediction.events import Completed, Log, Metric, Output, 
 from replicate_jupyter.runners.workers.wire import BATCHING_KEY
 from replicate_jupyter.runners.workers.wire import SHARE_METRIC as SHARE
 
-__all__ = ["BatchHost", "batching_info", "adapter_class", "INFO_KEY", "SHARE_METRIC"]
+__all__ = ["BatchHost", "batching_info", "adapter_class", "INFO_KEY", "SHARE_METRIC", "WINDOW_ENV"]
 
 #: where the schema's `info` says how a worker batches, and the metric of a member's share of
 #: the device time: one spelling, the pool's (runners/workers/wire.py)
 INFO_KEY, SHARE_METRIC = BATCHING_KEY, SHARE
+#: seconds of quiet that close a batch on a served worker (`serve --batch-window`)
+WINDOW_ENV = "RJ_BATCH_WINDOW"
 
 
 def batching_info(spec: predictors.PredictorSpec) -> dict[str, Any] | None:
@@ -59,13 +61,14 @@ class BatchHost:
     together. `start(inputs, listener)` runs one prediction (on a background thread) and returns
     it; the listener sees its events as the kernel would (`fn(prediction, event)`)."""
 
-    def __init__(self, spec: predictors.PredictorSpec, window: float = 0.02, max_wait: float = 0.25,
+    def __init__(self, spec: predictors.PredictorSpec, window: float = 0.05, max_wait: float = 0.3,
                  preview_rate: float = 4.0) -> None:
         from replicate_jupyter.runners.base import ModelHandle
         from replicate_jupyter.runners.local import LocalRunner
 
         self.spec = spec
-        # arrivals over HTTP or Ray spread a little more than threads in a kernel: a wider window
+        # arrivals over HTTP or Ray spread more than threads in a kernel (8 of a sweep over ~40 ms
+        # on the loaded 2-core test machine): a wider window than the kernel's 10 ms
         self.runner = LocalRunner(preview_rate=preview_rate, batch_window=window, batch_max_wait=max_wait)
         self.handle = ModelHandle(name=spec.name, version=spec.version, schema=spec.schema, extra={"spec": spec})
 
@@ -198,7 +201,8 @@ async def _predict_template(self, **kwargs):  # type: ignore[no-untyped-def]
 
 
 def _setup_template(self) -> None:  # type: ignore[no-untyped-def]
-    self._rj_host = BatchHost(self._rj_spec)
+    window = float(os.environ.get(WINDOW_ENV) or 0.05)  # serve --batch-window
+    self._rj_host = BatchHost(self._rj_spec, window=window, max_wait=max(0.3, 6 * window))
     self._rj_host.setup()
 
 

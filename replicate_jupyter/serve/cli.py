@@ -41,6 +41,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--no-batching", action="store_true",
                        help="serve a model that declares batching one prediction per call, as plain Cog does "
                             "(by default its concurrent predictions run as batches)")
+    serve.add_argument("--batch-window", type=float, default=None, metavar="S",
+                       help="a batching model: seconds with no new prediction that close a batch (default 0.05)")
     serve.add_argument("--exit-with-stdin", action="store_true",
                        help="stop when stdin closes (for a parent process that starts serve and holds the pipe)")
     return parser
@@ -57,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
             server = Server(args.predictor, host=args.host, port=args.port, concurrency=args.concurrency,
                             name=args.name, hardware=args.hardware, token=token, insecure=args.insecure,
                             pass_env=args.pass_env, exit_with_stdin=args.exit_with_stdin,
-                            batching=not args.no_batching)
+                            batching=not args.no_batching, batch_window=args.batch_window)
         except Exception as exc:  # a bad reference (InputError included): our message, not a traceback
             print(f"replicate-jupyter serve: {exc}", file=sys.stderr)
             return 2

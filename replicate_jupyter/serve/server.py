@@ -59,7 +59,7 @@ class Server:
                  name: str | None = None, hardware: str | None = None, poll: float = 0.5,
                  ready_timeout: float = 300.0, out: TextIO | None = None, token: str | None = None,
                  insecure: bool = False, pass_env: Iterable[str] = (), exit_with_stdin: bool = False,
-                 batching: bool = True) -> None:
+                 batching: bool = True, batch_window: float | None = None) -> None:
         self.host = host
         self.port = port
         self.poll = poll
@@ -69,6 +69,7 @@ class Server:
         self.insecure = insecure
         self.pass_env = tuple(pass_env)
         self.exit_with_stdin = exit_with_stdin
+        self.batch_window = batch_window  # a batching model: seconds of quiet that close a batch
         if not is_loopback(host) and not token and not insecure:
             raise InsecureBind(
                 f"serving on {host} lets anyone who can reach it run predictions on this machine: give a worker "
@@ -122,6 +123,8 @@ class Server:
         env["COG_PREDICT_TYPE_STUB"] = self.rundir.stub
         env["PORT"] = str(self.upstream_port)
         env["COG_MAX_CONCURRENCY"] = str(self.concurrency)
+        if self.batch_window is not None:
+            env["RJ_BATCH_WINDOW"] = str(self.batch_window)
         env["RJ_PROGRESS_RELAY"] = "1"  # progress/previews travel as tagged log lines (progress.py)
         env.setdefault("PYTHONUNBUFFERED", "1")
         return env

@@ -15,13 +15,15 @@ passes them, each prediction inside its `cog.current_scope()`); the generator yi
 the call emits while it waits for it. Cancel — the actor's `cancel()` or `ray.cancel` on the
 stream, seen within 0.1 s — stops the call at its next `progress()`, else raises cog's
 `CancelationException` in the model thread (asyncio's cancel for async predictors); a
-predictor that still does not stop is abandoned and its model set up afresh next time.
+predictor that still does not stop is abandoned and its model set up afresh next time. A model
+that declares batching runs its concurrent predictions as batches instead (ray/batched.py).
 
 This module imports ray only when `ModelActor` is built (`actor_class()`), so it can be read
 (and `ModelCore` tested) without Ray.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import sys
@@ -39,7 +41,9 @@ from replicate_jupyter.runners.context import RunContext, fresh_context
 from replicate_jupyter.runners.interrupt import is_cancel
 from replicate_jupyter.runners.invoke import model_traceback, preview_throttle
 from replicate_jupyter.runners.model_thread import Call, ModelThread
+from replicate_jupyter.runners.ray import batched
 from replicate_jupyter.runners.slots import is_async_callable
+from replicate_jupyter.serve.batched import BatchHost, batching_info
 
 __all__ = ["ModelCore", "actor_class"]
 
@@ -86,6 +90,7 @@ class ModelCore:
         self.cancel_grace = cancel_grace
         self.cancel_deadline = cancel_deadline
         self.spec = predictors.load(ref, name)
+        self.host = BatchHost(self.spec, preview_rate=preview_rate) if batching_info(self.spec) else None
         self.model: _Model | None = None
         self.setup_time: float | None = None
         self._run_lock = threading.Lock()  # one prediction (or setup) at a time: one instance, one device
@@ -98,9 +103,9 @@ class ModelCore:
     # ----- control (called concurrently with a running stream) -----------------------------------
     def info(self) -> dict[str, Any]:
         """Where this actor lives and what it holds: shown by `models()`, named in failures."""
-        info = {"pid": os.getpid(), "name": self.spec.name, "version": self.spec.version,
-                "ready": self.model is not None, "setup_time": self.setup_time, "running": self.running,
-                "served": self.served, "hardware": self.hardware(),
+        ready = self.model is not None if self.host is None else self.host.ready
+        info = {"pid": os.getpid(), "name": self.spec.name, "version": self.spec.version, "ready": ready,
+                "setup_time": self.setup_time, "running": self.running, "served": self.served, "hardware": self.hardware(),
                 "model_thread": self.model.thread.thread_name if self.model is not None else None}
         ray = sys.modules.get("ray")  # outside an actor (ModelCore alone): asking Ray would start one
         if ray is None or not ray.is_initialized():
@@ -139,8 +144,9 @@ class ModelCore:
         return self._results.pop(prediction_id, None)
 
     def warm(self) -> float | None:
-        """Set the model up now (before its first prediction); the seconds it took, None when
-        it already was."""
+        """Set the model up now (before its first prediction): the seconds it took, None if it already was."""
+        if self.host is not None:
+            return self.host.setup()
         with self._run_lock:
             if self._ready():
                 return None
@@ -162,6 +168,9 @@ class ModelCore:
         cancel = self._cancels.setdefault(prediction_id, threading.Event())
         finished = self._finished.setdefault(prediction_id, threading.Event())
         canceled = _watch(cancel, is_canceled)
+        if self.host is not None:  # batchable: members arriving together run as one batch (ray/batched.py)
+            yield from batched.stream(self, prediction_id, inputs, canceled, cancel)
+            return
         flight = _Flight(prediction_id, {"hardware": self.hardware()}, cancel)
         delivered = got = False
         try:
@@ -331,11 +340,9 @@ def _watch(cancel: threading.Event, is_canceled: Callable[[], bool] | None) -> C
         now = time.monotonic()
         if is_canceled is not None and now - last[0] >= _CHECK_EVERY:
             last[0] = now
-            try:
+            with contextlib.suppress(Exception):
                 if is_canceled():
                     cancel.set()
-            except Exception:
-                pass
         return cancel.is_set()
 
     return canceled
