@@ -82,7 +82,9 @@ function onCompare(app: JupyterFrontEnd, event: Event): void {
   const widget = new Widget();
   widget.id = `rj-compare-${++opened}`;
   widget.addClass('rj-compare-panel');
-  widget.title.label = `Compare ${detail.a.id ?? ''} \u2194 ${detail.b.id ?? ''}`;
+  const ids = `${detail.a.id ?? ''} \u2194 ${detail.b.id ?? ''}`;
+  widget.title.label = `Compare ${(detail.a.id ?? '').slice(-6)}\u2194${(detail.b.id ?? '').slice(-6)}`;
+  widget.title.caption = `Compare ${ids}`;
   widget.title.closable = true;
   widget.node.appendChild(renderComparison(detail.a, detail.b));
   // the first comparison opens beside the notebook, the next ones as tabs with it
