@@ -234,3 +234,4 @@ def test_ray_cancel_one_member_mid_batch(ray_backend):
         p.wait(180)
     check_cancel_one(ps)
 
+

@@ -84,8 +84,9 @@ class Actors:
         except Exception:
             return 0.0
 
-    def get(self, key: str, ref: Any, model: str | None, version: str | None) -> ActorEntry:
-        """The actor serving `key` at `version`, created (or found on the cluster) if needed."""
+    def get(self, key: str, ref: Any, model: str | None, version: str | None, slots: int | None = None) -> ActorEntry:
+        """The actor serving `key` at `version`, created (or found on the cluster) if needed;
+        `slots`: predict calls it takes at once, when more than `max_concurrency` (a batching model)."""
         ray = self.cluster.connect()
         from replicate_jupyter.runners.ray.actor import actor_class
 
@@ -108,7 +109,7 @@ class Actors:
                 options["resources"] = dict(o.resources)
             if o.runtime_env:
                 options["runtime_env"] = o.runtime_env
-            cls = ray.remote(concurrency_groups={"control": 4, "predict": max(1, o.max_concurrency)})(actor_class())
+            cls = ray.remote(concurrency_groups={"control": 4, "predict": max(1, o.max_concurrency, slots or 0)})(actor_class())
             handle = cls.options(**options).remote(ref, model, o.hardware, o.preview_rate)
             entry = self._entries[key] = ActorEntry(name, handle, model or str(ref), version)
             return entry

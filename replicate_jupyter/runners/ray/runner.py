@@ -21,6 +21,10 @@ Where a prediction can end up:
 - it dies *after* the run started → failed, naming the node and process; never re-run
   silently (Ray's own task retry is off for the stream for that reason). Ray restarts the
   actor for the next prediction.
+
+A model that declares batching gets an actor that takes twice its max batch of calls at once
+and runs those that arrive together as one batch (ray/batched.py); every member is still its own
+stream, cancel and cost (its share of the batch's device time).
 """
 from __future__ import annotations
 
@@ -134,8 +138,12 @@ class RayRunner(Runner):
                                     detail="no such predictor here nor on the Ray cluster"
                                     if self._remote_tried == ref else "") from None
             return remote
+        from replicate_jupyter.serve.batched import batching_info
+
+        batch = batching_info(spec)  # a batchable model's actor takes a whole batch's calls at once
         return ModelHandle(name=spec.name, version=spec.version, schema=spec.schema,
-                           extra={"spec": spec, "ray_ref": remote_ref(spec, ref), "key": spec.key})
+                           extra={"spec": spec, "ray_ref": remote_ref(spec, ref), "key": spec.key,
+                                  "slots": 2 * batch["max_batch"] if batch else None})
 
     def _resolve_remote(self, ref: str) -> ModelHandle | None:
         # only paths (a file on the cluster's filesystem): an unknown owner/name is a typo, not remote
@@ -182,7 +190,8 @@ class RayRunner(Runner):
     # ----- actors --------------------------------------------------------------------------
     def _entry(self, ref: Any) -> ActorEntry:
         handle = ref if isinstance(ref, ModelHandle) else self.resolve(ref)
-        return self.actors.get(handle.extra["key"], handle.extra["ray_ref"], handle.name, handle.version)
+        return self.actors.get(handle.extra["key"], handle.extra["ray_ref"], handle.name, handle.version,
+                               handle.extra.get("slots"))
 
     def actor_info(self, ref: Any) -> dict[str, Any]:
         """Where a model's actor lives now (node_ip, node_id, pid, actor_id, ready, …)."""
@@ -201,7 +210,8 @@ class RayRunner(Runner):
         handle = p.handle if p.handle is not None else self.resolve(p.model)  # api.prepare sets it
         try:
             ray = self._ray()
-            entry = self.actors.get(handle.extra["key"], handle.extra["ray_ref"], handle.name, handle.version)
+            entry = self.actors.get(handle.extra["key"], handle.extra["ray_ref"], handle.name, handle.version,
+                                    handle.extra.get("slots"))
             if entry.info is None and not self.actors.wait_placed(ray, entry, p):
                 p.emit(Completed(status="canceled", error=p.cancel_reason, metrics={"predict_time": 0.0}))
                 return
