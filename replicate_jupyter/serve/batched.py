@@ -15,7 +15,9 @@ files every log line, relayed progress/preview and metric under that prediction:
 logs, `Metric` as `current_scope().record_metric` (`batch_size`, `batch_id`, and the member's
 share of the device time as `predict_time_share`, since coglet's own predict_time is the
 member's wall time and may not be overwritten). A coglet cancel (asyncio's, on the task) cancels
-that member only. A model that does not batch is served as before (no adapter).
+that member only; it records nothing more (coglet 0.23.1, given a metric from a task it is
+canceling, floods the other predictions' streams with tens of thousands of metric events), so a
+canceled member reports coglet's wall time. A model that does not batch is served as before.
 """
 from __future__ import annotations
 
@@ -185,8 +187,6 @@ async def _follow(self: Any, kwargs: dict[str, Any]) -> Any:
                 _relay(event)
     except asyncio.CancelledError:
         p.cancel(reason="canceled")
-        if p.finished:
-            _record_end(p)
         raise
     _record_end(p)
     if p.status == "canceled":
