@@ -196,11 +196,11 @@ async def _follow(self: Any, kwargs: dict[str, Any]) -> Any:
     return _from_output(output, [])
 
 
-async def _predict_template(self, **kwargs):  # type: ignore[no-untyped-def]
+async def _predict_template(self: Any, **kwargs: Any) -> Any:
     return await self._rj_follow(kwargs)
 
 
-def _setup_template(self) -> None:  # type: ignore[no-untyped-def]
+def _setup_template(self: Any) -> None:
     window = float(os.environ.get(WINDOW_ENV) or 0.05)  # serve --batch-window
     self._rj_host = BatchHost(self._rj_spec, window=window, max_wait=max(0.3, 6 * window))
     self._rj_host.setup()

@@ -14,12 +14,9 @@ from __future__ import annotations
 
 import queue
 import threading
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import Any, Callable, Iterator
 
 from replicate_jupyter.prediction.events import Completed, Started
-
-if TYPE_CHECKING:
-    from replicate_jupyter.runners.ray.actor import ModelCore
 
 __all__ = ["stream"]
 
@@ -27,9 +24,10 @@ __all__ = ["stream"]
 _CHECK_EVERY = 0.1
 
 
-def stream(core: ModelCore, prediction_id: str, inputs: dict[str, Any],
+def stream(core: Any, prediction_id: str, inputs: dict[str, Any],
            canceled: Callable[[], bool], cancel: threading.Event) -> Iterator[Any]:
-    """One member's events, ending with exactly one Completed (ModelCore.predict's contract)."""
+    """One member's events, ending with exactly one Completed (ModelCore.predict's contract;
+    `core` is the actor's ModelCore, which imports this module)."""
     host = core.host
     assert host is not None
     finished = core._finished.setdefault(prediction_id, threading.Event())
