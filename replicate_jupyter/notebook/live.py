@@ -123,7 +123,9 @@ class _Live:
         self.async_mode = False
         self.clock = CLOCK
         self._drawn_at = 0.0
-        self._forecasts: dict[str, dict[str, Any] | None] = {}  # id → its forecast, made at attach
+        self._forecasts: dict[str, dict[str, Any] | None] = {}  # id → its forecast, made at its first draw
+        self._unforecast: set[str] = set()  # ids not started at attach, whose forecast is not made yet
+        self._ledger: Any = None  # the session's ledger, read at attach (forecasts are made from it)
         self.draw_error: str | None = None  # why the live redraws stopped, if they did
 
     # what to draw
@@ -190,27 +192,34 @@ class _Live:
             p.started_at is not None and not _finished(p) for p in self._predictions())
 
     def _forecast(self, p: Prediction) -> dict[str, Any] | None:
-        return self._forecasts.get(p.id)
+        """`p`'s forecast when it had not started at attach: made at its first live draw (off
+        the cell's thread; a run that ends within one interval never needs one), then kept."""
+        if p.id in self._forecasts:
+            return self._forecasts[p.id]
+        if self._ledger is None or p.id not in self._unforecast:
+            return None
+        from replicate_jupyter.cost.guard import forecast_of
+
+        try:
+            f = forecast_of(p, self._ledger)
+        except Exception:  # a forecast is a courtesy: never a reason not to show the run
+            f = None
+        self._forecasts[p.id] = None if f is None else f.to_json()
+        return self._forecasts[p.id]
 
     def attach(self, cell: int | None | Any = ...) -> _Live:
         """Start following the predictions (what already happened included). `cell`: the
         notebook cell this display is in (default: the one running now), recorded on each
         prediction as `display_cell` so that cell's value shows as one line, not a second card."""
-        if cell is ...:
-            from replicate_jupyter.session import session
-
-            cell = session.current_cell
-        from replicate_jupyter.cost.guard import forecast_of
         from replicate_jupyter.session import session
 
+        if cell is ...:
+            cell = session.current_cell
+        self._ledger = session.ledger
         for p in self._predictions():
             p.display_cell = cell
             if p.started_at is None:
-                try:
-                    f = forecast_of(p, session.ledger)
-                except Exception:  # a forecast is a courtesy: never a reason not to show the run
-                    f = None
-                self._forecasts[p.id] = None if f is None else f.to_json()
+                self._unforecast.add(p.id)
         with self._lock:
             if self.async_mode:
                 _pending_async[self] = None

@@ -20,9 +20,10 @@
 """
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 from replicate_jupyter.errors import InputError, Problem
 from replicate_jupyter.notebook.cellparse import limits, safe_yaml
@@ -100,9 +101,11 @@ def _lookup(path: Path, ns: Mapping[str, Any]) -> Any:
     return value
 
 
-def _protect(text: str) -> tuple[str, list[_Template]]:
+@functools.lru_cache(maxsize=256)
+def _protect(text: str, max_width: int) -> tuple[str, tuple[_Template, ...]]:
     """Swap every `{name}` template for a placeholder so YAML never sees its braces
-    (`prompt: {style}` would otherwise parse as a mapping)."""
+    (`prompt: {style}` would otherwise parse as a mapping). Memoised with `_load`: a pure
+    function of the text (and the width limit it checks), and a cell run again is the same text."""
     fields: list[_Template] = []
 
     def sub(m: re.Match) -> str:
@@ -112,10 +115,26 @@ def _protect(text: str) -> tuple[str, list[_Template]]:
         fields.append(t)
         return _PLACEHOLDER.format(len(fields) - 1)
 
-    return _FIELD.sub(sub, text), fields
+    return _FIELD.sub(sub, text), tuple(fields)
 
 
-def _fill(text: str, fields: list[_Template], ns: Mapping[str, Any], where: str) -> str:
+@functools.lru_cache(maxsize=256)
+def _load(protected: str, depth: int, aliases: int, nodes: int) -> tuple[Any, safe_yaml.Refused | None]:
+    """The strict loader's reading of a protected body, or its refusal; memoised per text and
+    limits (the limits are arguments so a raised one is read). The YAML step is ~0.1 ms of a
+    cell run in a kernel; what it returns is never changed (`_resolve` builds new containers)."""
+    try:
+        return safe_yaml.load(protected), None
+    except safe_yaml.Refused as r:
+        r.__traceback__ = None  # kept in the memo: not the loader's frames with it
+        return None, r
+
+
+#: bodies up to this many characters are memoised (a typed cell; a pasted book is parsed each time)
+_MEMO_CHARS = 8192
+
+
+def _fill(text: str, fields: Sequence[_Template], ns: Mapping[str, Any], where: str) -> str:
     """The placeholders filled and `{{`/`}}` made single braces (in the cell's own text, never in
     what a variable holds); the result is capped at MAX_FILLED_CHARS while it is built."""
     total = [len(text)]
@@ -148,7 +167,7 @@ def _fill(text: str, fields: list[_Template], ns: Mapping[str, Any], where: str)
     return _FILL.sub(one, text)
 
 
-def _resolve(value: Any, fields: list[_Template], ns: Mapping[str, Any], where: str) -> Any:
+def _resolve(value: Any, fields: Sequence[_Template], ns: Mapping[str, Any], where: str) -> Any:
     if isinstance(value, str):
         m = _OBJECT.match(value.strip())
         if m:
@@ -223,13 +242,12 @@ def parse_body(body: str, ns: Mapping[str, Any] | None = None,
     text = body.strip("\n")
     if all(not ln.strip() or ln.lstrip().startswith("#") for ln in text.splitlines()):
         return {}  # blank or only comments: the model's defaults (a sweep may set the rest)
-    protected, fields = _protect(text)
-    try:
-        parsed = safe_yaml.load(protected)
-    except safe_yaml.Refused as r:
-        if _meant_as_yaml(protected, r):
-            raise _refusal(r, body, text, model) from None
-        parsed = None  # text that is not YAML and was not meant as YAML: the prompt
+    memo = len(text) <= _MEMO_CHARS
+    protected, fields = (_protect if memo else _protect.__wrapped__)(text, limits.MAX_FORMAT_WIDTH)
+    parsed, r = (_load if memo else _load.__wrapped__)(protected, limits.MAX_DEPTH, limits.MAX_ALIASES, limits.MAX_NODES)
+    if r is not None and _meant_as_yaml(protected, r):
+        raise _refusal(r, body, text, model) from None
+    # else a refusal is text that is not YAML and was not meant as YAML: the prompt (parsed is None)
     if _is_input_mapping(parsed):
         return {k: _resolve(v, fields, ns, k) for k, v in parsed.items()}
     if callable(text_field):
