@@ -25,6 +25,8 @@ class Body:
     status: str
     text: str  # what is signed
     data: bytes  # what is sent (the same text, UTF-8)
+    n_output: int | None = None  # iterator items in it (None: the output is not a list)
+    n_logs: int = 0  # characters of logs in it
 
 
 def start_state(p: Any, n_output: int, n_logs: int) -> dict[str, Any]:
@@ -97,14 +99,15 @@ class Builder:
             d.update(status=state["status"], started_at=state["started_at"], logs=state["logs"],
                      metrics=state["metrics"], completed_at=None, error=None,
                      output=d["output"][:n] if n is not None and isinstance(d["output"], list) else None)
-        d["output"] = _file_url(d["output"])
+        out, logs = d["output"], d.get("logs") or ""
+        d["output"] = _file_url(out)
         d.setdefault("urls", {})
         d.setdefault("data_removed", False)
         text = _dumps(d)
         for secret in self._secret_values():
             if secret in text:
                 text = text.replace(secret, MASK)
-        return Body(d["status"], text, text.encode("utf-8"))
+        return Body(d["status"], text, text.encode("utf-8"), len(out) if isinstance(out, list) else None, len(logs))
 
 
 def _dumps(d: dict[str, Any]) -> str:

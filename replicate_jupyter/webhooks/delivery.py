@@ -136,49 +136,61 @@ class Deliverer:
         self.records: list[Record] = []
         self._body = wire.Builder(prediction)
         self._start: dict[str, Any] | None = None  # the state at Started, waiting to be sent
-        self._changed: str | None = None  # "output" or "logs": a newer state than the last sent
         self._final = False  # the Completed arrived
         self._stopped = False
-        self._armed = False  # the worker was notified since it last looked for work
-        self._worker = False  # the worker thread was started (at the first event)
-        self._n_out = self._n_logs = 0  # iterator items and log characters seen so far
+        self._woken = False  # the worker was started
+        self._quiet = False  # the listener has done its part (the worker reads the state itself)
+        self._before_start = "start" in self.events  # output/logs wait for the start body
+        self._n_out = self._n_logs = 0  # iterator items and log characters seen before Started
+        out = prediction.output  # nothing sent yet: the empty state is what a change is seen against
+        self._seen: tuple[Any, int | None, int] = (out, 0 if isinstance(out, list) else None, 0)  # output, items, log chars
         self._cv = threading.Condition()
         self._settled = threading.Event()
-        prediction.subscribe(self._listen)
+        self._listening = bool(self.events - {"completed"})
+        if self._listening:
+            prediction.subscribe(self._listen)
+        prediction.on_done(self._on_done)
 
-    # ----- the prediction's thread: flags and a wake-up, nothing else ---------------------
+    # ----- the prediction's thread: until the start is captured, then nothing per event ----
     def _listen(self, p: Any, e: Any) -> None:
+        if self._quiet:
+            return  # not unsubscribed yet (a replay adds the listener after it ran)
         cls = e.__class__
         if cls is Output:
             self._n_out += e.index is not None  # what the start body shows, even when replayed
-            if "output" not in self.events:
-                return
-            self._changed = "output"  # one delivery carries output and logs; named for the output
+            wanted = "output" in self.events and not self._before_start
         elif cls is Log:
             self._n_logs += len(e.text)
-            if "logs" not in self.events:
-                return
-            if self._changed is None:
-                self._changed = "logs"
+            wanted = "logs" in self.events and not self._before_start
         elif cls is Started:
-            if "start" not in self.events:
-                return
-            self._start = wire.start_state(p, self._n_out, self._n_logs)
+            wanted, self._before_start = self._before_start, False
+            if wanted:
+                self._start = wire.start_state(p, self._n_out, self._n_logs)
         elif cls is Completed:
             self._final = True
+            self._wake()
+            return
         else:
             return  # progress, previews, metrics are not webhook events
-        if cls is Completed or not self._armed:
-            self._armed = True
-            with self._cv:  # two emitting threads (a cancel's log) must not start two workers
-                if self._worker:
-                    self._cv.notify()
-                    return
-                self._worker = True
-            threads.submit(self._work)
+        if wanted:  # from here on the worker reads the state when a throttle slot opens
+            self._quiet = True
+            p.unsubscribe(self._listen)
+            self._wake()
 
-    def _pending(self) -> bool:
-        return self._start is not None or self._changed is not None or self._final or self._stopped
+    def _on_done(self, p: Any) -> None:
+        """After the Completed's listeners: the one that stopped listening learns of it here
+        (one still listening saw it, in history order, or will in its replay)."""
+        if self._quiet or not self._listening:
+            self._final = True
+            self._wake()
+
+    def _wake(self) -> None:
+        with self._cv:  # two emitting threads (a cancel's log) must not start two workers
+            if self._woken:
+                self._cv.notify()
+                return
+            self._woken = True
+        threads.submit(self._work)
 
     # ----- the worker thread -------------------------------------------------------------
     def _work(self) -> None:
@@ -190,37 +202,62 @@ class Deliverer:
         finally:
             self._settled.set()
 
+    def _moved(self) -> str | None:
+        """What changed since the last body sent ("output" or "logs", as the filter wants), or
+        None. A few reads of the prediction, once per throttle slot, not once per token."""
+        p, (out, n_out, n_logs) = self.prediction, self._seen
+        now = p.output
+        if "output" in self.events and (now is not out or (n_out is not None and len(now) != n_out)):
+            return "output"
+        if "logs" in self.events and len(p.logs) != n_logs:
+            return "logs"  # one delivery carries output and logs; named for what moved
+        return None
+
+    def _mark(self, body: "wire.Body", output: Any) -> None:
+        """Remember what `body` showed: `output` is the prediction's output as read just before
+        it was built (the object, so a whole new output is seen; the list's length in `body`)."""
+        self._seen = (output, body.n_output, body.n_logs)
+
     def _deliver(self) -> None:
-        last = -1e9  # monotonic time of the last start/output/logs dispatch
         completed = "completed" in self.events
-        while not self._stopped:
+        streams = bool(self.events & {"output", "logs"})
+        due = 0.0  # monotonic time the next output/logs may go (and the state is looked at)
+        while True:
             with self._cv:
-                self._armed = False  # before looking: whatever comes after this notifies
-                self._cv.wait_for(self._pending)
+                self._cv.wait_for(lambda: self._final or self._stopped or self._start is not None,
+                                  due - time.monotonic() if streams else None)
+            if self._stopped:
+                return
             if self._start is not None:
                 state, self._start = self._start, None
-                last = time.monotonic()
-                self._send("start", self._body.build(state))
-            if self._changed:
-                if not self._final:  # the throttle window; a completed ends it early
-                    with self._cv:
-                        self._cv.wait_for(lambda: self._final or self._stopped, last + self.throttle - time.monotonic())
-                kind, self._changed = self._changed, None
-                if not (self._final and completed):  # else the completed carries this state
-                    time.sleep(max(0.0, last + self.throttle - time.monotonic()))
-                    body = self._body.build()
-                    if not (body.status in wire.TERMINAL and completed):
-                        last = time.monotonic()
-                        self._send(kind, body, supersedable=True)
-            if self._final and self._start is None and not self._changed:
-                if completed and not self._stopped:
-                    self._send("completed", self._body.build())
-                return
+                due = time.monotonic() + self.throttle
+                output = self.prediction.output
+                body = self._body.build(state)
+                self._mark(body, output if body.n_output is not None else None)  # a whole output is not in it
+                self._send("start", body)
+                continue
+            final = self._final
+            if final and completed:
+                break  # the completed carries the latest state
+            kind = self._moved()
+            if kind is not None:
+                output = self.prediction.output
+                body = self._body.build()
+                if body.status in wire.TERMINAL and completed:
+                    break
+                self._mark(body, output)
+                due = time.monotonic() + self.throttle
+                self._send(kind, body, supersedable=True)
+            elif final:
+                return  # no completed wanted and nothing newer to send
+            else:
+                due = time.monotonic() + self.throttle  # nothing moved: look again a slot later
+        self._send("completed", self._body.build())
 
     def _send(self, kind: str, body: "wire.Body", supersedable: bool = False) -> None:
         rec = Record(kind, "msg_" + secrets.token_hex(13), body.status, sent_at=time.time())
         self.records.append(rec)
-        policy = self.retry
+        policy, completes = self.retry, "completed" in self.events
         for attempt in range(policy.tries):
             ts = int(time.time())  # each attempt is signed at its own time; the id stays
             headers = {"content-type": "application/json", "user-agent": _USER_AGENT, "webhook-id": rec.webhook_id,
@@ -240,12 +277,13 @@ class Deliverer:
             if attempt == policy.tries - 1 or self._stopped:
                 break
             delay = retry_after if retry_after is not None else policy.delays[attempt]
-            with self._cv:  # a newer state (or the completed) replaces an output/logs delivery
-                if self._cv.wait_for(lambda: self._stopped or (supersedable and self._pending()), delay):
-                    rec.superseded = supersedable and not self._stopped
-                    if rec.superseded:
-                        return
-                    break
+            with self._cv:  # the completed (or a newer state) replaces an output/logs delivery
+                self._cv.wait_for(lambda: self._stopped or (supersedable and self._final and completes), delay)
+            if self._stopped:
+                break
+            if supersedable and ((self._final and completes) or self._moved() is not None):
+                rec.superseded = True
+                return
         rec.given_up = True
         where = transport.shown(self.url)
         warnings.warn(f"webhook {kind!r} of prediction {self.prediction.id} could not be delivered to {where} "
@@ -271,8 +309,9 @@ class Deliverer:
         with self._cv:
             self._stopped = True
             self._cv.notify()
-        if not self._worker:
-            self._settled.set()
+            if not self._woken:
+                self._woken = True  # none will start now
+                self._settled.set()
 
     def __repr__(self) -> str:
         sent = sum(r.ok for r in self.records)
