@@ -18,8 +18,8 @@ from datetime import datetime
 import numpy as np
 import pytest
 from PIL import Image
+from serve_helpers import Serve
 from test_ray_backend import HEAD_IP, _free_port, _start, _stop
-from test_workers import PRED, Serve
 
 import replicate_jupyter as rj
 from replicate_jupyter import api
@@ -28,6 +28,7 @@ from replicate_jupyter.prediction.events import Progress
 from replicate_jupyter.runners.workers.runner import pool
 from replicate_jupyter.runners.workers.wire import batch_key, batching
 
+PRED = pathlib.Path(__file__).resolve().parent / "predictors"
 SHAPES = "local/shapes"
 SWEEP = [{"prompt": "a red circle", "seed": s, "num_inference_steps": 4} for s in range(8)]
 ODD = {"prompt": "a red circle", "seed": 99, "num_inference_steps": 3}  # other steps: never in their batch

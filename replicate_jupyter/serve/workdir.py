@@ -171,7 +171,9 @@ def prepare(ref: str, name: str | None = None, hardware: str | None = None, conc
     # `completed`), so the pool sees logs live and knows when a prediction really started.
     post = schema.setdefault("paths", {}).setdefault("/predictions", {}).setdefault("post", {})
     post["x-cog-streaming"] = True
-    batch = batched.batching_info(spec) if batching and folder is None else None
+    # (an iterator model's members would each need their own stream of items: served unbatched for now)
+    iterator = (schema.get("components", {}).get("schemas", {}).get("Output", {}) or {}).get("x-cog-array-type") == "iterator"
+    batch = batched.batching_info(spec) if batching and folder is None and not iterator else None
     if batch is not None:
         batch["concurrency"] = max(2, int(concurrency)) if concurrency > 1 else max(2, batch["max_batch"])
         info[batched.INFO_KEY] = batch
