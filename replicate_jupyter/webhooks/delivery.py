@@ -1,11 +1,12 @@
 """Deliver a prediction's webhooks from its event stream, as Replicate does.
 
-`attach(prediction, url)` subscribes a `Deliverer` to the prediction. Its listener runs in the
-prediction's own thread for every token, so it only sets flags and, when it has something new,
-wakes the deliverer's worker: a background thread (a reused idle one) from the first event until
-the completed is settled, so a slow consumer holds up no prediction and no other webhook. The
-pending work of a deliverer is at most a start, one "state changed" flag and a completed: a
-queue that cannot grow, whatever the model emits.
+`attach(prediction, url)` subscribes a `Deliverer` to the prediction, but only until the start:
+its listener runs in the prediction's own thread, so it takes the state at Started (or notes the
+first output/logs when no start is wanted), wakes the deliverer's worker and unsubscribes; a
+token then costs the prediction nothing of ours. The worker (a reused idle thread, from then
+until the completed is settled) reads the prediction's state itself when a throttle slot opens,
+and `on_done` tells it of the end, so a slow consumer holds up no prediction and no other
+webhook. Its pending work is at most a start, the state (read, not queued) and a completed.
 
 Replicate's rules: `start` first; `output`/`logs` at most one per `throttle` seconds, each the
 latest state (a delivery waiting for its retry is dropped once a newer state is there);
@@ -147,8 +148,9 @@ class Deliverer:
         self._cv = threading.Condition()
         self._settled = threading.Event()
         self._listening = bool(self.events - {"completed"})
+        self._listener = self._listen  # one bound method: unsubscribe finds a listener by identity
         if self._listening:
-            prediction.subscribe(self._listen)
+            prediction.subscribe(self._listener)
         prediction.on_done(self._on_done)
 
     # ----- the prediction's thread: until the start is captured, then nothing per event ----
@@ -174,7 +176,7 @@ class Deliverer:
             return  # progress, previews, metrics are not webhook events
         if wanted:  # from here on the worker reads the state when a throttle slot opens
             self._quiet = True
-            p.unsubscribe(self._listen)
+            p.unsubscribe(self._listener)
             self._wake()
 
     def _on_done(self, p: Any) -> None:
@@ -305,7 +307,7 @@ class Deliverer:
 
     def detach(self) -> None:
         """Stop: no further deliveries (one in flight still gets its answer)."""
-        self.prediction.unsubscribe(self._listen)
+        self.prediction.unsubscribe(self._listener)
         with self._cv:
             self._stopped = True
             self._cv.notify()

@@ -1,0 +1,91 @@
+"""How a delivery stays off the prediction's back, against real parts on loopback: the deliverer
+stops listening at the start and reads the prediction's state when a throttle slot opens (so a
+log-only stream, a whole output and a run with neither still come out right), and the answer
+is read by hand (transport.py), keeping a socket only when it can carry the next request."""
+from __future__ import annotations
+
+import re
+import socket
+import threading
+
+import pytest
+from test_webhooks import STEPS, Consumer, run_local
+
+from replicate_jupyter.webhooks import transport
+
+
+@pytest.fixture
+def consumer():
+    made: list[Consumer] = []
+    yield lambda script=None: made.append(Consumer(script)) or made[-1]
+    for c in made:
+        c.shutdown()
+        c.server_close()
+
+
+def test_state_read_per_slot_sees_logs_a_whole_output_and_nothing_new(consumer, tmp_path):
+    src = tmp_path / "logger.py"
+    src.write_text("import time\nfrom cog import BasePredictor\n\nclass Predictor(BasePredictor):\n"
+                   "    def predict(self, n: int = 12) -> str:\n        for i in range(n):\n"
+                   "            print(f'line {i}', flush=True)\n            time.sleep(0.1)\n        return 'ok'\n")
+    c = consumer()
+    p, d = run_local(f"{src}:Predictor", {"n": 12}, c.url)
+    events, bodies = [r.event for r in d.records], c.bodies()
+    assert events[0] == "start" and events[-1] == "completed" and set(events[1:-1]) == {"logs"} and len(events) >= 4
+    assert d._listen not in p._listeners  # it stopped listening once the start was taken
+    logs = [b["logs"] for b in bodies]
+    assert all(a == b[:len(a)] for a, b in zip(logs, logs[1:])) and logs[-1] == p.logs and "line 11" in p.logs
+    assert len(set(logs[1:-1])) == len(logs) - 2  # each logs delivery is a newer state
+    # progress and previews only: nothing between the start and the completed, for 1.5 s
+    quiet = consumer()
+    p, d = run_local(STEPS, {"steps": 15, "delay": 0.1}, quiet.url)
+    assert [r.event for r in d.records] == ["start", "completed"] and quiet.bodies()[-1]["output"] == "done 15"
+    # a whole output, with only `output` wanted: one delivery of the final state
+    only = consumer()
+    _, d = run_local(STEPS, {"steps": 3, "delay": 0.01}, only.url, events_filter=["output"])
+    assert [r.event for r in d.records] == ["output"] and only.bodies()[-1]["output"] == "done 3"
+
+
+def test_answers_read_by_hand_and_sockets_kept_only_when_reusable():
+    script = [b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 503 Busy\r\nRetry-After: 7\r\nContent-Length: 4\r\n\r\nbusy",
+              b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n",
+              b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+              b"HTTP/1.0 204 No Content\r\n\r\n", b"SSH-2.0-OpenSSH_9.6\r\n\r\n", b""]
+    conns: list[int] = []
+
+    def serve(srv: socket.socket) -> None:
+        while script:
+            conn, _ = srv.accept()
+            conns.append(len(script))
+            with conn:
+                data = b""
+                while script:
+                    while b"\r\n\r\n" not in data and (chunk := conn.recv(65536)):
+                        data += chunk
+                    if b"\r\n\r\n" not in data:
+                        break  # the client closed this connection
+                    head, _, data = data.partition(b"\r\n\r\n")
+                    n = int(re.search(rb"Content-Length: (\d+)", head).group(1))
+                    while len(data) < n:
+                        data += conn.recv(65536)
+                    data, answer = data[n:], script.pop(0)
+                    if not answer:
+                        break  # closed without answering
+                    conn.sendall(answer)
+
+    with socket.create_server(("127.0.0.1", 0)) as srv:
+        threading.Thread(target=serve, args=(srv,), daemon=True).start()
+        url = f"http://127.0.0.1:{srv.getsockname()[1]}/hook"
+
+        def post() -> transport.Answer:
+            return transport.post(url, b'{"a": 1}', {"webhook-id": "msg_1"}, 5.0)
+
+        assert post() == transport.Answer(503, "7")  # the 100 skipped, the body drained
+        assert post() == transport.Answer(200, None)  # on the same socket
+        assert post() == transport.Answer(200, None)  # chunked: answered, the socket not kept
+        assert post() == transport.Answer(204, None)  # HTTP/1.0: not kept
+        with pytest.raises(transport.DeliveryFailed, match="BadStatusLine: SSH-2.0"):
+            post()
+        with pytest.raises(transport.DeliveryFailed, match="closed without an answer"):
+            post()  # a fresh socket closed unanswered is a failure, not retried as a stale one
+    assert conns == [6, 3, 2, 1]  # the first three answers on one connection, then one each
