@@ -263,3 +263,70 @@ def test_the_forecast_shows_while_starting():
         assert "forecast" not in sent[-1][d.MIME]
     finally:
         session.ledger.reset()
+
+
+def test_the_forecast_is_made_at_the_first_live_draw_not_in_the_cell():
+    """A display works out its forecast when it first draws a run still starting (on the
+    ticker, after one interval), so a run that ends within the interval never pays for one."""
+    from replicate_jupyter.session import session
+
+    session.ledger.reset()
+    try:
+        q = Prediction("test/img", {"num_outputs": 1})
+        q.emit(Started(hardware="cpu"))
+        q.emit(Completed(status="succeeded", metrics={"predict_time": 0.5, "hardware": "cpu"}))
+        session.ledger.record(q)
+        quick, slow = Prediction("test/img", {"num_outputs": 2}), Prediction("test/img", {"num_outputs": 2})
+        sent_quick: list[dict] = []
+        live = live_mod.LiveDisplay(quick, text_rate=1, publish=sent_quick.append).attach(cell=3)
+        quick.emit(Completed(status="canceled", metrics={"predict_time": 0.0, "hardware": "cpu"}))
+        assert len(sent_quick) == 1 and "forecast" not in sent_quick[0][d.MIME] and live._forecasts == {}
+        sent: list[dict] = []
+        live_mod.LiveDisplay(slow, text_rate=50, publish=sent.append).attach(cell=3)
+        deadline = time.monotonic() + 10
+        while not sent and time.monotonic() < deadline:  # the ticker's first draw, one interval on
+            time.sleep(0.01)
+        assert sent and sent[0][d.MIME]["status"] == "starting"
+        assert sent[0][d.MIME]["forecast"]["cost_usd"] == pytest.approx(2 * 0.5 * 0.0001)
+        slow.emit(Completed(status="canceled", metrics={"predict_time": 0.0, "hardware": "cpu"}))
+        assert "forecast" not in sent[-1][d.MIME]
+    finally:
+        session.ledger.reset()
+
+
+def test_a_cell_parsed_again_is_read_from_the_memo_but_filled_and_checked_afresh():
+    """The option line's argparse reading and the body's YAML reading are memoised per text (a
+    cell run again costs ~5 µs, not ~100); what they give is new each time, templates are filled
+    from the namespace of this run, and a limit raised or lowered since applies at once."""
+    from replicate_jupyter.errors import InputError
+    from replicate_jupyter.notebook import cellparse
+    from replicate_jupyter.notebook.cellparse import limits
+
+    body = "prompt: a {style} cat\nsizes: [1, [2, [3]]]\nn: 2"
+    first = cellparse.parse_body(body, {"style": "red"}, "prompt")
+    first["sizes"].append(99)
+    first["sizes"][1].append(98)
+    again = cellparse.parse_body(body, {"style": "blue"}, "prompt")
+    assert again == {"prompt": "a blue cat", "sizes": [1, [2, [3]]], "n": 2}
+    assert cellparse.parse_body("a {style} dog", {"style": "green"}, "prompt") == {"prompt": "a green dog"}
+    assert cellparse.parse_body("a {style} dog", {"style": "grey"}, "prompt") == {"prompt": "a grey dog"}
+    with pytest.raises(InputError, match="interpolation"):
+        cellparse.parse_body(body, {}, "prompt")  # a name gone from the notebook is still missed
+    depth = limits.MAX_DEPTH
+    try:
+        limits.MAX_DEPTH = 2
+        with pytest.raises(InputError, match="depth"):
+            cellparse.parse_body(body, {"style": "red"}, "prompt")
+    finally:
+        limits.MAX_DEPTH = depth
+    a = cellparse.parse_line("local/shapes --seed 3 --sweep n=1,2 -o pic")
+    a.sweep.append(("x", [1]))
+    b = cellparse.parse_line("local/shapes --seed 3 --sweep n=1,2 -o pic")
+    assert (b.model, b.seed, b.out, b.sweep) == ("local/shapes", 3, "pic", [("n", [1, 2])])
+    seed_range = limits.SEED_RANGE
+    try:
+        limits.SEED_RANGE = (0, 2)
+        with pytest.raises(cellparse.LineError, match="--seed"):
+            cellparse.parse_line("local/shapes --seed 3 --sweep n=1,2 -o pic")
+    finally:
+        limits.SEED_RANGE = seed_range

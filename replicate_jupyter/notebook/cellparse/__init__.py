@@ -35,4 +35,14 @@ from replicate_jupyter.notebook.cellparse.line import (
 )
 
 __all__ = ["CellArgs", "LineError", "parse_line", "parse_body", "parse_sweep", "sweep_grid", "parse_options",
-           "parse_usd", "yaml_scalar", "limits"]
+           "parse_usd", "yaml_scalar", "limits", "clear_memo"]
+
+
+def clear_memo() -> None:
+    """Forget the memoised readings of option lines and bodies (a cell run again reuses its
+    line's argparse reading and its body's YAML reading): for a benchmark of a first parse."""
+    from replicate_jupyter.notebook.cellparse import body, line
+
+    line._read.cache_clear()
+    body._protect.cache_clear()
+    body._load.cache_clear()
