@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from replicate_jupyter.cost.billing import BILLING_KEY
 from replicate_jupyter.cost.text import assumptions_of, forecast_line, running_line, secs
 from replicate_jupyter.notebook.images import THUMB_ABOVE, thumbnail_uri
-from replicate_jupyter.notebook.markup import NOMATH, size_text
+from replicate_jupyter.notebook.markup import NOMATH, escape_text, size_text
 from replicate_jupyter.notebook.markup import escape as _e
 from replicate_jupyter.prediction.files import FileOutput
 from replicate_jupyter.prediction.jsonable import jsonable
@@ -79,11 +79,11 @@ def value_html(value: Any, p: Prediction | None = None, text: str | None = None,
     if value is None:
         return ""
     if text is not None:
-        return f'<pre class="rj-text" style="white-space:pre-wrap">{_e(text)}</pre>'
+        return f'<pre class="rj-text" style="white-space:pre-wrap">{escape_text(text)}</pre>'
     if isinstance(value, FileOutput):
         return file_html(value, thumb=thumb)
     if isinstance(value, str):
-        return f'<pre class="rj-text" style="white-space:pre-wrap">{_e(value)}</pre>'
+        return f'<pre class="rj-text" style="white-space:pre-wrap">{escape_text(value)}</pre>'
     if isinstance(value, list):
         if value and all(isinstance(v, FileOutput) and v.is_image for v in value):
             cells = "".join(f'<div>{file_html(v, 256, thumb=thumb)}</div>' for v in value)
@@ -147,7 +147,7 @@ def card_html(p: Prediction, data: dict[str, Any], *, final: bool, compact: bool
         n = logs.count("\n") or 1
         tail = logs[-(20000 if final else LIVE_LOG_TAIL):]
         parts.append(f'<details class="rj-logs"><summary>Logs ({n} line{"s" if n != 1 else ""})</summary>'
-                     f'<pre>{_e(tail)}</pre></details>')
+                     f'<pre>{escape_text(tail)}</pre></details>')
     if line is not None:
         parts.append(f'<div class="rj-cost" style="opacity:.75;font-size:90%">{_e(line)}</div>')
         parts.append(cost_details_html(p))
