@@ -11,6 +11,11 @@ attach, the listener in the prediction's thread, the delivery thread sharing the
 on a fixed cadence (`--period`), after the deliveries of the one before have finished: every run,
 with a webhook or not, starts from the same idle machine and none overlaps another's deliveries.
 
+On a machine shared with other work the wall-clock medians move by a millisecond from run to
+run, so two steadier figures are printed beside the headline: the median of the paired
+differences (each run with a webhook minus the run without next to it) and the kernel's extra
+CPU time during the run (the process's, every thread: listener, delivery thread, GIL hand-offs).
+
     .venv/bin/python benchmarks/webhooks.py [--runs 50] [--only steps|tokens]
 """
 from __future__ import annotations
@@ -48,19 +53,22 @@ s.serve_forever()
 """
 
 
-def measure(ref: str, inputs: dict, url: str, runs: int, period: float) -> tuple[list[float], list[float]]:
+Run = tuple[float, float]  # (wall seconds, process CPU seconds) of one prediction
+
+
+def measure(ref: str, inputs: dict, url: str, runs: int, period: float) -> tuple[list[Run], list[Run]]:
     from replicate_jupyter import api, webhooks
 
     slot = [time.monotonic()]
 
-    def once(hook: bool) -> float:
+    def once(hook: bool) -> Run:
         slot[0] += period
         time.sleep(max(0.0, slot[0] - time.monotonic()))
-        t = time.perf_counter()
+        t, cpu = time.perf_counter(), time.process_time()
         p = api.prepare(ref, inputs, on="local")
         d = webhooks.attach(p, url) if hook else None
         api.execute(p)
-        took = time.perf_counter() - t
+        took = time.perf_counter() - t, time.process_time() - cpu
         assert p.status == "succeeded", p.error
         if d is not None:
             assert d.wait(30) and not d.failures, d.failures
@@ -73,6 +81,17 @@ def measure(ref: str, inputs: dict, url: str, runs: int, period: float) -> tuple
         for hook in ((True, False) if i % 2 else (False, True)):
             (with_hook if hook else without).append(once(hook))
     return with_hook, without
+
+
+def report(name: str, what: str, with_hook: list[Run], without: list[Run]) -> str:
+    """The headline (difference of the medians) and the two steadier figures, in ms."""
+    med = statistics.median
+    mw, mo = med(w for w, _ in with_hook), med(w for w, _ in without)
+    paired = med(a[0] - b[0] for a, b in zip(with_hook, without))
+    cpu = med(c for _, c in with_hook) - med(c for _, c in without)
+    return (f"  {name} ({what}): without {mo * 1000:.2f} ms, with webhook {mw * 1000:.2f} ms, "
+            f"difference {1000 * (mw - mo):+.3f} ms (target ≤ 1 ms); paired median {1000 * paired:+.3f} ms; "
+            f"kernel CPU {1000 * cpu:+.3f} ms")
 
 
 def main() -> None:
@@ -92,9 +111,8 @@ def main() -> None:
             if args.only and name != args.only:
                 continue
             with_hook, without = measure(ref, inputs, url, args.runs, args.period)
-            mw, mo = statistics.median(with_hook), statistics.median(without)
-            print(f"  {name} ({what}): without {mo * 1000:.2f} ms, with webhook {mw * 1000:.2f} ms, "
-                  f"difference {1000 * (mw - mo):+.3f} ms (target ≤ 1 ms)")
+            print(report(name, what, with_hook, without))
+        print(f"load at the end {os.getloadavg()[0]:.1f}")
     finally:
         consumer.terminate()
         consumer.wait(5)
