@@ -24,7 +24,7 @@ from test_ray_backend import HEAD_IP, _free_port, _start, _stop
 import replicate_jupyter as rj
 from replicate_jupyter import api
 from replicate_jupyter.cost.text import cost_line
-from replicate_jupyter.prediction.events import Progress
+from replicate_jupyter.prediction.events import Metric, Progress
 from replicate_jupyter.runners.workers.runner import pool
 from replicate_jupyter.runners.workers.wire import batch_key, batching
 
@@ -132,6 +132,31 @@ def check_cancel_one(ps: list, share: bool) -> None:
     assert 0 < ps[1].metrics["predict_time"] < bound
 
 
+def check_metrics_relayed_once(ps: list) -> None:
+    """The worker relays a member's batch metrics to coglet once each, not back into the batch
+    it came from (a relay through `cog.current_scope()` found the batch's own scope and fed each
+    metric back in for ever: 8 of a sweep took 4–7× as long as one by one)."""
+    for p in ps:
+        names = [e.name for e in p.events() if isinstance(e, Metric) and e.name in ("batch_size", "batch_id")]
+        assert 1 <= names.count("batch_size") <= 2 and 1 <= names.count("batch_id") <= 2, names[:10]
+
+
+def test_the_relay_scope_is_coglets_even_while_a_batch_scope_is_the_only_one_active():
+    from replicate_jupyter.model.scope import Scope, current_scope, native_scope, scope_for
+
+    seen: list = []
+    done = threading.Event()
+    with scope_for(seen.append):
+        def elsewhere() -> None:  # a thread (or a coglet task) with no scope of its own
+            seen.append((type(current_scope()), type(native_scope())))
+            done.set()
+
+        threading.Thread(target=elsewhere).start()
+        assert done.wait(10)
+    assert seen[0][0] is Scope  # the one-active fallback, for threads a predictor starts
+    assert seen[0][1] is not Scope  # the relay gets coglet's own
+
+
 # ----- workers ----------------------------------------------------------------------------------
 def test_workers_sweep_lands_on_one_worker_batched_and_the_odd_one_alone(workers):
     a, b = workers[0], workers[1]
@@ -143,6 +168,7 @@ def test_workers_sweep_lands_on_one_worker_batched_and_the_odd_one_alone(workers
         p.wait(180)
     sweep, odd = ps[:8], ps[8]
     check_batched(sweep, odd)
+    check_metrics_relayed_once(sweep)
     assert len({p.metrics["worker"] for p in sweep}) == 1  # all 8 on one worker, not spread
     assert odd.metrics["worker"] != sweep[0].metrics["worker"]  # the odd one took the idle worker
     assert {p.metrics["worker"] for p in ps} == {a.url, b.url}
@@ -162,6 +188,7 @@ def test_workers_cancel_one_member_mid_batch(workers):
     for p in ps:
         p.wait(180)
     check_cancel_one(ps, share=False)
+    check_metrics_relayed_once([ps[0], ps[2]])
 
 
 def test_a_plain_model_on_workers_is_unchanged(workers):

@@ -25,7 +25,7 @@ import re
 import threading
 from typing import Any, Callable, Iterator
 
-__all__ = ["Scope", "MetricRecorder", "scope_for", "current_scope"]
+__all__ = ["Scope", "MetricRecorder", "scope_for", "current_scope", "native_scope"]
 
 _current: contextvars.ContextVar["Scope | None"] = contextvars.ContextVar("rj_cog_scope", default=None)
 _active: list["Scope"] = []
@@ -196,6 +196,15 @@ def current_scope() -> Any:
     if _native is not None:
         return _native()
     return Scope()
+
+
+def native_scope() -> Any:
+    """coglet's own scope for this context, never ours: for code that relays a prediction run in
+    this process on to coglet (serve/batched.py). Through `cog.current_scope()` such code would
+    get, by the one-active fallback, the batch's own scope, and feed each relayed metric back
+    into the batch it came from, for ever."""
+    _install()
+    return _native() if _native is not None else Scope()
 
 
 def _install() -> None:

@@ -31,6 +31,7 @@ from typing import Any, Callable
 
 from replicate_jupyter.model import predictors
 from replicate_jupyter.model.batching import rule_of
+from replicate_jupyter.model.scope import native_scope
 from replicate_jupyter.prediction.events import Completed, Log, Metric, Output, Preview, Progress
 from replicate_jupyter.runners.workers.wire import BATCHING_KEY
 from replicate_jupyter.runners.workers.wire import SHARE_METRIC as SHARE
@@ -153,15 +154,11 @@ def _relay(event: Any) -> None:
     elif cls is Preview and event.image is not None:
         relay_preview(event.image, event.step)
     elif cls is Metric and event.name in ("batch_size", "batch_id"):
-        import cog
-
-        cog.current_scope().record_metric(event.name, event.value)
+        native_scope().record_metric(event.name, event.value)
 
 
 def _record_end(p: Any) -> None:
-    import cog
-
-    scope = cog.current_scope()
+    scope = native_scope()
     for name in ("batch_size", "batch_id"):
         if name in p.metrics:
             scope.record_metric(name, p.metrics[name])
