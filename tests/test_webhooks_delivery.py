@@ -1,9 +1,11 @@
 """How a delivery stays off the prediction's back, against real parts on loopback: the deliverer
 stops listening at the start and reads the prediction's state when a throttle slot opens (so a
-log-only stream, a whole output and a run with neither still come out right), and the answer
-is read by hand (transport.py), keeping a socket only when it can carry the next request."""
+log-only stream, a whole output and a run with neither still come out right), a body is built
+without the prediction's lock, and the answer is read by hand (transport.py), keeping a socket
+only when it can carry the next request."""
 from __future__ import annotations
 
+import json
 import re
 import socket
 import threading
@@ -11,7 +13,7 @@ import threading
 import pytest
 from test_webhooks import STEPS, Consumer, run_local
 
-from replicate_jupyter.webhooks import transport
+from replicate_jupyter.webhooks import body, transport
 
 
 @pytest.fixture
@@ -44,6 +46,28 @@ def test_state_read_per_slot_sees_logs_a_whole_output_and_nothing_new(consumer, 
     only = consumer()
     _, d = run_local(STEPS, {"steps": 3, "delay": 0.01}, only.url, events_filter=["output"])
     assert [r.event for r in d.records] == ["output"] and only.bodies()[-1]["output"] == "done 3"
+
+
+def test_a_body_is_built_without_the_prediction_lock(consumer):
+    """Not through `to_json()`, which PNG-encodes the step preview under the lock the model's
+    every event takes: a body is built while that lock is held elsewhere (the model mid-emit)."""
+    p, _ = run_local(STEPS, {"steps": 2, "delay": 0.01}, consumer().url, events_filter=["completed"])
+    assert p.logs is not None  # its chunks joined now (joining takes the lock, briefly)
+    held, release, built = threading.Event(), threading.Event(), []
+
+    def hold() -> None:
+        with p._lock:
+            held.set()
+            release.wait(10)
+
+    threading.Thread(target=hold, daemon=True).start()
+    assert held.wait(5)
+    builder = threading.Thread(target=lambda: built.append(body.Builder(p).build()), daemon=True)
+    builder.start()
+    builder.join(5)
+    release.set()
+    assert built, "building the body waited for the prediction's lock"
+    assert json.loads(built[0].text)["output"] == "done 2" and built[0].status == "succeeded"
 
 
 def test_answers_read_by_hand_and_sockets_kept_only_when_reusable():

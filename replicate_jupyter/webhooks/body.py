@@ -1,8 +1,11 @@
 """A webhook's body: the prediction as Replicate's API returns it.
 
-Built from `Prediction.to_json()` (secret inputs already masked there), minus what only our
-display uses (progress, preview, output_display, backend), with files as URLs: a data URI for a
-file the kernel holds, the remote URL when there is one. As a last guard every secret input's
+Built from the prediction's fields as `Prediction.to_json()` shows them (secret inputs masked,
+values through `jsonable`), minus what only our display uses (progress, preview, output_display,
+backend), with files as URLs: a data URI for a file the kernel holds, the remote URL when there
+is one. Not through `to_json()` itself: it PNG-encodes the current step preview (50 ms for a
+noisy 512 px one) under the prediction's lock, which blocked the model's every event while a
+body was built, for a field the body drops. As a last guard every secret input's
 value is masked wherever else it may appear (a model that printed it into its logs), because a
 webhook body leaves the machine.
 """
@@ -12,12 +15,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from replicate_jupyter.prediction.files import InputFile
+from replicate_jupyter.prediction.jsonable import jsonable
+from replicate_jupyter.prediction.redact import MASK as _INPUT_MASK
 
 __all__ = ["TERMINAL", "Body", "Builder", "start_state", "MASK"]
 
 TERMINAL = frozenset({"succeeded", "failed", "canceled", "aborted"})
 MASK = "**********"
-_OURS = ("progress", "preview", "output_display", "backend")
 
 
 @dataclass(frozen=True)
@@ -66,9 +70,13 @@ class Builder:
         self._input: dict[str, Any] | None = None
         self._secrets: list[str] | None = None
 
-    def _clean_input(self, shown: dict[str, Any]) -> dict[str, Any]:
+    def _clean_input(self) -> dict[str, Any]:
+        """The input as `to_json()` shows it (secrets masked, session tokens redacted), with
+        files as data URIs."""
         if self._input is None:
-            raw, hidden = self.p.input, getattr(self.p, "secret_fields", ())
+            p = self.p
+            raw, hidden = p.input, p.secret_fields
+            shown = p.redact({k: (_INPUT_MASK if k in hidden else jsonable(v)) for k, v in raw.items()})
             self._input = {k: _input_value(raw[k]) if k not in hidden and isinstance(raw.get(k), (InputFile, list, tuple))
                            else v for k, v in shown.items()}
         return self._input
@@ -78,7 +86,7 @@ class Builder:
             import json
 
             found: list[str] = []
-            for k in getattr(self.p, "secret_fields", ()):
+            for k in self.p.secret_fields:
                 v = self.p.input.get(k)
                 if v is None:
                     continue
@@ -90,19 +98,20 @@ class Builder:
 
     def build(self, state: dict[str, Any] | None = None) -> Body:
         """The body now, or as it was at Started (`state` from `start_state`)."""
-        d = self.p.to_json()
-        for k in _OURS:
-            d.pop(k, None)
-        d["input"] = self._clean_input(d.get("input") or {})
+        p = self.p
+        out = p.output
         if state is not None:
             n = state["n_output"]
+            out = out[:n] if n is not None and isinstance(out, list) else None
+        out = jsonable(out)
+        d = {"id": p.id, "model": p.model, "version": p.version, "status": p.status, "input": self._clean_input(),
+             "output": _file_url(out), "logs": p.logs, "error": p.error, "created_at": p.created_at,
+             "started_at": p.started_at, "completed_at": p.completed_at, "metrics": dict(p.metrics),
+             "urls": {}, "data_removed": False}
+        if state is not None:
             d.update(status=state["status"], started_at=state["started_at"], logs=state["logs"],
-                     metrics=state["metrics"], completed_at=None, error=None,
-                     output=d["output"][:n] if n is not None and isinstance(d["output"], list) else None)
-        out, logs = d["output"], d.get("logs") or ""
-        d["output"] = _file_url(out)
-        d.setdefault("urls", {})
-        d.setdefault("data_removed", False)
+                     metrics=state["metrics"], completed_at=None, error=None)
+        logs = d["logs"] or ""
         text = _dumps(d)
         for secret in self._secret_values():
             if secret in text:

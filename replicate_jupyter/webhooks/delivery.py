@@ -36,6 +36,7 @@ __all__ = ["EVENTS", "RetryPolicy", "Record", "Deliverer", "WebhookDeliveryWarni
 
 EVENTS = ("start", "output", "logs", "completed")
 _USER_AGENT = "replicate-jupyter-webhooks/1"
+_FINAL_GRACE = 5.0  # seconds a terminal status may precede its Completed's listeners (an interrupted dispatch)
 
 
 class WebhookDeliveryWarning(UserWarning):
@@ -254,7 +255,10 @@ class Deliverer:
                 return  # no completed wanted and nothing newer to send
             else:
                 due = time.monotonic() + self.throttle  # nothing moved: look again a slot later
-        self._send("completed", self._body.build())
+        with self._cv:  # the body is read unlocked: wait until the Completed is applied in full
+            self._cv.wait_for(lambda: self._final or self._stopped, _FINAL_GRACE)
+        if not self._stopped:
+            self._send("completed", self._body.build())
 
     def _send(self, kind: str, body: "wire.Body", supersedable: bool = False) -> None:
         rec = Record(kind, "msg_" + secrets.token_hex(13), body.status, sent_at=time.time())
