@@ -270,3 +270,35 @@ def test_cog_file_inputs_arrive_as_file_objects_and_setup_gets_weights(tmp_path,
     weights.write_bytes(b"12345")
     monkeypatch.setenv("COG_WEIGHTS", str(weights))
     assert rj.run(Reader, {"doc": InputFile(b"text", name="a.txt")}) == "text+12345"
+
+
+TRACED = r"""
+import sys, time
+from replicate_jupyter import api
+P = sys.argv[1]
+ok = api.execute(api.prepare(P + "/sleep.py:Predictor", {"seconds": 0}, on="local"))
+busy = api.start(api.prepare(P + "/stop_busy.py:Predictor", {"seconds": 20}, on="local"))
+while busy.status != "processing":
+    time.sleep(0.01)
+time.sleep(0.2)
+busy.cancel()
+busy.wait(20)
+def f():
+    return 1
+for hook in (sys.setprofile, sys.settrace):  # cProfile, a debugger, coverage
+    hook(lambda *a: None)
+    f()
+    hook(None)
+print(ok.status, busy.status, "traced ok", flush=True)
+"""
+
+
+def test_a_profiler_or_debugger_still_works_after_runs_and_a_stopped_one():
+    """Every call used to end by clearing a pending stop with PyThreadState_SetAsyncExc(NULL),
+    which leaves CPython 3.11's async-exception signal set: with a profiler or tracer on, the
+    main thread then spun at 100% CPU for ever (cProfile, the JupyterLab debugger, coverage)."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", TRACED, str(P)], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip().endswith("succeeded canceled traced ok"), out.stdout[-500:] + out.stderr[-2000:]

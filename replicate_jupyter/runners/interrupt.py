@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import threading
 
 __all__ = ["stop_exception", "raise_in_thread", "clear_pending", "is_cancel"]
 
@@ -48,10 +49,31 @@ def raise_in_thread(ident: int, exc_type: type[BaseException]) -> bool:
     return n == 1
 
 
+class _Drained(BaseException):
+    """Raised into the calling thread by `clear_pending`, and caught there at once."""
+
+
 def clear_pending(ident: int) -> None:
-    """Drop an exception raised in thread `ident` that has not landed yet (NULL clears it), so a
-    stop aimed at a call that just ended never lands in the next one."""
-    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), None)
+    """Drop a stop raised in thread `ident` that has not landed yet, so a stop aimed at a call
+    that just ended never lands in the next one.
+
+    Called by that thread itself (the model thread, on the way out of a call). Clearing with
+    NULL (`PyThreadState_SetAsyncExc(ident, NULL)`) is not enough: CPython 3.11 keeps the
+    interpreter's "async exception pending" signal set until some thread takes one, and with a
+    profiler or tracer on (cProfile, a debugger, coverage) the main thread then spins at 100% CPU
+    for ever. So the pending stop is replaced by `_Drained`, which lands here within a few
+    bytecodes — taking it clears the signal — and is caught."""
+    if ident != threading.get_ident():
+        ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), None)
+        return
+    if ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), ctypes.py_object(_Drained)) != 1:
+        return
+    try:
+        for _ in range(10_000_000):  # the eval loop checks for it at every backward jump
+            pass
+    except _Drained:
+        return
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), None)  # never seen: at least drop it
 
 
 def is_cancel(exc: BaseException | None) -> bool:

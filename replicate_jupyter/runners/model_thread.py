@@ -79,6 +79,7 @@ class ModelThread:
         self.defunct = False  # a call could not be stopped: nothing more may run here
         self._lock = threading.Lock()
         self._running: Call | None = None  # the sync call executing now (the only target of a stop)
+        self._raised = False  # a stop was raised into this thread during the current sync call
         self._tasks: set[Call] = set()  # async calls on the loop
         self._closed = False
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
@@ -134,7 +135,9 @@ class ModelThread:
             try:
                 with self._lock:
                     self._running = outer
-                    interrupt.clear_pending(self.ident)
+                    if self._raised:  # a stop raised while it ran may not have landed yet
+                        self._raised = False
+                        interrupt.clear_pending(self.ident)
                 break
             except BaseException as late:  # a stop landed between the call's end and the lock
                 if call.error is None:
@@ -260,6 +263,7 @@ class ModelThread:
             if call.settled:
                 return
             if self._running is call:  # a sync call (also setup or teardown on a loop thread)
+                self._raised = True
                 interrupt.raise_in_thread(self.ident, stop)
                 return
         if call.task is None or self._loop is None:
