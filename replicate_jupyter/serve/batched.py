@@ -15,9 +15,10 @@ files every log line, relayed progress/preview and metric under that prediction:
 logs, `Metric` as `current_scope().record_metric` (`batch_size`, `batch_id`, and the member's
 share of the device time as `predict_time_share`, since coglet's own predict_time is the
 member's wall time and may not be overwritten). A coglet cancel (asyncio's, on the task) cancels
-that member only; it records nothing more (coglet 0.23.1, given a metric from a task it is
-canceling, floods the other predictions' streams with tens of thousands of metric events), so a
-canceled member reports coglet's wall time. A model that does not batch is served as before.
+that member only, and records its share of the batch so far before the task ends. Metrics are
+relayed through coglet's own scope (`model.scope.native_scope`), never `cog.current_scope()`:
+in this process that can answer with the batch's scope and feed a metric back into the batch.
+A model that does not batch is served as before.
 """
 from __future__ import annotations
 
@@ -184,6 +185,8 @@ async def _follow(self: Any, kwargs: dict[str, Any]) -> Any:
                 _relay(event)
     except asyncio.CancelledError:
         p.cancel(reason="canceled")
+        await _settled(p, queue)  # its share of the batch so far, billed, not coglet's wall time
+        _record_end(p)
         raise
     _record_end(p)
     if p.status == "canceled":
@@ -191,6 +194,17 @@ async def _follow(self: Any, kwargs: dict[str, Any]) -> Any:
     if p.status != "succeeded":
         raise RuntimeError(p.error or "the prediction failed")
     return _from_output(output, [])
+
+
+async def _settled(p: Any, queue: asyncio.Queue, timeout: float = 5.0) -> None:
+    """Wait (a little) for a canceled member's Completed: the batch drops it at once."""
+    try:
+        async with asyncio.timeout(timeout):
+            while not p.finished:
+                if (await queue.get()).__class__ is Completed:
+                    return
+    except (TimeoutError, asyncio.CancelledError):
+        pass
 
 
 async def _predict_template(self: Any, **kwargs: Any) -> Any:
