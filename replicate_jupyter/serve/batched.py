@@ -198,12 +198,14 @@ async def _follow(self: Any, kwargs: dict[str, Any]) -> Any:
 
 async def _settled(p: Any, queue: asyncio.Queue, timeout: float = 5.0) -> None:
     """Wait (a little) for a canceled member's Completed: the batch drops it at once."""
+    async def until_completed() -> None:
+        while not p.finished:
+            if (await queue.get()).__class__ is Completed:
+                return
+
     try:
-        async with asyncio.timeout(timeout):
-            while not p.finished:
-                if (await queue.get()).__class__ is Completed:
-                    return
-    except (TimeoutError, asyncio.CancelledError):
+        await asyncio.wait_for(until_completed(), timeout)
+    except (asyncio.TimeoutError, asyncio.CancelledError):  # Python 3.10 too (no asyncio.timeout)
         pass
 
 
