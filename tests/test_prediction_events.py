@@ -288,3 +288,21 @@ def test_bad_values_given_to_data_objects_are_input_errors_and_a_dead_url_a_back
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_a_bound_method_listener_can_be_unsubscribed():
+    """`p.unsubscribe(self.on_event)`: each read of `self.on_event` is a new bound method."""
+    class Watcher:
+        def __init__(self) -> None:
+            self.seen: list = []
+
+        def on_event(self, _p, e) -> None:
+            self.seen.append(e)
+
+    w = Watcher()
+    p = Prediction("test/m", {})
+    p.subscribe(w.on_event)
+    p.emit(Log(text="one\n"))
+    p.unsubscribe(w.on_event)
+    p.emit(Log(text="two\n"))
+    assert [e.text for e in w.seen] == ["one\n"]

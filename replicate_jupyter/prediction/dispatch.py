@@ -188,9 +188,11 @@ class EventDispatch:
             self._listeners = self._listeners + (fn,)
 
     def unsubscribe(self, fn: AnyListener) -> None:
+        """Stop calling `fn`. Matched by equality, not identity: `obj.method` is a new bound-method
+        object each time it is read, so `unsubscribe(self.on_event)` must find the one subscribed."""
         with self._lock:
-            self._listeners = tuple(f for f in self._listeners if f is not fn)
-            self._pending = [(f, r) for f, r in self._pending if f is not fn]
+            self._listeners = tuple(f for f in self._listeners if f != fn)
+            self._pending = [(f, r) for f, r in self._pending if f != fn]
 
     def on_done(self, fn: Callable[[Any], None]) -> None:
         """Call `fn(owner)` once it is final: in the thread that delivered its Completed, after
