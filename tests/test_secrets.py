@@ -246,3 +246,20 @@ def test_a_child_of_this_process_never_sees_a_login_token():
         assert "Ch1Ch1" not in child.stdout and "Ch1Ch1" not in repr(dict(os.environ))
     finally:
         tokens.logout()
+
+
+def test_a_token_put_in_the_environment_after_earlier_runs_is_still_redacted(monkeypatch):
+    """The environment's secret-looking values are looked up again whenever it changed (the scan
+    is cached between unchanged environments)."""
+    from replicate_jupyter import api
+
+    echo = "tests/predictors/echo.py:Predictor"
+    first = api.execute(api.prepare(echo, {"text": "warm"}, on="local"))
+    assert first.status == "succeeded"
+    token = "hf_" + "Q7x" * 12
+    monkeypatch.setenv("HF_TOKEN", token)
+    p = api.execute(api.prepare(echo, {"text": f"my key is {token}"}, on="local"))
+    assert token not in str(p.output) and "**********" in str(p.output)
+    monkeypatch.delenv("HF_TOKEN")
+    q = api.execute(api.prepare(echo, {"text": f"now {token}"}, on="local"))
+    assert token in str(q.output)  # no longer a secret of this session: shown as given

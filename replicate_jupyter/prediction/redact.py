@@ -96,10 +96,28 @@ def session_secrets() -> set[str]:
     if tok is not None:
         with getattr(tok, "_lock", threading.Lock()):
             out |= set(getattr(tok, "_seen", ()))
-    for name, value in os.environ.items():
-        if len(value) >= ENV_MIN_LEN and looks_secret(name):
-            out.add(value)
+    out |= _environment_secrets()
     return {s for s in out if len(s) >= MIN_LEN}
+
+
+_env_seen: tuple[dict, frozenset[str]] | None = None
+
+
+def _environment_secrets() -> frozenset[str]:
+    """The values of secret-looking environment variables, looked for again only when the
+    environment changed: every prediction and every draw asks, and walking `os.environ` through
+    its Mapping (decoding each entry, matching each name) cost ~0.1 ms each time. CPython keeps
+    the raw entries in `os.environ._data`; one C-level dict comparison tells if anything changed."""
+    global _env_seen
+    raw = getattr(os.environ, "_data", None)
+    seen = _env_seen
+    if isinstance(raw, dict) and seen is not None and seen[0] == raw:
+        return seen[1]
+    found = frozenset(value for name, value in os.environ.items()
+                      if len(value) >= ENV_MIN_LEN and looks_secret(name))
+    if isinstance(raw, dict):
+        _env_seen = (dict(raw), found)
+    return found
 
 
 class Redactor:
