@@ -306,3 +306,37 @@ def test_a_bound_method_listener_can_be_unsubscribed():
     p.unsubscribe(w.on_event)
     p.emit(Log(text="two\n"))
     assert [e.text for e in w.seen] == ["one\n"]
+
+
+def test_a_running_payload_encodes_its_preview_once_and_outside_the_lock():
+    """A redraw's `to_json()` encodes the step preview (a noisy 512 px PNG takes ~50 ms) without
+    holding the prediction's lock, so the model's emits never wait for it; ten redraws of one
+    preview encode it once."""
+    from PIL import Image
+
+    from replicate_jupyter.prediction.events import Preview
+
+    p = Prediction("test/m", {})
+    p.emit(Started(hardware="cpu"))
+    saves, emitted = [], threading.Event()
+
+    class SlowImage:
+        def __init__(self) -> None:
+            self.img = Image.new("RGB", (4, 4), "red")
+
+        def save(self, buf, format) -> None:
+            saves.append(format)
+            t = threading.Thread(target=lambda: (p.emit(Log(text="during\n")), emitted.set()))
+            t.start()
+            assert emitted.wait(5), "an emit waited for the preview's encoding"
+            self.img.save(buf, format=format)
+
+    image = SlowImage()
+    p.emit(Preview(image=image, step=1))
+    payloads = [p.to_json() for _ in range(10)]
+    assert len(saves) == 1 and all(j["preview"].startswith("data:image/png;base64,") for j in payloads)
+    p.emit(Preview(image=SlowImage(), step=2))
+    emitted.clear()
+    assert p.to_json()["preview"] and len(saves) == 2  # a new preview is encoded anew
+    p.emit(Completed(status="succeeded", metrics={"predict_time": 0.1}))
+    assert p.to_json()["preview"] is None and p._preview_uri is None  # nothing kept once final

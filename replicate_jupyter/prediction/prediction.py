@@ -26,7 +26,7 @@ from replicate_jupyter.prediction.events import TERMINAL, Completed, Event, Log,
 from replicate_jupyter.prediction.files import FileOutput
 from replicate_jupyter.prediction.handle import ModelHandle
 from replicate_jupyter.prediction.jsonable import encode_preview, is_concatenate, is_iterator, jsonable, secret_fields
-from replicate_jupyter.prediction.redact import MASK, Redactor, Secret, reveal
+from replicate_jupyter.prediction.redact import MASK, Redactor, masked_input, reveal
 from replicate_jupyter.prediction.surface import ReplicateSurface, plain_output
 
 __all__ = ["Prediction", "TERMINAL", "Listener", "encode_preview", "plain_output"]
@@ -69,7 +69,7 @@ class Prediction(ReplicateSurface, EventDispatch):
                  "created_at", "started_at", "completed_at", "metrics", "progress", "preview", "handle", "max_cost",
                  "cell", "background", "display_cell", "cancel_reason", "cancel_event", "schema", "secret_fields",
                  "remote_id", "urls", "params", "ref",
-                 "_runner", "_redactor", "_iterator", "_concatenate", "_t_started")
+                 "_runner", "_redactor", "_iterator", "_concatenate", "_t_started", "_preview_uri")
 
     def __init__(
         self,
@@ -95,7 +95,7 @@ class Prediction(ReplicateSurface, EventDispatch):
         self.version = version
         self.backend = backend
         self.secret_fields = secret_fields(schema)
-        self.input = _masked(input, self.secret_fields)
+        self.input = masked_input(input, self.secret_fields)
         # one redaction step for everything this prediction shows (see prediction/redact.py)
         self._redactor = Redactor.of(reveal(self.input[k]) for k in self.secret_fields & self.input.keys())
         self.status = "starting"
@@ -109,6 +109,7 @@ class Prediction(ReplicateSurface, EventDispatch):
         self.metrics: dict[str, Any] = {}
         self.progress: tuple[int, int | None] | None = None
         self.preview: Any = None
+        self._preview_uri: tuple[Any, str | None] | None = None  # (preview, its data URI): encoded once
         self.handle: ModelHandle | None = handle
         self.max_cost: float | None = max_cost
         self.cell: int | None = cell
@@ -221,6 +222,7 @@ class Prediction(ReplicateSurface, EventDispatch):
 
     def _on_preview(self, e: Preview) -> None:
         self.preview = e.image
+        self._preview_uri = None
 
     def _on_started(self, e: Started) -> None:
         self.status = "processing"
@@ -242,6 +244,7 @@ class Prediction(ReplicateSurface, EventDispatch):
         if pt is not None:
             self.metrics["cost_usd"] = cost.cost_of(pt, self.metrics.get("hardware"))
         self.preview = None
+        self._preview_uri = None
 
     # ----- replicate-python surface ---------------------------------------------------------
     def wait(self, timeout: float | None = None) -> Prediction:
@@ -340,7 +343,8 @@ class Prediction(ReplicateSurface, EventDispatch):
             if self.progress:
                 eta = self.eta()
                 prog = {"step": self.progress[0], "total": self.progress[1], "eta_s": None if eta is None else round(eta, 2)}
-            return {
+            preview = self.preview if not self.done else None
+            payload = {
                 "id": self.id, "model": self.model, "version": self.version, "status": self.status,
                 "backend": self.backend, "input": self._shown_input(), "output": jsonable(self.output),
                 "output_display": "concatenate" if self._concatenate else None,
@@ -348,8 +352,22 @@ class Prediction(ReplicateSurface, EventDispatch):
                 "created_at": self.created_at, "started_at": self.started_at, "completed_at": self.completed_at,
                 "metrics": dict(self.metrics),
                 "progress": prog if not self.done else None,
-                "preview": encode_preview(self.preview) if (self.preview is not None and not self.done) else None,
+                "preview": None,
             }
+        if preview is not None:  # encoded outside the lock (a noisy 512 px PNG takes ~50 ms: the
+            payload["preview"] = self._preview_data(preview)  # model's emits must not wait for it)
+        return payload
+
+    def _preview_data(self, preview: Any) -> str | None:
+        """`preview` as a data URI, encoded once however many redraws show it."""
+        cached = self._preview_uri
+        if cached is not None and cached[0] is preview:
+            return cached[1]
+        uri = encode_preview(preview)
+        with self._lock:
+            if self.preview is preview:  # still the current one (not replaced or cleared meanwhile)
+                self._preview_uri = (preview, uri)
+        return uri
 
     def redact(self, value: Any) -> Any:
         """`value` (text, or JSON of lists and dicts) with this prediction's secrets and the
@@ -371,17 +389,6 @@ class Prediction(ReplicateSurface, EventDispatch):
 
 #: the events whose text can carry a secret (the rest hold numbers, images and names)
 _REDACTED = frozenset({Log, Output, Completed})
-
-
-def _masked(input: dict[str, Any], secret: frozenset[str]) -> dict[str, Any]:
-    """`input` with each secret as a masked `Secret`; the same dict when nothing needed it."""
-    if not secret or not (secret & input.keys()):
-        return input
-    def one(v: Any) -> Any:
-        plain = isinstance(v, str) or (hasattr(v, "get_secret_value") and not isinstance(v, Secret))
-        return Secret(v) if plain else v
-
-    return {k: (one(v) if k in secret else v) for k, v in input.items()}
 
 
 Prediction._appliers = {

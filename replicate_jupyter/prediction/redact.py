@@ -29,7 +29,7 @@ from typing import Any, Iterable
 from replicate_jupyter.errors import looks_secret
 from replicate_jupyter.prediction.events import Completed, Error, Event, Log, Output
 
-__all__ = ["MASK", "MIN_LEN", "ENV_MIN_LEN", "Secret", "Redactor", "reveal", "remember", "session_secrets",
+__all__ = ["MASK", "MIN_LEN", "ENV_MIN_LEN", "Secret", "Redactor", "reveal", "remember", "session_secrets", "masked_input",
            "redact_text"]
 
 MASK = "**********"
@@ -185,3 +185,16 @@ def redact_text(text: Any, extra: Iterable[Any] = ()) -> str:
     not a prediction's: a refused option, a backend's error)."""
     r = Redactor.of(extra)
     return str(text) if r is None else r.text(str(text))
+
+
+def masked_input(input: dict[str, Any], secret: frozenset[str]) -> dict[str, Any]:
+    """`input` with each secret as a masked `Secret` (what `p.input` holds); the same dict when
+    nothing needed it."""
+    if not secret or not (secret & input.keys()):
+        return input
+
+    def one(v: Any) -> Any:
+        plain = isinstance(v, str) or (hasattr(v, "get_secret_value") and not isinstance(v, Secret))
+        return Secret(v) if plain else v
+
+    return {k: (one(v) if k in secret else v) for k, v in input.items()}
