@@ -57,3 +57,55 @@ def test_a_display_flushes_only_the_streams_with_output_pending(run_cells):
     seen = json.loads(text.split("SEEN", 1)[1])
     # nothing pending: no flush; then only the stream written to; unloaded: ipykernel's own (both)
     assert seen == [[], ["stdout"], ["stderr"], ["stdout", "stderr"]]
+
+
+def _wait_until(cond, limit: float = 10.0) -> bool:
+    import time
+
+    end = time.monotonic() + limit
+    while not cond():
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.005)
+    return True
+
+
+def test_a_lingering_ticker_takes_a_new_display_without_a_wake_up_and_still_draws_it_on_time():
+    import time
+
+    from replicate_jupyter.notebook import live as live_mod
+    from replicate_jupyter.prediction.events import Completed, Output, Started
+    from replicate_jupyter.prediction.prediction import Prediction
+
+    ticker = live_mod._Ticker(linger=30.0)
+    old, live_mod._TICKER = live_mod._TICKER, ticker
+    try:
+        def running(sent: list) -> tuple[Prediction, live_mod.LiveDisplay]:
+            p = Prediction("test/stream", {})
+            return p, live_mod.LiveDisplay(p, text_rate=20, preview_rate=4, publish=sent.append).attach()
+
+        first: list[dict] = []
+        p, _ = running(first)  # starts the thread
+        p.emit(Completed(status="succeeded", metrics={"predict_time": 0.0}))
+        assert _wait_until(lambda: ticker._wake_at != float("inf"))  # lingering at 20/s
+        sent: list[dict] = []
+        p, live = running(sent)
+        assert ticker.wakes == 0  # its first draw falls after the ticker's next wake: no notify
+        p.emit(Started(hardware="cpu"))
+        p.emit(Output(value="a"))
+        assert _wait_until(lambda: len(sent) >= 1)  # drawn live by the ticker, not only at the end
+        assert sent[0]["application/vnd.replicate.prediction+json"]["status"] == "processing"
+        p.emit(Completed(status="succeeded", metrics={"predict_time": 0.1}))
+        assert sent[-1]["application/vnd.replicate.prediction+json"]["status"] == "succeeded"
+
+        ticker.linger = 0.0  # past the linger: asleep for good, and a new display wakes it
+        assert _wait_until(lambda: ticker._wake_at == float("inf") and not ticker._live)
+        time.sleep(0.1)  # the thread is in its untimed wait (it set _wake_at under the lock first)
+        more: list[dict] = []
+        p, _ = running(more)
+        assert ticker.wakes == 1
+        p.emit(Started(hardware="cpu"))
+        assert _wait_until(lambda: len(more) >= 1)
+        p.emit(Completed(status="succeeded", metrics={"predict_time": 0.1}))
+    finally:
+        live_mod._TICKER = old
