@@ -114,6 +114,11 @@ class Batcher:
                 self._members.pop(p.id, None)
         return True
 
+    def share_so_far(self, p: Any) -> float | None:
+        """A running member's share of its batch's device time until now (None: not in a batch)."""
+        member = self._members.get(str(getattr(p, "id", "")))
+        return member.batch.share_of(member) if member is not None and member.batch is not None else None
+
     def cancel(self, p: Any) -> None:
         """A member canceled: out of its group if it has not run yet, out of its batch if it runs."""
         member = self._members.get(str(getattr(p, "id", "")))
@@ -262,12 +267,9 @@ class RunningBatch(Batch):
         self.gone = self.cancel_event = threading.Event()  # every member left: the call may be stopped
         self.wants_preview = preview_throttle(runner.preview_rate)
         self.results: list[Any] | None = None
-        self.emitted = False  # a stream item went out (an OOM retry would repeat it)
-        self.device_time = 0.0
+        self.emitted, self.device_time = False, 0.0  # emitted: a stream item went out (a retry would repeat it)
         self._lock = threading.Lock()
-        self._live = [True] * len(members)
-        self._share = [0.0] * len(members)
-        self._index = [0] * len(members)
+        self._live, self._share, self._index = [True] * len(members), [0.0] * len(members), [0] * len(members)
         self._t0: float | None = None
         self._seg: float | None = None
         for m in members:
@@ -342,8 +344,7 @@ class RunningBatch(Batch):
     def live_members(self) -> list[Member]:
         return [self.members[i] for i in self.active()]
 
-    # ----- the clock -----------------------------------------------------------------------------
-    def start_clock(self) -> None:
+    def start_clock(self) -> None:  # the clock: each member's share of the device time
         with self._lock:
             self._t0 = self._seg = time.perf_counter()
 
@@ -358,6 +359,11 @@ class RunningBatch(Batch):
             for i in live:
                 self._share[i] += dt * self.members[i].weight / total
         self._seg = now
+
+    def share_of(self, member: Member) -> float:  # its share until now (while it runs)
+        with self._lock:
+            self._advance(time.perf_counter())
+            return self._share[self.members.index(member)]
 
     def drop(self, member: Member) -> None:
         """Member canceled: completed now, on its share so far; the rest go on."""

@@ -117,6 +117,10 @@ class BatchHost:
             if not p.finished:
                 p.emit(Completed(status="failed", error=f"{type(exc).__name__}: {exc}"))
 
+    def share_so_far(self, p: Any) -> float | None:
+        """`p`'s share of its batch's device time so far (None while it is not in one)."""
+        return self.runner._batcher.share_so_far(p)
+
     def close(self) -> None:
         self.runner.close()
 
@@ -183,10 +187,14 @@ async def _follow(self: Any, kwargs: dict[str, Any]) -> Any:
                 output = event.value
             else:
                 _relay(event)
+                if event.__class__ is Progress:  # the share so far, recorded as it grows: coglet
+                    share = self._rj_host.share_so_far(p)  # keeps what was recorded before a cancel
+                    if share is not None:
+                        native_scope().record_metric(SHARE_METRIC, round(share, 6))
     except asyncio.CancelledError:
+        # coglet has answered "canceled" by now and keeps only what was recorded before: the
+        # share recorded at the member's last step (above) is what it is billed
         p.cancel(reason="canceled")
-        await _settled(p, queue)  # its share of the batch so far, billed, not coglet's wall time
-        _record_end(p)
         raise
     _record_end(p)
     if p.status == "canceled":
@@ -194,19 +202,6 @@ async def _follow(self: Any, kwargs: dict[str, Any]) -> Any:
     if p.status != "succeeded":
         raise RuntimeError(p.error or "the prediction failed")
     return _from_output(output, [])
-
-
-async def _settled(p: Any, queue: asyncio.Queue, timeout: float = 5.0) -> None:
-    """Wait (a little) for a canceled member's Completed: the batch drops it at once."""
-    async def until_completed() -> None:
-        while not p.finished:
-            if (await queue.get()).__class__ is Completed:
-                return
-
-    try:
-        await asyncio.wait_for(until_completed(), timeout)
-    except (asyncio.TimeoutError, asyncio.CancelledError):  # Python 3.10 too (no asyncio.timeout)
-        pass
 
 
 async def _predict_template(self: Any, **kwargs: Any) -> Any:
