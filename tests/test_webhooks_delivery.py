@@ -9,6 +9,7 @@ import json
 import re
 import socket
 import threading
+import time
 
 import pytest
 from test_webhooks import STEPS, Consumer, run_local
@@ -113,3 +114,50 @@ def test_answers_read_by_hand_and_sockets_kept_only_when_reusable():
         with pytest.raises(transport.DeliveryFailed, match="closed without an answer"):
             post()  # a fresh socket closed unanswered is a failure, not retried as a stale one
     assert conns == [6, 3, 2, 1]  # the first three answers on one connection, then one each
+
+
+# ----- answers and URLs the hand-written transport must take as http.client did ---------------------
+def _one_answer_server(answer: bytes, linger: float = 0.0):
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(4)
+    got: list[bytes] = []
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                return
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += conn.recv(65536)
+            got.append(data)
+            conn.sendall(answer)
+            time.sleep(linger)
+            conn.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    return srv, got
+
+
+@pytest.mark.parametrize("answer,linger", [
+    (b"HTTP/1.1 200 OK\nContent-Length: 2\n\nok", 0.0),  # bare LF line endings
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort", 1.0),  # a body cut short / slow after the status
+])
+def test_a_2xx_is_delivered_whatever_follows_its_status(answer, linger):
+    srv, got = _one_answer_server(answer, linger)
+    try:
+        a = transport.post(f"http://127.0.0.1:{srv.getsockname()[1]}/hook", b"{}", {}, timeout=0.5)
+        assert a.code == 200 and len(got) == 1
+    finally:
+        srv.close()
+
+
+def test_a_non_ascii_path_goes_out_percent_encoded():
+    srv, got = _one_answer_server(b"HTTP/1.1 204 No Content\r\n\r\n")
+    try:
+        transport.post(f"http://127.0.0.1:{srv.getsockname()[1]}/hooks/café?q=é", b"{}", {}, timeout=2)
+        assert got[0].split(b"\r\n")[0] == b"POST /hooks/caf%C3%A9?q=%C3%A9 HTTP/1.1"
+    finally:
+        srv.close()

@@ -106,7 +106,7 @@ class Builder:
         out = jsonable(out)
         d = {"id": p.id, "model": p.model, "version": p.version, "status": p.status, "input": self._clean_input(),
              "output": _file_url(out), "logs": p.logs, "error": p.error, "created_at": p.created_at,
-             "started_at": p.started_at, "completed_at": p.completed_at, "metrics": dict(p.metrics),
+             "started_at": p.started_at, "completed_at": p.completed_at, "metrics": shared_metrics(p.metrics),
              "urls": {}, "data_removed": False}
         if state is not None:
             d.update(status=state["status"], started_at=state["started_at"], logs=state["logs"],
@@ -117,6 +117,18 @@ class Builder:
             if secret in text:
                 text = text.replace(secret, MASK)
         return Body(d["status"], text, text.encode("utf-8"), len(out) if isinstance(out, list) else None, len(logs))
+
+
+#: what the kernel adds to a prediction's metrics for itself (its ledger, its pool), which
+#: Replicate's body never carries and a third party's endpoint has no business seeing (the
+#: notebook's running spend, a worker's address)
+KERNEL_METRICS = frozenset({"cost_usd", "cost_estimate", "billing", "notebook_total_usd", "worker"})
+
+
+def shared_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The metrics a webhook body carries: the model's and the run's (predict_time, the model's
+    own recorded metrics), not the kernel's bookkeeping."""
+    return {k: v for k, v in metrics.items() if k not in KERNEL_METRICS}
 
 
 def _dumps(d: dict[str, Any]) -> str:

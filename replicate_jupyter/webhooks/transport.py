@@ -20,7 +20,7 @@ import ssl
 import threading
 import time
 from dataclasses import dataclass
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 __all__ = ["Answer", "DeliveryFailed", "post", "shown", "close_idle"]
 
@@ -64,7 +64,7 @@ def _parse(url: str) -> tuple[Origin, bytes]:
     if hit is None:
         parts = urlsplit(url)
         port = parts.port or (443 if parts.scheme == "https" else 80)
-        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        target = quote((parts.path or "/") + (f"?{parts.query}" if parts.query else ""), safe=_TARGET_SAFE)
         head = f"POST {target} HTTP/1.1\r\nHost: {parts.netloc.rsplit('@', 1)[-1]}\r\n"
         if parts.username is not None:
             pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
@@ -124,7 +124,10 @@ def post(url: str, body: bytes, headers: dict[str, str], timeout: float) -> Answ
     DeliveryFailed. `timeout` bounds the connect and each wait for the consumer's bytes. A
     kept-alive socket the consumer had closed is retried once on a fresh one (not a second
     delivery: nothing was answered on it)."""
-    origin, head = _parse(url)
+    try:
+        origin, head = _parse(url)
+    except (ValueError, UnicodeError) as exc:  # e.g. a port out of range, a host IDNA refuses
+        raise DeliveryFailed(f"the URL cannot be used ({type(exc).__name__}: {exc})") from None
     lines = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
     request = b"".join((head, f"Content-Length: {len(body)}\r\n{lines}\r\n".encode("latin-1"), body))
     while True:
@@ -164,6 +167,9 @@ def post(url: str, body: bytes, headers: dict[str, str], timeout: float) -> Answ
         return Answer(code, retry_after)
 
 
+#: what stays as written in a request target (RFC 3986 reserved and unreserved, and `%` of an
+#: escape already there); anything else, a non-ASCII character above all, is percent-encoded
+_TARGET_SAFE = "/?#[]@!$&'()*+,;=:%-._~"
 _MAX_HEAD = 65536  # an answer's status line and headers; longer is not an HTTP server
 
 
@@ -174,7 +180,7 @@ def _answer(sock: socket.socket) -> tuple[int, str | None, bool]:
     it (a kept-alive socket the consumer had dropped), HTTPException for one that is not HTTP."""
     buf = b""
     while True:
-        end = buf.find(b"\r\n\r\n")
+        end, sep = _head_end(buf)
         while end < 0:
             if len(buf) > _MAX_HEAD:
                 raise http.client.LineTooLong("the answer's headers")
@@ -184,8 +190,8 @@ def _answer(sock: socket.socket) -> tuple[int, str | None, bool]:
                     raise http.client.IncompleteRead(buf)
                 raise http.client.RemoteDisconnected("closed without an answer")
             buf += chunk
-            end = buf.find(b"\r\n\r\n")
-        head, buf = buf[:end].decode("latin-1").split("\r\n"), buf[end + 4:]
+            end, sep = _head_end(buf)
+        head, buf = [line.rstrip("\r") for line in buf[:end].decode("latin-1").split("\n")], buf[end + sep:]
         version, _, rest = head[0].partition(" ")
         status = rest[:3]
         if not version.startswith("HTTP/1.") or not status.isdigit():
@@ -208,16 +214,27 @@ def _answer(sock: socket.socket) -> tuple[int, str | None, bool]:
         except ValueError:
             length = -1
     if keep and 0 <= length <= _MAX_HEAD:
-        while len(buf) < length:  # drained, so the socket can carry the next delivery
-            chunk = sock.recv(length - len(buf))
-            if not chunk:
-                keep = False
-                break
-            buf += chunk
-        keep = keep and len(buf) == length
+        try:
+            while len(buf) < length:  # drained, so the socket can carry the next delivery
+                chunk = sock.recv(length - len(buf))
+                if not chunk:
+                    break
+                buf += chunk
+        except OSError:  # slow or cut after its status: delivered all the same, the socket not reused
+            pass
+        keep = len(buf) == length
     else:
         keep = False
     return code, fields.get("retry-after"), keep
+
+
+def _head_end(buf: bytes) -> tuple[int, int]:
+    """Where an answer's head ends and how long its blank line is: CRLF as HTTP says, or bare
+    LF, which servers send and http.client accepts; (-1, 0) while it has not come."""
+    crlf, lf = buf.find(b"\r\n\r\n"), buf.find(b"\n\n")
+    if crlf >= 0 and (lf < 0 or crlf <= lf):
+        return crlf, 4
+    return (lf, 2) if lf >= 0 else (-1, 0)
 
 
 def _close(sock: socket.socket | None) -> None:
