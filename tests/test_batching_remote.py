@@ -282,3 +282,17 @@ def test_ray_cancel_one_member_mid_batch(ray_backend):
 
 
 
+
+
+def test_a_failed_members_error_reads_on_workers_as_it_does_alone():
+    """coglet words a failure "<type>: <message>" (an async predictor's "Async prediction failed:
+    …"): the adapter raises the member's error under its own type's name, and the pool keeps the
+    model's words, so the card says "ValueError: bad input", not "RuntimeError: ValueError: …"."""
+    from replicate_jupyter.runners.workers.wire import strip_prefix
+    from replicate_jupyter.serve.batched import member_error
+
+    exc = member_error("ValueError: bad input")
+    assert f"{type(exc).__name__}: {exc}" == "ValueError: bad input" and isinstance(exc, Exception)
+    assert f"{type(member_error('no type here')).__name__}" == "RuntimeError"
+    assert strip_prefix("Async prediction failed: ValueError: bad input") == "ValueError: bad input"
+    assert strip_prefix("Prediction failed: Prediction failed: KeyError: 'x'") == "KeyError: 'x'"

@@ -37,7 +37,7 @@ from replicate_jupyter.prediction.events import Completed, Log, Metric, Output, 
 from replicate_jupyter.runners.workers.wire import BATCHING_KEY
 from replicate_jupyter.runners.workers.wire import SHARE_METRIC as SHARE
 
-__all__ = ["BatchHost", "batching_info", "adapter_class", "INFO_KEY", "SHARE_METRIC", "WINDOW_ENV"]
+__all__ = ["BatchHost", "batching_info", "adapter_class", "member_error", "INFO_KEY", "SHARE_METRIC", "WINDOW_ENV"]
 
 #: where the schema's `info` says how a worker batches, and the metric of a member's share of
 #: the device time: one spelling, the pool's (runners/workers/wire.py)
@@ -200,8 +200,19 @@ async def _follow(self: Any, kwargs: dict[str, Any]) -> Any:
     if p.status == "canceled":
         raise asyncio.CancelledError()
     if p.status != "succeeded":
-        raise RuntimeError(p.error or "the prediction failed")
+        raise member_error(p.error)
     return _from_output(output, [])
+
+
+def member_error(error: str | None) -> Exception:
+    """The member's error raised again for coglet, under its own type's name: coglet words a
+    failure "<type>: <message>", so the kernel reads "ValueError: bad input" as it would for a
+    model run alone, not "RuntimeError: ValueError: bad input"."""
+    text = error or "the prediction failed"
+    name, sep, message = text.partition(": ")
+    if sep and name.isidentifier() and "\n" not in name:
+        return type(name, (Exception,), {"__module__": "builtins"})(message)
+    return RuntimeError(text)
 
 
 async def _predict_template(self: Any, **kwargs: Any) -> Any:

@@ -57,10 +57,15 @@ def streams(schema: dict | None) -> bool:
 
 
 def strip_prefix(error: str) -> str:
-    """coglet says 'Prediction failed: Prediction failed: ValueError: …'; keep the model's words."""
-    while error.startswith("Prediction failed: "):
-        error = error[len("Prediction failed: "):]
-    return error
+    """coglet says 'Prediction failed: Prediction failed: ValueError: …' (an async predictor's:
+    'Async prediction failed: …'); keep the model's words."""
+    while True:
+        for prefix in ("Prediction failed: ", "Async prediction failed: "):
+            if error.startswith(prefix):
+                error = error[len(prefix):]
+                break
+        else:
+            return error
 
 
 def batching(schema: dict | None) -> dict | None:
