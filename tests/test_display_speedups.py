@@ -109,3 +109,36 @@ def test_a_lingering_ticker_takes_a_new_display_without_a_wake_up_and_still_draw
         p.emit(Completed(status="succeeded", metrics={"predict_time": 0.1}))
     finally:
         live_mod._TICKER = old
+
+
+def test_a_final_only_draw_has_no_display_id_and_a_live_one_updates_its_own():
+    from jupyter_client.manager import start_new_kernel
+    from kernel_helpers import ROOT
+
+    km, kc = start_new_kernel(kernel_name="python3", cwd=str(ROOT))
+    try:
+        def iopub(code: str) -> list[dict]:
+            msg_id, msgs = kc.execute(code), []
+            while True:
+                m = kc.get_iopub_msg(timeout=60)
+                if m["parent_header"].get("msg_id") == msg_id:
+                    msgs.append(m)
+                    if m["msg_type"] == "status" and m["content"]["execution_state"] == "idle":
+                        break
+            assert kc.get_shell_msg(timeout=60)["content"]["status"] == "ok"
+            return [m for m in msgs if MIME in m["content"].get("data", {})]
+
+        iopub("%load_ext replicate_jupyter")
+        short = iopub(f"%%replicate {TOKENS}\nprompt: go\nn: 3\ndelay: 0")
+        # the cell's value is one line (its card shows already); the card itself: one message
+        assert [m["msg_type"] for m in short] == ["display_data"]
+        assert "display_id" not in short[0]["content"]["transient"]
+        long = iopub(f"%%replicate {TOKENS}\nprompt: go\nn: 6\ndelay: 0.05")
+        kinds = [m["msg_type"] for m in long]
+        assert kinds[0] == "display_data" and kinds[-1] == "update_display_data" and len(kinds) >= 2
+        ids = {m["content"]["transient"].get("display_id") for m in long}
+        assert len(ids) == 1 and None not in ids
+        assert long[-1]["content"]["data"][MIME]["status"] == "succeeded"
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)

@@ -183,7 +183,10 @@ class _Live:
         elif self.handle is None:
             from IPython.display import display
 
-            self.handle = display(bundle, raw=True, display_id=True)
+            if self._final and self not in _pending_async:  # drawn once, final: nothing updates it
+                display(bundle, raw=True)  # so no display id (its uuid and handle: ~20 µs of a cell)
+            else:
+                self.handle = display(bundle, raw=True, display_id=True)
         else:
             self.handle.update(bundle, raw=True)
 

@@ -88,11 +88,7 @@ def _pending(stream: Any) -> bool:
     """Whether `stream` may hold output not yet sent: an ipykernel OutStream says so (its
     flags are set by every write before it returns, and cleared by the IO thread's flush);
     any other stream (a redirect, a file) is flushed as before."""
-    try:
-        from ipykernel.iostream import OutStream
-    except ImportError:  # pragma: no cover - no ipykernel, no ZMQ publisher either
-        return True
-    if not isinstance(stream, OutStream):
+    if type(stream).__name__ != "OutStream" or type(stream).__module__ != "ipykernel.iostream":
         return True
     return bool(getattr(stream, "_flush_pending", True) or getattr(stream, "_subprocess_flush_pending", True))
 
