@@ -63,8 +63,8 @@ def register(ipython: Any) -> None:
     formatter = ipython.display_formatter.mimebundle_formatter
     for cls, fn in RENDERERS.items():
         formatter.for_type(cls, fn)
-    pub = getattr(ipython, "display_pub", None)
-    if _flushes_both(pub) and "_flush_streams" not in vars(pub):
+    pub: Any = getattr(ipython, "display_pub", None)
+    if pub is not None and _flushes_both(pub) and "_flush_streams" not in vars(pub):
         pub._flush_streams = flush_pending
 
 
