@@ -161,3 +161,25 @@ def test_a_non_ascii_path_goes_out_percent_encoded():
         assert got[0].split(b"\r\n")[0] == b"POST /hooks/caf%C3%A9?q=%C3%A9 HTTP/1.1"
     finally:
         srv.close()
+
+
+def test_a_proxy_named_by_the_environment_carries_the_delivery(monkeypatch):
+    """HTTP_PROXY set (as behind a corporate proxy): the delivery goes through it, to a host only
+    the proxy can reach; NO_PROXY for that host goes direct again."""
+    srv, got = _one_answer_server(b"HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n")
+    for name in ("NO_PROXY", "no_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy", "http_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{srv.getsockname()[1]}")
+    try:
+        a = transport.post("http://hooks.example.invalid/in", b'{"id": "x"}', {"webhook-id": "msg_1"}, timeout=5)
+        assert a.code == 202
+        assert got[0].split(b"\r\n")[0] == b"POST http://hooks.example.invalid/in HTTP/1.1"  # an absolute target
+        direct, seen = _one_answer_server(b"HTTP/1.1 204 No Content\r\n\r\n")  # loopback: never proxied
+        assert transport.post(f"http://127.0.0.1:{direct.getsockname()[1]}/in", b"{}", {}, timeout=5).code == 204
+        assert len(got) == 1 and seen[0].startswith(b"POST /in ")
+        direct.close()
+        monkeypatch.setenv("NO_PROXY", "hooks.example.invalid")
+        with pytest.raises(transport.DeliveryFailed, match="host not found"):
+            transport.post("http://hooks.example.invalid/in", b"{}", {}, timeout=5)
+    finally:
+        srv.close()

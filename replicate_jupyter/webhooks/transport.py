@@ -8,7 +8,8 @@ the answer (its header parser is the email package), and the answer comes while 
 streams. Here the request is one `sendall` of bytes built here and the answer one or two
 `recv`s and a split (~0.03 ms). Webhooks need nothing more: one POST, no redirects (Replicate
 follows none), a timeout, the status and Retry-After of the answer. Sockets are pooled per
-origin and reused, as a consumer expects, when the answer says how long its body is.
+origin and reused, as a consumer expects, when the answer says how long its body is. Where the
+environment names a proxy for the URL (HTTP(S)_PROXY, NO_PROXY), httpx delivers instead.
 """
 from __future__ import annotations
 
@@ -124,6 +125,8 @@ def post(url: str, body: bytes, headers: dict[str, str], timeout: float) -> Answ
     DeliveryFailed. `timeout` bounds the connect and each wait for the consumer's bytes. A
     kept-alive socket the consumer had closed is retried once on a fresh one (not a second
     delivery: nothing was answered on it)."""
+    if _proxy_for(url):
+        return _post_via_proxy(url, body, headers, timeout)
     try:
         origin, head = _parse(url)
     except (ValueError, UnicodeError) as exc:  # e.g. a port out of range, a host IDNA refuses
@@ -226,6 +229,43 @@ def _answer(sock: socket.socket) -> tuple[int, str | None, bool]:
     else:
         keep = False
     return code, fields.get("retry-after"), keep
+
+
+def _proxy_for(url: str) -> str | None:
+    """The proxy the environment names for `url` (HTTP_PROXY/HTTPS_PROXY/ALL_PROXY, minus
+    NO_PROXY), read as curl and httpx read them; None for a direct connection. Loopback is
+    never proxied (as Go's ProxyFromEnvironment): a receiver in this notebook stays reachable
+    behind a proxy configured for everything else."""
+    import ipaddress
+    import urllib.request
+
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    try:
+        if host == "localhost" or ipaddress.ip_address(host).is_loopback:
+            return None
+    except ValueError:
+        pass
+    proxies = urllib.request.getproxies_environment()
+    proxy = proxies.get(parts.scheme) or proxies.get("all")
+    if not proxy or urllib.request.proxy_bypass_environment(host, proxies):
+        return None
+    return proxy
+
+
+def _post_via_proxy(url: str, body: bytes, headers: dict[str, str], timeout: float) -> Answer:
+    """A delivery through the environment's proxy: httpx does it (CONNECT for https, absolute
+    targets for http). Rare, so its extra CPU does not matter; the direct path stays light."""
+    import httpx
+
+    try:
+        with httpx.Client(timeout=timeout, trust_env=True, follow_redirects=False) as client:
+            r = client.post(url, content=body, headers=headers)
+    except httpx.TimeoutException:
+        raise DeliveryFailed(f"no answer within {timeout:g} s (through the proxy)") from None
+    except httpx.HTTPError as exc:
+        raise DeliveryFailed(f"through the proxy: {type(exc).__name__}: {exc}") from None
+    return Answer(r.status_code, r.headers.get("retry-after"))
 
 
 def _head_end(buf: bytes) -> tuple[int, int]:
