@@ -138,6 +138,19 @@ def check_cancel_one(ps: list, share: bool) -> None:
         assert ps[1].metrics["batch_id"] == ps[0].metrics["batch_id"]
 
 
+def cancel_one_of_three(on: str) -> list:
+    """Three 60-step members on `on`; the second canceled at its step 2; checked (its share billed)."""
+    ps = [api.prepare(SHAPES, {"prompt": "a blue star", "seed": s, "num_inference_steps": 60}, on=on)
+          for s in (1, 2, 3)]
+    cancel_at(ps[1], 2, [])
+    for p in ps:
+        api.start(p)
+    for p in ps:
+        p.wait(180)
+    check_cancel_one(ps, share=True)
+    return ps
+
+
 def check_metrics_relayed_once(ps: list) -> None:
     """The worker relays a member's batch metrics to coglet once each, not back into the batch
     it came from (a relay through `cog.current_scope()` found the batch's own scope and fed each
@@ -185,15 +198,7 @@ def test_workers_sweep_lands_on_one_worker_batched_and_the_odd_one_alone(workers
 
 
 def test_workers_cancel_one_member_mid_batch(workers):
-    ps = [api.prepare(SHAPES, {"prompt": "a blue star", "seed": s, "num_inference_steps": 60}, on="workers")
-          for s in (1, 2, 3)]
-    at: list = []
-    cancel_at(ps[1], 2, at)
-    for p in ps:
-        api.start(p)
-    for p in ps:
-        p.wait(180)
-    check_cancel_one(ps, share=True)
+    ps = cancel_one_of_three("workers")
     check_metrics_relayed_once([ps[0], ps[2]])
 
 
@@ -270,18 +275,7 @@ def test_ray_sweep_is_one_batch_on_the_models_actor(ray_backend):
 
 
 def test_ray_cancel_one_member_mid_batch(ray_backend):
-    ps = [api.prepare(SHAPES, {"prompt": "a blue star", "seed": s, "num_inference_steps": 60}, on="ray")
-          for s in (1, 2, 3)]
-    at: list = []
-    cancel_at(ps[1], 2, at)
-    for p in ps:
-        api.start(p)
-    for p in ps:
-        p.wait(180)
-    check_cancel_one(ps, share=True)
-
-
-
+    cancel_one_of_three("ray")
 
 
 def test_a_failed_members_error_reads_on_workers_as_it_does_alone():
