@@ -212,6 +212,11 @@ def test_line_magics_help_models_schema_use(run_cells):
         ("%replicate budgt 1", ["raises-exception"]),
         "%config ReplicateMagics",
         "%replicate use",
+        "name = 'echoed'",                                                                           # 10
+        # the option line expands `$name` and `{expr}` as IPython expands any magic's line
+        f"%%replicate {P}/echo.py:Predictor -o $name\nfirst",
+        f"%%replicate {P}/echo.py:Predictor -o {{name + '2'}}\nsecond",
+        "import json; print(json.dumps([echoed.output, echoed2.output]))",
     ], timeout=60)
     assert "%replicate cost" in text_of(nb.cells[1])
     for command in ("models", "schema MODEL", "form MODEL", "use BACKEND", "workers", "predictions", "cancel ID",
@@ -231,3 +236,5 @@ def test_line_magics_help_models_schema_use(run_cells):
         assert f"ReplicateMagics.{name}" in config_help, name
     assert "Current: 'local'" in config_help and "Current: {'local': {'memory_budget': 100000000}}" in config_help
     assert text_of(nb.cells[9]).strip() == "Using backend 'local'"
+    assert last_json(nb, 13) == [">first", ">second"]
+    assert displays(nb.cells[11]) and displays(nb.cells[12])  # each card still shows

@@ -28,14 +28,14 @@ import sys
 from collections import ChainMap
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
-from IPython.core.magic import Magics, cell_magic, line_magic, magics_class, needs_local_scope
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class, needs_local_scope, no_var_expand
 from traitlets import TraitType, Unicode, observe
 
 from replicate_jupyter import api
 from replicate_jupyter.errors import InputError, ReplicateJupyterError
 from replicate_jupyter.notebook import commands, record_commands, renderers, webhook_commands  # noqa: F401  (register)
 from replicate_jupyter.notebook import live as rjlive
-from replicate_jupyter.notebook.cellparse import LineError, parse_body, parse_line, sweep_grid
+from replicate_jupyter.notebook.cellparse import LineError, model_axis, parse_body, parse_line, sweep_grid
 from replicate_jupyter.session import Session, session
 
 if TYPE_CHECKING:
@@ -44,6 +44,11 @@ if TYPE_CHECKING:
 __all__ = ["ReplicateMagics", "load_ipython_extension", "unload_ipython_extension", "HELP"]
 
 HELP = commands.help_text()
+
+
+#: `var_expand`'s depth from `replicate_cell` for the frame IPython's own expansion reads
+#: (`run_cell_magic` passes 2 from one frame further out)
+_LINE_FRAME = 3
 
 
 def _mark(exc: BaseException) -> BaseException:
@@ -157,8 +162,15 @@ class ReplicateMagics(Magics):
 
     @needs_local_scope
     @cell_magic("replicate")  # type: ignore[arg-type]
+    @no_var_expand
     def replicate_cell(self, line: str = "", cell: str = "", local_ns: Any = None) -> Any:
-        """Run a model on the cell's inputs; the cell's value is the Prediction."""
+        """Run a model on the cell's inputs; the cell's value is the Prediction.
+
+        `$name` and `{expr}` in the option line expand as IPython expands any magic's line; done
+        here, only for a line that has one, since IPython's expansion copies the whole namespace
+        on every call (the common line, `MODEL --seed 7`, has nothing to expand)."""
+        if self.shell is not None and ("$" in line or "{" in line):
+            line = self.shell.var_expand(line, _LINE_FRAME)
         # names as the cell sees them, without copying the whole namespace on every run
         ns = ChainMap(local_ns or {}, self.shell.user_ns if self.shell is not None else {})
         first, _, rest = (line or "").strip().partition(" ")
@@ -240,7 +252,7 @@ class ReplicateMagics(Magics):
         planned = []
         for combo in combos:  # every combination is validated before anything runs
             extra = dict(combo)
-            model, on = _model_axis(extra.pop("model", None), args.on)
+            model, on = model_axis(extra.pop("model", None), args.on)
             model, given, schema = self._inputs(args, cell, ns, extra=extra, model=model, on=on)
             planned.append((model, given, schema, on))
         for model, given, schema, on in planned:
@@ -275,19 +287,6 @@ class _Probe:
 
     def __init__(self, model: str, input: dict, schema: dict, backend: str) -> None:
         self.model, self.input, self.schema, self.backend, self.version = model, input, schema, backend, None
-
-
-def _model_axis(value: Any, on: str | None) -> tuple[str | None, str | None]:
-    """A `--sweep model=` value: `MODEL`, or `BACKEND:MODEL` to run that one on BACKEND."""
-    if value is None:
-        return None, on
-    from replicate_jupyter.runners import BACKENDS
-
-    text = str(value)
-    head, sep, tail = text.partition(":")
-    if sep and head in BACKENDS and tail:
-        return tail, head
-    return text, on
 
 
 # ----- errors: one clear message, not a traceback of our internals ---------------------------

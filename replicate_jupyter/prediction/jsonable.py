@@ -15,8 +15,17 @@ __all__ = ["jsonable", "encode_preview", "secret_fields", "is_iterator", "is_con
 MASK = "**********"
 
 
+#: values that are JSON as they are (exact types: a subclass may be a file or a secret)
+_PLAIN = frozenset({str, int, float, bool, type(None)})
+
+
 def jsonable(value: Any) -> Any:
     """`value` as JSON: files as their `to_json()`, secrets masked, the rest as str."""
+    cls = type(value)
+    if cls in _PLAIN:  # most leaves (metrics, inputs): one look-up, not the chain below
+        return value
+    if cls is dict:
+        return {k: jsonable(v) for k, v in value.items()}
     if isinstance(value, (FileOutput, InputFile)):
         return value.to_json()
     if isinstance(value, dict):

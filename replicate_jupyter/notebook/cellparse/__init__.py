@@ -26,6 +26,7 @@ from replicate_jupyter.notebook.cellparse.body import parse_body
 from replicate_jupyter.notebook.cellparse.line import (
     CellArgs,
     LineError,
+    model_axis,
     parse_line,
     parse_options,
     parse_sweep,
@@ -34,7 +35,7 @@ from replicate_jupyter.notebook.cellparse.line import (
     yaml_scalar,
 )
 
-__all__ = ["CellArgs", "LineError", "parse_line", "parse_body", "parse_sweep", "sweep_grid", "parse_options",
+__all__ = ["CellArgs", "LineError", "model_axis", "parse_line", "parse_body", "parse_sweep", "sweep_grid", "parse_options",
            "parse_usd", "yaml_scalar", "limits", "clear_memo"]
 
 

@@ -26,7 +26,7 @@ from replicate_jupyter.errors import InputError, Problem, looks_secret
 from replicate_jupyter.notebook.cellparse import limits, safe_yaml
 from replicate_jupyter.prediction.redact import Secret, remember
 
-__all__ = ["CellArgs", "LineError", "parse_line", "parse_sweep", "sweep_grid", "parse_options", "secret_option",
+__all__ = ["CellArgs", "LineError", "parse_line", "model_axis", "parse_sweep", "sweep_grid", "parse_options", "secret_option",
            "parse_usd",
            "yaml_scalar"]
 
@@ -207,6 +207,19 @@ def sweep_grid(sweep: list[tuple[str, list[Any]]]) -> list[dict[str, Any]]:
         return [{}]
     keys = [k for k, _ in sweep]
     return [dict(zip(keys, combo)) for combo in itertools.product(*(v for _, v in sweep))]
+
+
+def model_axis(value: Any, on: str | None) -> tuple[str | None, str | None]:
+    """A `--sweep model=` value: `MODEL`, or `BACKEND:MODEL` to run that one on BACKEND."""
+    if value is None:
+        return None, on
+    from replicate_jupyter.runners import BACKENDS
+
+    text = str(value)
+    head, sep, tail = text.partition(":")
+    if sep and head in BACKENDS and tail:
+        return tail, head
+    return text, on
 
 
 def secret_option(name: str) -> bool:
