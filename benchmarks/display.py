@@ -139,20 +139,21 @@ def overhead(kc, n: int, reps: int) -> dict[str, list[float]]:
     code = f"""
 ip = get_ipython()
 import sys
-SITES = [m for m in list(sys.modules.values())  # the modules the magics call the parser through
+NAMES = ('parse_line', 'parse_body')
+SITES = [(m, name) for m in list(sys.modules.values())  # where the magics call the parser from
          if getattr(m, '__name__', '').startswith('replicate_jupyter.notebook')
          and not m.__name__.startswith('replicate_jupyter.notebook.cellparse')
-         and hasattr(m, 'parse_body') and hasattr(m, 'parse_line')]
-PARSERS = {{'magic': [(m.parse_line, m.parse_body) for m in SITES]}}
+         for name in NAMES if hasattr(m, name)]
+PARSERS = {{'magic': [getattr(m, name) for m, name in SITES]}}
 if 'OLD' in globals() and SITES:
-    PARSERS['magic_old'] = [(OLD.parse_line, OLD.parse_body)] * len(SITES)
+    PARSERS['magic_old'] = [getattr(OLD, name) for _, name in SITES]
 def with_parser(name):
     def fn():  # both variants pay the same swap, so the difference is the parser's
-        for m, (line, body) in zip(SITES, PARSERS[name]):
-            m.parse_line, m.parse_body = line, body
+        for (m, attr), f in zip(SITES, PARSERS[name]):
+            setattr(m, attr, f)
         ip.run_cell_magic('replicate', {TOKENS!r}, 'prompt: go\\nn: {n}\\ndelay: 0')
-        for m, (line, body) in zip(SITES, PARSERS['magic']):
-            m.parse_line, m.parse_body = line, body
+        for (m, attr), f in zip(SITES, PARSERS['magic']):
+            setattr(m, attr, f)
     return fn
 def plain():
     rj.run({TOKENS!r}, input={{'prompt': 'go', 'n': {n}, 'delay': 0}})

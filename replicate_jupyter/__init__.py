@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import sys
 import warnings
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 # The embedded models package `models` shares its name with API functions. Python sets a
 # submodule as a package attribute when it is first imported, which would replace the function;
 # importing them here first, then binding the functions, keeps `rj.schema(...)` callable.
+from replicate_jupyter import exceptions  # replicate-python's `replicate.exceptions` (`helpers`: below)
 from replicate_jupyter import models as _models_pkg  # noqa: F401  (before the API binds `models`)
 from replicate_jupyter import use as _use_module  # noqa: F401  (before `use` below is bound: see `models`)
 from replicate_jupyter._labextension import _jupyter_labextension_paths  # noqa: F401  (JupyterLab finds the prebuilt extension)
@@ -30,6 +31,7 @@ from replicate_jupyter.errors import (
     InputError,
     ModelError,
     ModelNotFound,
+    ReplicateError,
     ReplicateJupyterError,
 )
 from replicate_jupyter.prediction.files import FileOutput
@@ -37,9 +39,7 @@ from replicate_jupyter.prediction.prediction import Prediction
 from replicate_jupyter.runners.replicate import routing as _routing
 from replicate_jupyter.runners.replicate.resources import Page
 from replicate_jupyter.session import session
-
-if TYPE_CHECKING:
-    from replicate_jupyter.runners import Runner
+from replicate_jupyter.use import get_path_url
 
 __version__ = "0.1.0"
 
@@ -48,6 +48,7 @@ __all__ = [
     "backend", "use", "workers", "Client", "deployments", "files", "hardware", "webhooks", "paginate",
     "async_paginate", "Page", "Prediction", "FileOutput", "session", "rerun", "replay", "records",
     "ReplicateJupyterError", "InputError", "ModelNotFound", "ModelError", "BackendError", "BudgetExceeded", "Canceled",
+    "ReplicateError", "exceptions", "helpers", "get_path_url",
 ]
 
 
@@ -85,17 +86,21 @@ def records(notebook: str | None = None) -> Any:
     return _records(notebook)
 
 
-def backend(name: str, **options: Any) -> Runner:
+def backend(name: str | None = None, **options: Any) -> str:
     """Make `name` the default backend (`local`, `workers`, `ray`, `replicate`), configured with
     `options` when given (the same as `%replicate use NAME --opt value`). A bad name or option
     raises InputError and changes nothing. From then on a call without `on=` runs there (no
-    routing of bare names to Replicate)."""
-    runner = session.use(name, **options)
+    routing of bare names to Replicate). Returns the default backend's name (with no `name`:
+    only that, as `%replicate use` alone says it); the runner itself is `session.runner()`."""
+    if name is None and not options:
+        return session.default_backend
+    session.use(name if name is not None else session.default_backend, **options)
     _routing.note_choice()
-    return runner
+    return session.default_backend
 
 
-def use(ref: Any, *, streaming: bool = False, hint: Any = None, on: str | None = None, **options: Any) -> Any:
+def use(ref: Any, *, streaming: bool = False, hint: Any = None, use_async: bool = False, on: str | None = None,
+        **options: Any) -> Any:
     """replicate-python 1.1's `use(ref)`: the model as a function (`use.py`).
 
     A backend name (`local`, `workers`, `ray`, `replicate`) still chooses the default backend,
@@ -110,7 +115,10 @@ def use(ref: Any, *, streaming: bool = False, hint: Any = None, on: str | None =
     if options:
         from replicate_jupyter.errors import InputError, Problem
 
-        raise InputError([Problem(k, "unknown", v, "streaming, hint, on") for k, v in sorted(options.items())])
+        raise InputError([Problem(k, "unknown", v, "streaming, hint, use_async, on")
+                          for k, v in sorted(options.items())])
+    if use_async:
+        return _use_module.use(ref, streaming=streaming, hint=hint, use_async=True, on=on)
     return _use_module.use(ref, streaming=streaming, hint=hint, on=on)
 
 
@@ -136,6 +144,10 @@ def __getattr__(name: str) -> Any:
         from replicate_jupyter.runners.workers.runner import pool
 
         return pool()
+    if name == "helpers":  # replicate-python's `replicate.helpers.FileOutput` (after the API: import order)
+        import importlib
+
+        return importlib.import_module("replicate_jupyter.helpers")
     if name == "webhooks":  # replicate-python's `replicate.webhooks` (default.secret(), validate())
         import importlib
 

@@ -22,11 +22,20 @@ from replicate_jupyter.cost.guard import CostGuard, check_budget, check_forecast
 from replicate_jupyter.cost.ledger import Ledger
 from replicate_jupyter.errors import BackendError, InputError, ModelError, PredictionNotFound, Problem
 from replicate_jupyter.prediction.events import Completed, Event, Log, Output
+from replicate_jupyter.prediction.outputs import with_looks
 from replicate_jupyter.prediction.prediction import TERMINAL, Prediction, plain_output
 from replicate_jupyter.prediction.record import draw_seed
 from replicate_jupyter.runners.replicate import routing as _routing
 from replicate_jupyter.runners.replicate.resources import Page
-from replicate_jupyter.runners.replicate.routing import CREATE_PARAMS, SessionTarget, Target, check_params, parse_duration
+from replicate_jupyter.runners.replicate.routing import (
+    CREATE_PARAMS,
+    SessionTarget,
+    Target,
+    check_params,
+    create_ref,
+    model_ref,
+    parse_duration,
+)
 from replicate_jupyter.session import session
 
 #: the module-level functions' target: the session's runners, a bare name routed by who knows it
@@ -58,6 +67,7 @@ def prepare(
     from replicate_jupyter.model.validation import validate
 
     target = _target or SESSION
+    ref = model_ref(ref)  # a Model or Version object as its name, as replicate-python takes them
     clean_params = check_params(dict(params or {}))
     if deployment:
         backend, runner, handle = target.deployment(deployment, on)
@@ -173,7 +183,7 @@ def _result(p: Prediction, use_file_output: bool | None) -> Any:
         if cause is not None:  # nothing ran: the backend could not be used (a 503, no token, …)
             raise cause
         raise ModelError(p)
-    return p.output if use_file_output is not False else plain_output(p.output)
+    return with_looks(p.output) if use_file_output is not False else plain_output(p.output)
 
 
 def _live(p: Prediction, use_file_output: bool | None) -> Iterator[Any]:
@@ -266,23 +276,6 @@ async def _astream(p: Prediction, use_file_output: bool | None) -> AsyncIterator
         raise ModelError(p)
 
 
-def _ref_of(args: tuple, model: Any, version: Any, deployment: Any) -> tuple[Any, Any]:
-    """replicate-python's ways to name what runs: `create(version, input)` positionally (ours:
-    `create(ref, input)`), or exactly one of `model=`, `version=`, `deployment=`."""
-    given = [x for x in (args[0] if args else None, model, version, deployment) if x is not None]
-    if len(given) != 1:
-        raise InputError([Problem("model", "required", None, "exactly one of: a model reference, model=, "
-                                  "version= or deployment=")])
-    if deployment is not None:
-        return None, deployment
-    ref = given[0]
-    if isinstance(ref, tuple) and len(ref) == 2:  # (owner, name)
-        return f"{ref[0]}/{ref[1]}", None
-    if hasattr(ref, "owner") and hasattr(ref, "name") and not hasattr(ref, "openapi_schema"):  # a Model
-        return f"{ref.owner}/{ref.name}", None
-    return (getattr(ref, "ref", ref) if hasattr(ref, "openapi_schema") else ref), None  # a Version
-
-
 class Predictions:
     """`predictions`: replicate-python's namespace (create, get, list, cancel and their async
     twins) on a target: the module-level one holds every prediction of this kernel on every
@@ -299,7 +292,7 @@ class Predictions:
         the others. `wait=True|N` holds until it is done (up to 60 s or N, as Prefer: wait)."""
         import time
 
-        ref, dep = _ref_of(args, model, version, deployment)
+        ref, dep = create_ref(args, model, version, deployment)
         if len(args) > 1:
             input = args[1]
         params.setdefault("stream", None)  # as replicate-python: no `stream` key unless asked for
@@ -334,12 +327,13 @@ class Predictions:
             raise
 
     def list(self, cursor: Any = ..., *, on: str | None = None) -> Page[Prediction]:
-        """A page of predictions: this kernel's (module level), or Replicate's (a Client, `on=
-        "replicate"`, or a `cursor` from a page's `next`)."""
+        """A page of predictions, newest first as Replicate lists them (`list().results[0]` is
+        the latest): this kernel's (module level), or Replicate's (a Client, `on="replicate"`,
+        or a `cursor` from a page's `next`)."""
         if cursor is None:
             raise ValueError("cursor cannot be None")
         if self._target.kernel_predictions and cursor is ... and on != "replicate":
-            return Page(list(session.predictions.values()))
+            return Page(list(reversed(session.predictions.values())))
         results, nxt, prev = self._target.replicate(on, "remote predictions").remote.list(
             None if cursor is ... else str(cursor))
         return Page(results, next=nxt, previous=prev)

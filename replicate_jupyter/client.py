@@ -248,8 +248,10 @@ def _v1(base_url: str | None) -> str | None:
 
 
 class Client:
-    """replicate-python's `Client(api_token=None, *, base_url=None, timeout=None)`, on the
-    replicate backend. Without `api_token`: the kernel's login token, else REPLICATE_API_TOKEN."""
+    """replicate-python's `Client(api_token=None, *, base_url=None, timeout=None, headers=None,
+    transport=None)`, on the replicate backend. Without `api_token`: the kernel's login token,
+    else REPLICATE_API_TOKEN. `headers` go with every request (a `User-Agent` replaces ours);
+    an `Authorization` header is refused: the token is `api_token`."""
 
     def __init__(self, api_token: str | None = None, *, base_url: str | None = None, timeout: Any = None,
                  **kwargs: Any) -> None:
@@ -258,13 +260,21 @@ class Client:
 
         unknown = sorted(set(kwargs) - {"headers", "transport"})
         if unknown:
-            raise InputError([Problem(k, "unknown", kwargs[k], "api_token, base_url, timeout") for k in unknown])
+            raise InputError([Problem(k, "unknown", kwargs[k], "api_token, base_url, timeout, headers, transport")
+                              for k in unknown])
         options: dict[str, Any] = {"credentials": Token(api_token) if api_token else None}
         if _v1(base_url):
             options["base_url"] = _v1(base_url)
         if timeout is not None:
             options["timeout"] = timeout
+        headers = dict(kwargs.get("headers") or {})
+        if any(str(k).lower() == "authorization" for k in headers):
+            raise InputError([Problem("headers", "forbidden", "Authorization: <hidden>", "no Authorization header",
+                                      message="give the token as api_token= (it is masked and never kept in the "
+                                              "notebook); headers= takes the others, such as User-Agent")])
         self._runner = ReplicateRunner(**options)
+        if headers or kwargs.get("transport") is not None:  # replicate-python passes them to httpx
+            self._runner.api.configure(headers=headers, transport=kwargs.get("transport"))
         self._target = ClientTarget(self._runner)
         self.poll_interval = self._runner.poll_interval
 

@@ -1,22 +1,31 @@
 """The one exception tree of replicate-jupyter.
 
-    ReplicateJupyterError
+    ReplicateJupyterError    (`exceptions.ReplicateException`, replicate-python's base)
      ├── InputError          bad input: every problem (field, rule, value, allowed) at once; nothing ran
      │                       (also a ValueError)
-     ├── ModelNotFound       unknown model reference; names the closest matches (also a LookupError)
      ├── UnknownBackend      a backend name that is not one; names the closest (also a ValueError)
-     ├── PredictionNotFound  `predictions.get/cancel` of an id this kernel never made (also a KeyError)
+     ├── ReplicateError      replicate-python's: what Replicate's API answered, with its RFC 7807
+     │    │                  fields (`type`, `title`, `status`, `detail`, `instance`)
+     │    ├── ModelNotFound  unknown model reference; names the closest matches (a 404, as
+     │    │                  Replicate answers; also a LookupError)
+     │    └── PredictionNotFound  `predictions.get/cancel` of an id neither this kernel nor Replicate
+     │                       knows (a 404; also a KeyError)
      ├── PredictionTimeout   `wait(timeout)` / `events(timeout=)` ran out; the prediction goes on
      │                       (also a TimeoutError)
      ├── ModelError          the model itself raised; carries the Prediction (its logs and traceback)
      ├── BackendError        a worker or service could not be used; names the URL and what was tried
-     │    └── BackendTimeout (also a ConnectionError; BackendTimeout also a TimeoutError)
+     │    ├── BackendTimeout (also a ConnectionError; BackendTimeout also a TimeoutError)
+     │    └── runners.replicate.api.APIError  a non-2xx answer of Replicate (also a ReplicateError)
      ├── BudgetExceeded      the ledger is at the budget; nothing was dispatched
      └── Canceled            raised inside a predictor by progress() when its prediction was canceled
 
 Every failure the package raises on purpose is one of these, so `except ReplicateJupyterError`
 catches them all; each also derives from the builtin a Python user would try first (`KeyError`
-for a lookup by id, `TimeoutError` for a wait), so code written for those keeps working.
+for a lookup by id, `TimeoutError` for a wait), so code written for those keeps working, and
+`replicate_jupyter.exceptions` names them as replicate-python does (`ReplicateException`,
+`ModelError`, `ReplicateError`), so its `except replicate.exceptions.ReplicateError as e:
+e.status` runs unchanged.
+
 Errors are raised before anything is dispatched wherever the problem can be known in advance,
 so a bad cell never costs money and never leaves a half-run prediction behind.
 """
@@ -32,6 +41,7 @@ __all__ = [
     "InputError",
     "ModelNotFound",
     "UnknownBackend",
+    "ReplicateError",
     "PredictionNotFound",
     "PredictionTimeout",
     "ModelError",
@@ -133,8 +143,56 @@ class InputError(ReplicateJupyterError, ValueError):
         return [p.field for p in self.problems]
 
 
-class ModelNotFound(ReplicateJupyterError, LookupError):
+class ReplicateError(ReplicateJupyterError):
+    """replicate-python's `ReplicateError`: an error Replicate's API answered, as RFC 7807 problem
+    details (`type`, `title`, `status`, `detail`, `instance`; None when not given), so code
+    written for it (`except replicate.exceptions.ReplicateError as e: e.status`) runs unchanged.
+
+    Ours (`APIError`, a model or a prediction Replicate does not know) read as their own message;
+    one built with the fields alone, as replicate-python builds it, reads as replicate-python's
+    ("ReplicateError Details: ...")."""
+
+    type: str | None = None
+    title: str | None = None
+    status: int | None = None
+    detail: str | None = None
+    instance: str | None = None
+
+    def __init__(self, *args: Any, type: str | None = None, title: str | None = None, status: int | None = None,
+                 detail: str | None = None, instance: str | None = None) -> None:
+        super().__init__(*args)
+        self.type, self.title, self.status, self.detail, self.instance = type, title, status, detail, instance
+
+    @classmethod
+    def from_response(cls, response: Any) -> ReplicateError:
+        """From an httpx response holding problem JSON (replicate-python's constructor)."""
+        try:
+            data = response.json()
+        except ValueError:
+            data = {}
+        data = data if isinstance(data, dict) else {}
+        return cls(type=data.get("type"), title=data.get("title"), detail=data.get("detail"),
+                   status=response.status_code, instance=data.get("instance"))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields that are set (replicate-python's `to_dict`)."""
+        fields = {"type": self.type, "title": self.title, "status": self.status, "detail": self.detail,
+                  "instance": self.instance}
+        return {k: v for k, v in fields.items() if v is not None}
+
+    def __str__(self) -> str:
+        if self.args:
+            return super().__str__()
+        return "ReplicateError Details:\n" + "\n".join(f"{k}: {v}" for k, v in self.to_dict().items())
+
+
+class ModelNotFound(ReplicateError, LookupError):
+    """An unknown model reference, naming the closest matches. A 404 `ReplicateError` too, as
+    replicate-python's answer to an unknown model is: code written for Replicate (`except
+    ReplicateError as e: e.status == 404`) keeps catching it, on every backend."""
+
     def __init__(self, ref: str, suggestions: list[str] | None = None, backend: str | None = None, detail: str = ""):
+        self._init_args = (ref, list(suggestions or []), backend, detail)
         self.ref = ref
         self.suggestions = list(suggestions or [])
         self.backend = backend
@@ -145,7 +203,10 @@ class ModelNotFound(ReplicateJupyterError, LookupError):
             msg += f": {detail}"
         if self.suggestions:
             msg += ". Did you mean: " + ", ".join(self.suggestions) + "?"
-        super().__init__(msg)
+        super().__init__(msg, status=404, title="Not found", detail=detail or msg)
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:  # pickled by its arguments, not its message
+        return type(self), self._init_args
 
 
 class UnknownBackend(ReplicateJupyterError, ValueError):
@@ -170,13 +231,15 @@ class UnknownBackend(ReplicateJupyterError, ValueError):
         return type(self), self._init_args
 
 
-class PredictionNotFound(ReplicateJupyterError, KeyError):
-    """No prediction with this id in this kernel. A KeyError too (it is a lookup by key), but
-    shown as its message rather than KeyError's quoted repr."""
+class PredictionNotFound(ReplicateError, KeyError):
+    """No prediction with this id in this kernel (nor on Replicate, when a token is set): a 404
+    `ReplicateError`, as replicate-python's `predictions.get` raises. A KeyError too (it is a
+    lookup by key), but shown as its message rather than KeyError's quoted repr."""
 
     def __init__(self, id: str):
         self.id = id
-        super().__init__(f"No prediction {id!r} in this kernel")
+        super().__init__(f"No prediction {id!r} in this kernel", status=404, title="Not found",
+                         detail=f"No prediction {id!r}")
 
     def __str__(self) -> str:
         return str(self.args[0])
@@ -202,11 +265,12 @@ class PredictionTimeout(ReplicateJupyterError, TimeoutError):
 
 
 class ModelError(ReplicateJupyterError):
-    """The model raised. The prediction keeps the model's own traceback and logs."""
+    """The model raised. The prediction keeps the model's own traceback and logs. It reads as
+    the model's error, as replicate-python's does (`e.prediction` names the model and status)."""
 
     def __init__(self, prediction: Any):
         self.prediction = prediction
-        super().__init__(f"{prediction.model} failed: {prediction.error}")
+        super().__init__(prediction.error or f"{prediction.model} failed")
 
 
 class BackendError(ReplicateJupyterError, ConnectionError):

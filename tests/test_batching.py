@@ -280,7 +280,7 @@ def test_asyncio_gather_of_async_runs_is_one_batch():
         return await asyncio.gather(*[rj.async_run(Rows, {"x": i}) for i in range(4)])
 
     assert asyncio.run(four()) == [0, 8, 16, 24]
-    ps = rj.predictions.list()[-4:]
+    ps = rj.predictions.list()[:4][::-1]
     assert {p.metrics.get("batch_size") for p in ps} == {4} and len({p.metrics["batch_id"] for p in ps}) == 1
 
 
@@ -292,7 +292,7 @@ def test_four_threads_calling_run_are_one_batch():
     for t in threads:
         t.join(60)
     assert out == {0: 0, 1: 8, 2: 16, 3: 24}
-    ps = rj.predictions.list()[-4:]
+    ps = rj.predictions.list()[:4][::-1]
     assert {p.metrics.get("batch_size") for p in ps} == {4}
 
 

@@ -312,7 +312,7 @@ def test_form_in_a_real_kernel(tmp_path):
         cell_text = payload[0]["text"]
         assert cell_text.startswith("%%replicate tests/predictors/echo.py:Predictor\n")
         k.run(cell_text)  # the copied cell reproduces the same input
-        same = k.run("print(json.dumps([rj.predictions.list()[-1].input, form.predictions[0].input]))")
+        same = k.run("print(json.dumps([rj.predictions.list()[0].input, form.predictions[0].input]))")
         a, b = json.loads(k.text(same))
         assert a == b == {"text": "from the form", "times": 3}
 

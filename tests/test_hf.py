@@ -148,7 +148,7 @@ def test_text_to_image_run_is_seeded_and_returns_images(hub):
     assert again[0].read() == out[0].read()  # same seed, same image
     other = rj.run(SD, {**inp, "seed": 8})
     assert other[0].read() != out[0].read()
-    p = rj.predictions.list()[-1]
+    p = rj.predictions.list()[0]
     assert "Using seed: 8" in p.logs and p.metrics["hardware"] == "cpu"
     print(f"tiny sd: cold run {first:.2f}s (load + 2 steps), warm run {warm:.2f}s")
 
@@ -287,7 +287,7 @@ def test_text_streams_in_order_and_is_seeded(hub):
     assert len(outs) > 3  # token by token, not one blob
     done = events[-1]
     assert isinstance(done, Completed) and done.status == "succeeded"
-    p = rj.predictions.list()[-1]
+    p = rj.predictions.list()[0]
     assert "".join(str(e) for e in outs) == "".join(p.output)
     assert p.progress[1] == 40 and 0 < p.progress[0] <= 40
     again = rj.run(GPT2, inp)

@@ -39,7 +39,7 @@ def clean_session():
 def test_run_returns_output_and_records_metrics_logs_and_cost():
     out = rj.run(f"{P}/echo.py:Predictor", {"text": "yo", "times": 2})
     assert out == ">yo >yo"
-    p = rj.predictions.list()[-1]
+    p = rj.predictions.list()[0]
     assert p.status == "succeeded" and p.model == "local/echo"
     assert "echoing 2 times" in p.logs
     assert p.metrics["hardware"] == "cpu"
@@ -53,7 +53,7 @@ def test_iterator_output_streams_in_order_and_concatenates():
     kinds = [e.event for e in events]
     assert kinds == ["output"] * 6 + ["done"]
     assert "".join(str(e) for e in events[:-1]) == "t0 t1 t2 t3 t4 t5 "
-    p = rj.predictions.list()[-1]
+    p = rj.predictions.list()[0]
     assert p.output == ["t0 ", "t1 ", "t2 ", "t3 ", "t4 ", "t5 "] and p.text == "t0 t1 t2 t3 t4 t5 "
 
 
@@ -100,7 +100,7 @@ def test_file_input_as_pil_image_reaches_the_predictor_as_a_path():
     img = Image.new("RGB", (10, 10), (1, 2, 3))
     out = rj.run(f"{P}/file_in.py", {"image": img})
     assert out.endswith(" bytes") and int(out.split()[0]) > 20
-    p = rj.predictions.list()[-1]
+    p = rj.predictions.list()[0]
     rec = p.to_json()["input"]["image"]
     assert rec["type"] == "file" and len(rec["sha256"]) == 64 and "url" not in rec
 
@@ -153,7 +153,7 @@ def test_keyboard_interrupt_cancels_and_propagates():
     timer.start()
     with pytest.raises(KeyboardInterrupt):
         rj.run(f"{P}/steps.py", {"steps": 1000, "delay": 0.01})
-    p = rj.predictions.list()[-1]
+    p = rj.predictions.list()[0]
     assert p.status == "canceled" and p.metrics["predict_time"] >= 0.25
     assert p.progress[0] < 100
     # the runner is usable afterwards
@@ -218,7 +218,7 @@ def test_out_of_memory_evicts_warm_models_and_retries_once():
     assert any(k.endswith(str(id(Heavy))) for k in runner.warm)
     Flaky.calls = 0
     assert rj.run(Flaky, {"fail_times": 1}) == "fit"
-    p = rj.predictions.list()[-1]
+    p = rj.predictions.list()[0]
     assert "retrying once" in p.logs
     assert not any(k.endswith(str(id(Heavy))) for k in runner.warm)
     Flaky.calls = 0
@@ -234,7 +234,7 @@ def test_out_of_memory_retry_runs_after_the_failed_attempts_frames_are_released(
     # the retry reports whether the first attempt's local (its "activations") was freed before it
     # ran: a retry inside the `except` block keeps that frame alive (pytorch#18853)
     assert rj.run(ref, {"x": 1}) == "freed"
-    p = rj.predictions.list()[-1]
+    p = rj.predictions.list()[0]
     assert p.status == "succeeded" and "retrying once" in p.logs and cls.calls == 2
 
 
@@ -298,7 +298,7 @@ def test_secret_inputs_reach_the_predictor_as_secrets_and_never_the_record():
 
     out = rj.run(f"{P}/secret.py", {"api_key": "sk-very-secret-123"})
     assert out == "w:18:Secret"
-    p = rj.predictions.list()[-1]
+    p = rj.predictions.list()[0]
     assert "sk-very-secret-123" not in json.dumps(p.to_json())
     assert "sk-very-secret-123" not in repr(p)
 

@@ -135,7 +135,7 @@ def test_interrupt_cancels_within_one_step(run_cells):
     delay = 0.05
     nb = run_cells([
         "%load_ext replicate_jupyter\nimport json, replicate_jupyter as rj",
-        f"%%replicate {P}/steps.py:Predictor -o p\nsteps: 400\ndelay: {delay}",
+        (f"%%replicate {P}/steps.py:Predictor -o p\nsteps: 400\ndelay: {delay}", ["raises-exception"]),
         "print(json.dumps([p.status, p.progress, p.metrics['predict_time'], p.started_at, p.completed_at,"
         " [e.status for e in rj.ledger().entries]]))",
     ], timeout=60, interrupt={1: 2.5})
@@ -149,12 +149,15 @@ def test_interrupt_cancels_within_one_step(run_cells):
     steps_at_interrupt = (moment["at"] - ts(started)) / per_step
     assert step <= steps_at_interrupt + 1
     assert 0 < step < total and predict_time < 5
-    # the cell shows the canceled prediction, no traceback
+    # the cell shows the canceled prediction, then stops with one line (no traceback of ours),
+    # so the cells queued after it are not run (test_run_all_stops_at_an_interrupt_or_a_failure)
     outs = nb.cells[1].outputs
-    assert not [o for o in outs if o.output_type == "error"]
     (card,) = displays(nb.cells[1])
     assert card["data"][MIME]["status"] == "canceled"
     assert "cost: local/steps · canceled" in card["data"]["text/plain"]
+    (err,) = [o for o in outs if o.output_type == "error"]
+    assert err.ename == "Interrupted" and len(err.traceback) == 1 and "the result is in `p`" in err.evalue
+    assert outs.index(err) > outs.index(card)
 
 
 def test_budget_and_max_cost_say_so(run_cells):
@@ -238,3 +241,72 @@ def test_line_magics_help_models_schema_use(run_cells):
     assert text_of(nb.cells[9]).strip() == "Using backend 'local'"
     assert last_json(nb, 13) == [">first", ">second"]
     assert displays(nb.cells[11]) and displays(nb.cells[12])  # each card still shows
+
+
+def _replies(kc, cells: list[str], interrupt_after: float | None = None, km=None) -> list[tuple[str, list[dict]]]:
+    """Send `cells` at once, as JupyterLab's Run All does; optionally interrupt the kernel that
+    many seconds in. Each cell's reply status and its IOPub outputs."""
+    import time
+
+    ids = [kc.execute(c) for c in cells]
+    if interrupt_after is not None:
+        time.sleep(interrupt_after)
+        km.interrupt_kernel()
+    replies = {}
+    while len(replies) < len(ids):
+        msg = kc.get_shell_msg(timeout=60)
+        replies[msg["parent_header"]["msg_id"]] = msg["content"]["status"]
+    outputs: dict[str, list[dict]] = {i: [] for i in ids}
+    while True:
+        try:
+            msg = kc.get_iopub_msg(timeout=2)
+        except Exception:
+            break
+        pid = msg["parent_header"].get("msg_id")
+        if pid in outputs and msg["msg_type"] in ("display_data", "execute_result", "error", "stream"):
+            outputs[pid].append(msg)
+    return [(replies[i], outputs[i]) for i in ids]
+
+
+def test_run_all_stops_at_an_interrupt_or_a_failure():
+    """Run All sends every cell at once; the kernel aborts the queue only after a cell whose reply
+    is an error. An interrupted `%%replicate` cell and one whose model failed are errors (after
+    their card), so the cells after them do not run; a canceled-by-cost run is not an error."""
+    import os
+    import pathlib
+
+    from jupyter_client.manager import start_new_kernel
+
+    root = pathlib.Path(__file__).resolve().parent.parent
+    env = dict(os.environ, PYTHONPATH=str(root))
+    km, kc = start_new_kernel(kernel_name="python3", env=env, cwd=str(root / "tests"))
+    try:
+        [(status, _)] = _replies(kc, ["%load_ext replicate_jupyter\nimport replicate_jupyter as rj"])
+        assert status == "ok"
+        steps = f"%%replicate {P}/steps.py:Predictor\nsteps: 400\ndelay: 0.05"
+        after = "print('THE NEXT CELL RAN')"
+        interrupted = _replies(kc, [steps, after, after], interrupt_after=1.5, km=km)
+        assert [r for r, _ in interrupted] == ["error", "aborted", "aborted"]
+        outs = interrupted[0][1]
+        kinds = [m["msg_type"] for m in outs]
+        assert "display_data" in kinds and kinds[-1] == "error" and outs[-1]["content"]["ename"] == "Interrupted"
+        assert not any("THE NEXT CELL RAN" in m["content"].get("text", "") for _, o in interrupted for m in o)
+
+        failing = f"%%replicate {P}/failing.py:Predictor -o bad\ntext: x"
+        sweep = f"%%replicate {P}/failing.py:Predictor --sweep text=a,b\n# inputs from the sweep"
+        for cell, message in ((failing, "model exploded on 'x'"), (sweep, "2 of 2 predictions failed")):
+            failed = _replies(kc, [cell, after])
+            assert [r for r, _ in failed] == ["error", "aborted"], cell
+            err = failed[0][1][-1]["content"]
+            assert err["ename"] == "ModelError" and message in err["evalue"] and len(err["traceback"]) == 1
+            cards = [m for m in failed[0][1] if m["msg_type"] == "display_data"]
+            assert cards and "failed" in cards[0]["content"]["data"]["text/plain"]
+        [(status, outs)] = _replies(kc, ["print(bad.status, repr(bad.error))"])
+        assert status == "ok" and "failed \"ValueError: model exploded on 'x'\"" in outs[0]["content"]["text"]
+
+        capped = _replies(kc, ["%replicate price cpu=0.01", f"%%replicate {P}/steps.py:Predictor --max-cost 0.002\n"
+                               "steps: 100\ndelay: 0.05", after])
+        assert [r for r, _ in capped] == ["ok", "ok", "ok"]  # canceled by its cap: an answer, not an error
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)

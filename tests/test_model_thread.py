@@ -99,7 +99,7 @@ def test_async_setup_prints_go_to_the_first_predictions_logs():
             return x + 1
 
     assert rj.run(AsyncSetup, {"x": 1}) == 2
-    assert "loading weights asynchronously" in rj.predictions.list()[-1].logs
+    assert "loading weights asynchronously" in rj.predictions.list()[0].logs
 
 
 def test_prints_of_other_threads_are_not_captured_by_a_running_prediction(capfd):

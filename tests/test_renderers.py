@@ -184,7 +184,8 @@ def test_in_a_kernel_a_prediction_renders_richly_with_and_without_load_ext(run_c
     ])
     plain = [o for o in outputs_of(nb.cells[1]) if o.get("output_type") == "execute_result"]
     assert plain and d.MIME in plain[0]["data"] and ">hey" in plain[0]["data"]["text/plain"]
-    assert sorted(json.loads(text_of(nb.cells[3]).strip().splitlines()[-1])) == ["FileOutput", "Ledger", "Prediction"]
+    shown = sorted(json.loads(text_of(nb.cells[3]).strip().splitlines()[-1]))
+    assert shown == ["FileOutput", "FileOutputs", "Ledger", "Prediction"]
     loaded = [o for o in outputs_of(nb.cells[4]) if o.get("output_type") == "execute_result"]
     assert loaded and d.MIME in loaded[0]["data"]
     assert json.loads(text_of(nb.cells[6]).strip().splitlines()[0]) == []

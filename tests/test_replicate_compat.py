@@ -194,7 +194,7 @@ def test_stream_prints_only_the_text_and_routes_to_replicate_by_name(env, capsys
     text = printed[: len(printed) // 2]
     assert printed == text * 2  # both clients printed exactly the same text
     assert text.startswith("Quantum computing uses qubits") and "prompt tokens" not in text  # no log line in it
-    p = rj.predictions.list()[-1]
+    p = rj.predictions.list()[0]  # newest first, as Replicate lists them
     assert p.backend == "replicate" and p.model == "meta/meta-llama-3-8b-instruct"  # routed by name
     assert p.remote_id and "".join(p.output) == text
     assert ("POST", "/v1/models/{model}/predictions", ("input", "stream"), None, None) in a
@@ -388,7 +388,7 @@ def test_routing_needs_a_token_and_on_always_pins(env, monkeypatch):
         with pytest.raises(rj.ModelNotFound, match="local"):
             rj.run("meta/meta-llama-3-8b-instruct", input={"prompt": "x"}, on="local")
         assert rj.run("local/tiny-lm", input={"prompt": "x", "max_new_tokens": 1}) is not None  # local names stay local
-        assert rj.predictions.list()[-1].backend == "local"
+        assert rj.predictions.list()[0].backend == "local"
         with pytest.raises(InputError, match="local backend has no deployments"):
             rj.deployments.predictions.create(deployment="replicate/my-app-image-generator", input={}, on="local")
     finally:
@@ -403,7 +403,7 @@ def test_model_error_stream_events_and_get_by_remote_id(env):
     assert events[0].data == "Quantum" and events[0].id == "0" and str(events[-1]) == ""
     assert str(Log(text="a log line\n")) == "" and Log(text="a log line\n").data == "a log line"
     assert isinstance(events[0], Output)
-    p = rj.predictions.list()[-1]
+    p = rj.predictions.list()[0]
     assert rj.predictions.get(p.remote_id) is p  # found by Replicate's id too
     client = rj.Client(api_token=TOKEN, base_url=env.root)
     remote = client.predictions.get(p.remote_id)  # not this client's: wrapped from Replicate's answer

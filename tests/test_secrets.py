@@ -148,7 +148,7 @@ def _cells(on: str) -> list:
         run + "output",
         (f"%%replicate {model} --on {on}\napi_kee: $S", ["raises-exception"]),
         "from replicate_jupyter.webhooks.body import Builder\n"
-        "ps = rj.predictions.list()[-4:]\n"
+        "ps = rj.predictions.list()[:4][::-1]\n"
         "print([p.status for p in ps], [repr(p.input) for p in ps])\n"
         "print(*(p.logs + (p.error or '') + (p.traceback or '') + Builder(p).build().text for p in ps))\n"
         "ps[0]",

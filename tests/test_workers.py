@@ -200,7 +200,7 @@ def test_kernel_interrupt_cancels_on_the_worker(workers):
     with pytest.raises(KeyboardInterrupt):
         rj.run("local/tokens", {"n": 100, "delay": 0.05}, on="workers")
     assert time.monotonic() - t0 < 3
-    p = rj.predictions.list()[-1]
+    p = rj.predictions.list()[0]
     assert p.status == "canceled"
     needle = '"Cancelling prediction","prediction_id":"rj-' + p.id
     wait_for(lambda: any(needle in s.log.read_text() for s in (a, b)), 5)

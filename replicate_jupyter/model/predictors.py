@@ -11,11 +11,13 @@ before anything is dispatched or charged, never a raw `ModuleNotFoundError` from
 predictor's file or its setup; `needs_extra(name)` says the same for a listing, without
 importing anything heavy (both from model/extras.py).
 
-Resolving is on every run's path, so specs are cached, but never past an edit: a file-based spec
-is reused only while its files (the predictor file and the siblings it imports) are unchanged
-(one `stat` each); after an edit `load()` returns a new spec with a new class, a new `version`
-and a new `key`, whose `replaces` names the key it supersedes (so a runner can release the old
-warm instance). Objects handed in are not kept alive by the cache or by finished predictions.
+Loading (the import of a predictor file, and of torch with it) runs off the main thread, so a
+kernel interrupt never lands inside an import (model/loader.py). Resolving is on every run's
+path, so specs are cached, but never past an edit: a file-based spec is reused only while its
+files (the predictor file and the siblings it imports) are unchanged (one `stat` each); after
+an edit `load()` returns a new spec with a new class, a new `version` and a new `key`, whose
+`replaces` names the key it supersedes (so a runner can release the old warm instance).
+Objects handed in are not kept alive by the cache or by finished predictions.
 """
 from __future__ import annotations
 
@@ -30,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from replicate_jupyter.errors import ModelNotFound
-from replicate_jupyter.model import sources
+from replicate_jupyter.model import loader, sources
 from replicate_jupyter.model.extras import EMBEDDED_NEEDS, HF_NEEDS, MissingExtra, extra_import_error, needs_extra, require
 
 __all__ = ["PredictorSpec", "load", "known_names", "register", "predict_method", "function_predictor",
@@ -208,12 +210,23 @@ def _load_ref(ref: str, name: str | None) -> PredictorSpec:
             with _lock:
                 _by_ref[key] = (now, spec)
             return spec
+    return loader.off_main(lambda: _load_and_cache(ref, name, key, hit), name or ref)
+
+
+def _load_and_cache(ref: str, name: str | None, key: tuple[str, str | None, str],
+                    hit: tuple[sources.Fingerprint, PredictorSpec] | None) -> PredictorSpec:
+    """The slow part of a load (the imports) and its schema, done off the main thread
+    (model/loader.py): cached here even when the caller was interrupted, for the next run."""
     with _lock:
         spec = _load(ref, name)
         if hit is not None and hit[1].key != spec.key:
             spec.replaces = hit[1].key
         _by_ref[key] = (sources.fingerprint(spec.files), spec)
-        return spec
+    try:
+        spec.schema  # noqa: B018  (built here: its annotations may import; an error shows when it is read)
+    except Exception:  # noqa: BLE001
+        pass
+    return spec
 
 
 def _load(ref: Any, name: str | None) -> PredictorSpec:

@@ -11,6 +11,9 @@ under Cog anyway:
 - the files it ran (the predictor file and those siblings) are recorded, so `version_of` hashes
   exactly the code that runs, and `fingerprint` (one `stat` per file) tells cheaply whether any
   of it changed since.
+
+It is executed off the main thread (model/loader.py), where a kernel interrupt cannot land in
+the middle of the imports it makes (torch, half-imported, would break the kernel for good).
 """
 from __future__ import annotations
 
@@ -21,6 +24,8 @@ import pathlib
 import sys
 import threading
 from types import ModuleType
+
+from replicate_jupyter.model import loader
 
 __all__ = ["import_file", "version_of", "fingerprint", "Fingerprint"]
 
@@ -88,10 +93,17 @@ def import_file(path: pathlib.Path) -> tuple[ModuleType, tuple[pathlib.Path, ...
     Reused while none of those files changed; executed afresh (siblings too) when one did.
     """
     path = path.resolve()
+    hit = _modules.get(str(path))
+    if hit is not None and fingerprint(hit[2]) == hit[0]:
+        return hit[1], hit[2]
+    return loader.off_main(lambda: _import(path), path.name)  # never half-imported by an interrupt
+
+
+def _import(path: pathlib.Path) -> tuple[ModuleType, tuple[pathlib.Path, ...]]:
     key = str(path)
     with _lock:
         hit = _modules.get(key)
-        if hit is not None and fingerprint(hit[2]) == hit[0]:
+        if hit is not None and fingerprint(hit[2]) == hit[0]:  # a load queued before this one made it
             return hit[1], hit[2]
         module, files = _execute(path)
         _modules[key] = (fingerprint(files), module, files)

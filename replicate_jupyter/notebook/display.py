@@ -39,6 +39,7 @@ from replicate_jupyter.notebook.images import THUMB_ABOVE, THUMB_SIDE, compose_g
 from replicate_jupyter.notebook.markup import NOMATH, b64, escape
 from replicate_jupyter.notebook.tables import LEDGER_MIME, error_bundle, ledger_bundle, table_bundle
 from replicate_jupyter.prediction.files import FileOutput
+from replicate_jupyter.prediction.outputs import FileOutputs
 from replicate_jupyter.prediction.prediction import TERMINAL
 from replicate_jupyter.prediction.record import record_of
 
@@ -46,7 +47,7 @@ if TYPE_CHECKING:
     from replicate_jupyter.prediction.prediction import Prediction
 
 __all__ = [
-    "MIME", "SWEEP_MIME", "LEDGER_MIME", "prediction_bundle", "file_bundle", "ledger_bundle", "table_bundle",
+    "MIME", "SWEEP_MIME", "LEDGER_MIME", "prediction_bundle", "file_bundle", "files_bundle", "ledger_bundle", "table_bundle",
     "error_bundle", "cost_line", "running_line", "forecast_line", "summary_line", "notebook_total", "usd", "render",
     "compose_grid", "THUMB_ABOVE", "THUMB_SIDE", "LIVE_LOG_TAIL", "REF_KEY", "NOMATH",
 ]
@@ -157,5 +158,24 @@ def file_bundle(f: FileOutput) -> dict[str, Any]:
         try:
             bundle["image/png"] = b64(png_bytes(f))
         except Exception:
+            pass
+    return bundle
+
+
+def files_bundle(items: FileOutputs) -> dict[str, Any]:
+    """A list output holding files (`FileOutputs`) as a cell's value: each file as
+    `file_bundle` shows one (an image, a player, text, a link), one after another, and its
+    images as one PNG (the one image, or a grid) for frontends that show only `image/png`;
+    `text/plain` is the list's repr, as it was."""
+    parts = [file_html(x, max_width=512) if isinstance(x, FileOutput) else f"<pre>{escape(repr(x))}</pre>"
+             for x in items]
+    html = ('<div class="rj-files" style="display:flex;flex-wrap:wrap;gap:4px;align-items:flex-start">'
+            + "".join(f"<div>{part}</div>" for part in parts) + "</div>")
+    bundle: dict[str, Any] = {"text/html": html, "text/plain": repr(items)}
+    imgs = [x for x in items if isinstance(x, FileOutput) and x.is_image]
+    if imgs:
+        try:
+            bundle["image/png"] = b64(png_bytes(imgs[0]) if len(imgs) == 1 else compose_grid(imgs))
+        except Exception:  # an image PIL cannot read: the html still has it
             pass
     return bundle

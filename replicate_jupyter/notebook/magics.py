@@ -23,19 +23,18 @@ Loading the extension imports no torch, diffusers, ray or cog.
 from __future__ import annotations
 
 import copy
-import functools
 import sys
 from collections import ChainMap
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class, needs_local_scope, no_var_expand
 from traitlets import TraitType, Unicode, observe
 
-from replicate_jupyter import api
 from replicate_jupyter.errors import InputError, ReplicateJupyterError
 from replicate_jupyter.notebook import commands, record_commands, renderers, webhook_commands  # noqa: F401  (register)
 from replicate_jupyter.notebook import live as rjlive
-from replicate_jupyter.notebook.cellparse import LineError, model_axis, parse_body, parse_line, sweep_grid
+from replicate_jupyter.notebook.cell_runs import CellRun
+from replicate_jupyter.notebook.cellparse import LineError, parse_line
 from replicate_jupyter.session import Session, session
 
 if TYPE_CHECKING:
@@ -174,9 +173,12 @@ class ReplicateMagics(Magics):
         # names as the cell sees them, without copying the whole namespace on every run
         ns = ChainMap(local_ns or {}, self.shell.user_ns if self.shell is not None else {})
         first, _, rest = (line or "").strip().partition(" ")
+        run = CellRun(self.session, self.shell.user_ns if self.shell is not None else None)
         if first == "estimate" and rest.strip():  # `%%replicate estimate MODEL` + a body: the forecast only
             try:
-                return self._estimate(rest, cell, ns)
+                model, given, _schema = run.inputs(est := parse_line(rest), cell, ns)
+                print(commands.estimate_text(model, given, on=est.on))
+                return None
             except ReplicateJupyterError as exc:
                 raise _mark(exc) from None
         try:
@@ -184,110 +186,12 @@ class ReplicateMagics(Magics):
         except LineError as exc:
             raise _usage(f"{exc}\n\n{HELP.splitlines()[0]}") from None
         try:
-            if args.sweep:
-                result = self._run_sweep(args, cell, ns)
-            else:
-                result = self._run_one(args, cell, ns)
+            result = run.sweep(args, cell, ns) if args.sweep else run.one(args, cell, ns)
         except ReplicateJupyterError as exc:
             raise _mark(exc) from None
         if args.out and self.shell is not None:
             self.shell.user_ns[args.out] = result
         return result
-
-    def _inputs(self, args, cell: str, ns: Mapping[str, Any], extra: dict | None = None,
-                model: str | None = None, on: str | None = None) -> tuple[Any, dict, Callable[[], dict]]:
-        """The model, the body's inputs, and its schema as a function: looked up only when read
-        (`api.prepare` resolves the model anyway; the lookup is ~0.1 ms of a cell)."""
-        from replicate_jupyter.model.schema import first_string_input
-
-        model = model or args.model or self.session.default_model
-        schema = functools.cache(lambda: api.schema(model, on=on or args.on))
-        given = parse_body(cell, ns, text_field=lambda: first_string_input(schema()), model=model)
-        if extra:
-            given.update(extra)
-        return model, given, schema
-
-    def _refuse_forecast(self, model: str, given: dict, schema_of: Callable[[], dict], on: str | None, max_cost: float | None):
-        """Before anything is dispatched: refuse a run whose forecast passes the budget or its
-        --max-cost (cost/guard.py says how; api.prepare does the same for the Python API).
-        The input is checked first, so a bad one is named before any money is."""
-        if self.session.budget is None and max_cost is None:
-            return
-        from replicate_jupyter.cost.guard import check_forecast
-        from replicate_jupyter.model.validation import validate
-
-        schema = schema_of()
-        name = str((schema.get("info") or {}).get("x-replicate-model") or model)
-        clean = validate(schema, given, model=name)
-        probe = _Probe(name, clean, schema, on or self.session.default_backend)
-        check_forecast(probe, self.session.budget, self.session.ledger, max_cost)  # type: ignore[arg-type]
-
-    def _estimate(self, rest: str, cell: str, ns: Mapping[str, Any]) -> None:
-        model, given, _schema = self._inputs(args := parse_line(rest), cell, ns)
-        print(commands.estimate_text(model, given, on=args.on))
-
-    def _run_one(self, args, cell: str, ns: Mapping[str, Any]):
-        model, given, schema = self._inputs(args, cell, ns)
-        self._refuse_forecast(model, given, schema, args.on, args.max_cost)
-        p = api.prepare(model, given, on=args.on, seed=args.seed, max_cost=args.max_cost)
-        live = rjlive.LiveDisplay(p)
-        live.async_mode = args.run_async
-        live.attach()
-        if args.run_async:
-            api.start(p)
-            return p
-        try:
-            api.execute(p)
-        except KeyboardInterrupt:
-            # api.execute already canceled it on its backend and recorded the partial time
-            p._done.wait(10)
-        live.finish()
-        return p
-
-    def _run_sweep(self, args, cell: str, ns: Mapping[str, Any]):
-        """The grid of inputs; `model` is an axis too (each value resolved and validated on its
-        own schema, a value `BACKEND:MODEL` runs on that backend)."""
-        combos = sweep_grid(args.sweep)
-        swept_seed = any(k == "seed" for k, _ in args.sweep)
-        planned = []
-        for combo in combos:  # every combination is validated before anything runs
-            extra = dict(combo)
-            model, on = model_axis(extra.pop("model", None), args.on)
-            model, given, schema = self._inputs(args, cell, ns, extra=extra, model=model, on=on)
-            planned.append((model, given, schema, on))
-        for model, given, schema, on in planned:
-            self._refuse_forecast(model, given, schema, on, args.max_cost)
-        preds = [api.prepare(model, given, on=on, seed=None if swept_seed else args.seed, max_cost=args.max_cost)
-                 for model, given, _schema, on in planned]
-        labels = [", ".join(f"{k}={v}" for k, v in c.items()) for c in combos]
-        grid = rjlive.GridDisplay(preds, labels)
-        grid.async_mode = args.run_async
-        grid.attach()
-        if args.run_async:
-            for p in preds:
-                api.start(p)
-            return preds
-        try:
-            together = [p for p in preds if getattr(p._runner, "concurrent", False)]
-            for p in together:
-                api.start(p)
-            for p in preds:
-                if p not in together:
-                    api.execute(p)
-            for p in together:
-                p.wait()
-        except KeyboardInterrupt:
-            _cancel_all(preds)
-        grid.finish()
-        return preds
-
-
-class _Probe:
-    """A run not yet prepared, as the forecast check reads one (model, input, schema, backend)."""
-
-    def __init__(self, model: str, input: dict, schema: dict, backend: str) -> None:
-        self.model, self.input, self.schema, self.backend, self.version = model, input, schema, backend, None
-
 
 # ----- errors: one clear message, not a traceback of our internals ---------------------------
 def _usage(message: str) -> Exception:
@@ -382,18 +286,3 @@ def unload_ipython_extension(ipython: InteractiveShell) -> None:
             ipython.configurables.remove(magics)
     _installed.clear()
 
-
-def _cancel_all(preds: list) -> None:
-    """After an interrupt: cancel what runs, and close out what never started (no charge)."""
-    from replicate_jupyter.prediction.events import Completed
-
-    for p in preds:
-        if p.done:
-            continue
-        if p.started_at is None and not p.background:
-            p.cancel_event.set()
-            p.emit(Completed(status="canceled", error="interrupted before it started", metrics={"predict_time": 0.0}))
-        else:
-            p.cancel(reason="interrupted")
-    for p in preds:
-        p._done.wait(10)

@@ -1,6 +1,7 @@
 """The notebook gives the data its looks: the renderers of `display.py`, handed to IPython.
 
-Data objects (`Prediction`, `FileOutput`, `Ledger`) never import rendering. Two hooks bring
+Data objects (`Prediction`, `FileOutput`, a list of files `FileOutputs`, `Ledger`) never
+import rendering. Two hooks bring
 their looks to a notebook, both filled from the one table below:
 
 - `install()` fills `prediction.registry`, which the objects' one-line `_repr_mimebundle_`
@@ -30,6 +31,7 @@ from replicate_jupyter.cost.ledger import Ledger
 from replicate_jupyter.notebook import display
 from replicate_jupyter.prediction import registry
 from replicate_jupyter.prediction.files import FileOutput
+from replicate_jupyter.prediction.outputs import FileOutputs
 from replicate_jupyter.prediction.prediction import Prediction
 
 __all__ = ["RENDERERS", "prediction_value", "install", "register", "unregister", "flush_pending"]
@@ -47,6 +49,7 @@ def prediction_value(p: Prediction) -> dict[str, Any]:
 RENDERERS: dict[type, Callable[[Any], dict[str, Any]]] = {
     Prediction: prediction_value,
     FileOutput: display.file_bundle,
+    FileOutputs: display.files_bundle,
     Ledger: display.ledger_bundle,
 }
 

@@ -4,7 +4,8 @@ Runners turn whatever their backend does (a Python call, Cog's SSE stream, a Ray
 Replicate's API) into these; the Prediction, the display and the ledger read only these.
 
 The four a `stream()` yields are shaped like replicate-python's `ServerSentEvent`: `.event` is
-`output`, `logs`, `error` or `done`, `.data` the event's text and `.id` its place in the stream,
+`output`, `logs`, `error` or `done` (an `EventType`, a str-Enum: `== "output"` and `.value`
+both hold), `.data` the event's text and `.id` its place in the stream,
 and `str(event)` is the data of an `output` event and `""` for every other kind (so
 `print(str(event), end="")` prints the generated text and nothing else: a log line never lands
 inside the answer).
@@ -13,17 +14,39 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any, ClassVar
 
-__all__ = ["Event", "Started", "Log", "Output", "Progress", "Preview", "Metric", "Completed", "Error", "TERMINAL"]
+__all__ = ["Event", "EventType", "Started", "Log", "Output", "Progress", "Preview", "Metric", "Completed", "Error",
+           "TERMINAL"]
 
 #: a prediction's final statuses (`aborted`: it ended before it ran, e.g. its deadline passed)
 TERMINAL = frozenset({"succeeded", "failed", "canceled", "aborted"})
 
 
+class EventType(str, Enum):
+    """`event.event`: an Enum, as replicate-python's `ServerSentEvent.EventType` (`.value`,
+    `.name`, `is EventType.OUTPUT`), and a str equal to the plain name (`== "output"`, `str()`,
+    f-strings, JSON and dict keys all see `"output"`), so code written for either works."""
+
+    OUTPUT = "output"
+    LOGS = "logs"
+    ERROR = "error"
+    DONE = "done"
+    START = "start"
+    PROGRESS = "progress"
+    PREVIEW = "preview"
+    METRIC = "metric"
+    EVENT = "event"
+
+    __str__ = str.__str__  # "output", not "EventType.OUTPUT" (Python 3.10's Enum str)
+    __format__ = str.__format__  # type: ignore[assignment]
+    __hash__ = str.__hash__  # a dict keyed by "output" finds EventType.OUTPUT
+
+
 @dataclass(frozen=True, slots=True)
 class Event:
-    event: ClassVar[str] = "event"
+    event: ClassVar[EventType] = EventType.EVENT
 
     @property
     def data(self) -> Any:
@@ -41,13 +64,13 @@ class Event:
 
 @dataclass(frozen=True, slots=True)
 class Started(Event):
-    event: ClassVar[str] = "start"
+    event: ClassVar[EventType] = EventType.START
     hardware: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Log(Event):
-    event: ClassVar[str] = "logs"
+    event: ClassVar[EventType] = EventType.LOGS
     text: str = ""
 
     @property
@@ -61,7 +84,7 @@ class Log(Event):
 class Output(Event):
     """One item of an iterator output (`index` 0, 1, …) or the whole output (`index=None`)."""
 
-    event: ClassVar[str] = "output"
+    event: ClassVar[EventType] = EventType.OUTPUT
     value: Any = None
     index: int | None = None
 
@@ -87,21 +110,21 @@ class Output(Event):
 
 @dataclass(frozen=True, slots=True)
 class Progress(Event):
-    event: ClassVar[str] = "progress"
+    event: ClassVar[EventType] = EventType.PROGRESS
     step: int = 0
     total: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Preview(Event):
-    event: ClassVar[str] = "preview"
+    event: ClassVar[EventType] = EventType.PREVIEW
     image: Any = None
     step: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Metric(Event):
-    event: ClassVar[str] = "metric"
+    event: ClassVar[EventType] = EventType.METRIC
     name: str = ""
     value: Any = None
 
@@ -110,7 +133,7 @@ class Metric(Event):
 class Error(Event):
     """Only in `stream()`: replicate-python's `error` event before `done` on failure."""
 
-    event: ClassVar[str] = "error"
+    event: ClassVar[EventType] = EventType.ERROR
     message: str = ""
 
     @property
@@ -120,7 +143,7 @@ class Error(Event):
 
 @dataclass(frozen=True, slots=True)
 class Completed(Event):
-    event: ClassVar[str] = "done"
+    event: ClassVar[EventType] = EventType.DONE
     status: str = "succeeded"  # succeeded | failed | canceled | aborted
     error: str | None = None
     traceback: str | None = None

@@ -22,10 +22,12 @@ from replicate_jupyter.cost import prices as cost
 from replicate_jupyter.errors import PredictionTimeout
 from replicate_jupyter.prediction import registry
 from replicate_jupyter.prediction.dispatch import EventDispatch
-from replicate_jupyter.prediction.events import TERMINAL, Completed, Event, Log, Metric, Output, Preview, Progress, Started
+from replicate_jupyter.prediction.events import TERMINAL, Completed, Event, Log, Metric, Output, Preview, Started
+from replicate_jupyter.prediction.events import Progress as ProgressEvent
 from replicate_jupyter.prediction.files import FileOutput
 from replicate_jupyter.prediction.handle import ModelHandle
 from replicate_jupyter.prediction.jsonable import encode_preview, is_concatenate, is_iterator, jsonable, secret_fields
+from replicate_jupyter.prediction.progress_info import Progress as ProgressInfo
 from replicate_jupyter.prediction.redact import MASK, Redactor, masked_input, reveal
 from replicate_jupyter.prediction.surface import ReplicateSurface, plain_output
 
@@ -70,6 +72,7 @@ class Prediction(ReplicateSurface, EventDispatch):
                  "cell", "background", "display_cell", "cancel_reason", "cancel_event", "schema", "secret_fields",
                  "remote_id", "urls", "params", "ref",
                  "_runner", "_redactor", "_iterator", "_concatenate", "_t_started", "_preview_uri")
+    Progress = ProgressInfo  # `Prediction.Progress`, as replicate-python names it
 
     def __init__(
         self,
@@ -107,7 +110,7 @@ class Prediction(ReplicateSurface, EventDispatch):
         self.started_at: str | None = None
         self.completed_at: str | None = None
         self.metrics: dict[str, Any] = {}
-        self.progress: tuple[int, int | None] | None = None
+        self.progress: ProgressInfo | None = None  # replicate-python's Progress; unpacks as (step, total)
         self.preview: Any = None
         self._preview_uri: tuple[Any, str | None] | None = None  # (preview, its data URI): encoded once
         self.handle: ModelHandle | None = handle
@@ -127,10 +130,6 @@ class Prediction(ReplicateSurface, EventDispatch):
         if self._iterator:
             self.output = []
         self._t_started: float | None = None
-
-    @property
-    def _background(self) -> bool:  # the old name, read by code not yet moved to `background`
-        return self.background
 
     def secret_input(self) -> dict[str, Any]:
         """The input with every secret's real value, for the one place that needs it (a runner
@@ -217,8 +216,8 @@ class Prediction(ReplicateSurface, EventDispatch):
             del parts[i:]
             parts.extend([head, clean] if head else [clean])
 
-    def _on_progress(self, e: Progress) -> None:
-        self.progress = (e.step, e.total)
+    def _on_progress(self, e: ProgressEvent) -> None:
+        self.progress = ProgressInfo(e.step, e.total)
 
     def _on_preview(self, e: Preview) -> None:
         self.preview = e.image
@@ -392,7 +391,7 @@ _REDACTED = frozenset({Log, Output, Completed})
 
 
 Prediction._appliers = {
-    Output: Prediction._on_output, Log: Prediction._on_log, Progress: Prediction._on_progress,
+    Output: Prediction._on_output, Log: Prediction._on_log, ProgressEvent: Prediction._on_progress,
     Preview: Prediction._on_preview, Started: Prediction._on_started, Metric: Prediction._on_metric,
     Completed: Prediction._on_completed,
 }

@@ -1,7 +1,8 @@
 """Where a data object finds how it looks, without importing how it looks.
 
-`Prediction`, `FileOutput` and `Ledger` are data: they never import the notebook's rendering
-code (that would tie the core to IPython and make import circles). Each keeps a one-line
+`Prediction`, `FileOutput`, `FileOutputs` (a list output holding files) and `Ledger` are data:
+they never import the notebook's rendering code (that would tie the core to IPython and make
+import circles). Each keeps a one-line
 `_repr_mimebundle_` that asks this registry for the renderer of its type. The notebook layer
 fills the registry (`notebook/renderers.py`, run whenever `replicate_jupyter.notebook` is
 imported: by `%load_ext`, by a form, by a live display, or by the package root inside

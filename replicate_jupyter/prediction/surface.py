@@ -12,7 +12,13 @@ from replicate_jupyter.errors import ModelError, PredictionTimeout
 from replicate_jupyter.prediction.events import Completed, Error, Event, Log, Output
 from replicate_jupyter.prediction.files import FileOutput
 
-__all__ = ["ReplicateSurface", "plain_output"]
+__all__ = ["ReplicateSurface", "StreamError", "plain_output"]
+
+
+class StreamError(ModelError, RuntimeError):
+    """A failed model's stream ends in this: a `ModelError` of the project's tree (with its
+    `.prediction`), and a `RuntimeError`, which is what replicate-python's stream raises, so
+    `except RuntimeError` written around a replicate-python stream still catches it."""
 
 
 class ReplicateSurface:
@@ -55,13 +61,18 @@ class ReplicateSurface:
     def stream(self: Any, use_file_output: bool | None = None) -> Iterator[Event]:
         """Its `output`, `logs`, `error` and `done` events, from the start then live, as
         replicate-python's `Prediction.stream()` yields them (`str(event)` is the output's text).
-        With `use_file_output=False` file outputs come as their URL strings."""
+        With `use_file_output=False` file outputs come as their URL strings. A failed model
+        yields `error` and `done`, then raises `StreamError` (a ModelError and a RuntimeError:
+        replicate-python raises RuntimeError at `error`; the events come first here, so a
+        consumer still sees how it ended)."""
         plain = use_file_output is False
         for e in self.events(kinds=(Output, Log)):
             if e.__class__ is Completed:
                 if e.status == "failed":
                     yield Error(message=e.error or "failed")
                 yield e
+                if e.status == "failed":
+                    raise StreamError(self)
             elif plain and e.__class__ is Output:
                 yield Output(value=plain_output(e.value), index=e.index)
             else:
@@ -90,7 +101,6 @@ class ReplicateSurface:
         yield from self.to_json().items()
         yield "remote_id", self.remote_id
         yield "urls", dict(self.urls)
-
 
 
 def plain_output(value: Any) -> Any:

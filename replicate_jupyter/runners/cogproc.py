@@ -1,48 +1,49 @@
 """The kernel-side Cog process for folder-based models (a folder with cog.yaml, or a file in one).
 
 A kernel has one working directory, one environment and one `sys.path`, all the user's; a Cog
-model expects its folder as working directory, cog.yaml's `environment`, and nothing else of the
-machine. So a folder model runs out of process, exactly as a worker runs it: one
-`replicate-jupyter serve <folder> --host 127.0.0.1 --port 0` per model (coglet from the model's
-folder, env scrubbed plus cog.yaml's: serve/), kept warm between cells, and every prediction goes
-through a private `WorkersRunner` pointed at that one URL, so streaming, cancel, file outputs and
-relayed progress/previews are the workers code, unchanged. Predictions keep `backend == "local"`
-and a `local` look: no `worker` metric; the first one after a start carries `setup_time` (the
-whole cold start: process, imports, `setup()`) and the setup's own prints as logs.
+model expects its folder as working directory, cog.yaml's `environment`, and nothing else. So a
+folder model runs out of process, exactly as a worker runs it: one `replicate-jupyter serve
+<folder> --host 127.0.0.1 --port 0` per model (serve/), kept warm between cells, every prediction
+going through a private `WorkersRunner` pointed at it (streaming, cancel, files, relayed progress:
+the workers code, unchanged). Predictions keep a `local` look: no `worker` metric; the first one
+after a start carries `setup_time` (process, imports, `setup()`) and the setup's prints as logs.
+What coglet's HTTP answers leave out (setup prints after READY, a failed prediction's prints) is
+read from coglet's own log file, which serve names when it is ready.
 
-What it costs (measured on 2 shared cores, tests/predictors/echo.py as a folder): a cold start of
-~0.7–1.1 s (serve, coglet, the predictor process, imports, setup); then ~2.5 ms per prediction
-against ~0.1 ms in process, and ~3.7 ms to the first streamed token against ~0.15 ms.
+Costs (2 shared cores, tests/predictors/echo.py as a folder): a cold start of ~0.7–1.1 s; then
+~2.5 ms per prediction (~0.1 ms in process), ~3.7 ms to the first streamed token (~0.15 ms).
 
-Lifetimes: a process is replaced when the folder's code changes (serve/folder.code_signature),
-once its running predictions finish; killed on `evict`, `close` and at interpreter exit; and it
-dies with the kernel however the kernel dies: serve runs with `--exit-with-stdin` on a pipe only
-this process holds, and coglet under serve dies with serve (PR_SET_PDEATHSIG). serve gets its own
-session, so a kernel interrupt (SIGINT to the kernel's process group) does not stop it.
+Lifetimes: a process is replaced when the folder's code changes, once its running predictions
+finish; killed on `evict`, `close` and at interpreter exit; and it dies with the kernel however
+the kernel dies (serve runs with `--exit-with-stdin` on a pipe only this process holds; coglet
+dies with serve). serve gets its own session, so a kernel interrupt does not stop it.
 """
 from __future__ import annotations
 
 import atexit
 import collections
 import dataclasses
-import inspect
+import json
 import os
+import pathlib
 import re
 import subprocess
 import sys
 import threading
 import time
 import weakref
-from typing import Any
+from typing import Any, Iterator
 
 import httpx
 
 from replicate_jupyter.prediction.events import Completed, Log
+from replicate_jupyter.runners.context import parse_relayed
 from replicate_jupyter.serve.folder import ModelFolder, code_signature, find_folder
 
 __all__ = ["CogProcesses", "folder_of"]
 
 _READY = re.compile(r"ready at (http://\S+) ")
+_LOG_PATH = re.compile(r", logs (.+)\)\s*$")  # the end of serve's ready line: coglet's log file
 _instances: "weakref.WeakSet[CogProcesses]" = weakref.WeakSet()
 _by_spec: "weakref.WeakKeyDictionary[Any, ModelFolder | None]" = weakref.WeakKeyDictionary()
 
@@ -57,11 +58,8 @@ def folder_of(spec: Any) -> ModelFolder | None:
         return _by_spec[spec]
     except (KeyError, TypeError):
         pass
-    found = None
-    for candidate in (getattr(spec, "folder", None), getattr(spec, "source", None)):
-        found = _find(candidate) if candidate is not None else None
-        if found is not None:
-            break
+    found = next((f for c in (getattr(spec, "folder", None), getattr(spec, "source", None))
+                  if c is not None and (f := _find(c)) is not None), None)
     try:
         _by_spec[spec] = found
     except TypeError:
@@ -86,6 +84,7 @@ class _Proc:
     proc: subprocess.Popen
     lines: collections.deque = dataclasses.field(default_factory=lambda: collections.deque(maxlen=200))
     url: str | None = None
+    log: pathlib.Path | None = None  # coglet's own log (JSON lines), where setup prints may land instead
     runner: Any = None
     pool: Any = None
     ready: threading.Event = dataclasses.field(default_factory=threading.Event)
@@ -103,23 +102,29 @@ class _Proc:
 
 
 class _LocalView:
-    """The prediction as the workers code sees it, so that what reaches the real one looks
-    local: no `worker` metric, the cold start as `setup_time`, errors naming the model's process
-    rather than a loopback URL."""
+    """The prediction as the workers code sees it, so that what reaches the real one looks local:
+    no `worker` metric, the cold start as `setup_time`, errors naming the model's process, and a
+    failed one's prints whole (coglet's blocking answer to a failure has `logs: ''`)."""
 
-    def __init__(self, p: Any, proc: _Proc, extra: dict[str, Any], setup_seen: str | None = None) -> None:
+    def __init__(self, p: Any, proc: _Proc, extra: dict[str, Any], setup_seen: str | None = None,
+                 log_offset: int = 0) -> None:
         self._p, self._proc, self._extra = p, proc, extra
         self._setup_seen = setup_seen  # the setup prints already shown (cold run only)
+        self._offset, self._logs = log_offset, list[str]()  # where its lines start in coglet's log; text shown
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._p, name)
 
     def emit(self, event: Any) -> None:
-        if event.__class__ is Completed:
+        if event.__class__ is Log:
+            self._logs.append(event.text)
+        elif event.__class__ is Completed:
+            rest = _unseen_prints(self._proc.log, self._offset, self._p.id, self._logs) if event.status != "succeeded" else ""
+            if rest:
+                self._p.emit(Log(text=rest))
             if self._setup_seen is not None:
-                # coglet may list setup()'s last prints a moment after it says READY: what
-                # came meanwhile is shown before the end, so no print of setup is ever lost
-                later = _setup_prints(self._proc.url)
+                # setup()'s prints still on their way at the start are shown before the end
+                later = _setup_prints(self._proc, wait=2.0)
                 if len(later) > len(self._setup_seen) and later.startswith(self._setup_seen):
                     self._p.emit(Log(text=later[len(self._setup_seen):]))
             metrics = {k: v for k, v in event.metrics.items() if k != "worker"}
@@ -169,14 +174,14 @@ class CogProcesses:
             cold, pr.cold = pr.cold, False
             pr.inflight += 1
             self._running[p.id] = pr
-        seen = None
+        seen, offset = None, pr.log.stat().st_size if pr.log is not None and pr.log.exists() else 0  # its log start
         if cold:
             extra["setup_time"] = round(pr.start_time, 4)
-            seen = _setup_prints(pr.url)
+            seen = _setup_prints(pr, wait=0.5)
             if seen:
                 p.emit(Log(text=seen))
         try:
-            pr.runner.execute(_LocalView(p, pr, extra, seen))
+            pr.runner.execute(_LocalView(p, pr, extra, seen, offset))
         finally:
             with self._lock:
                 pr.inflight -= 1
@@ -196,8 +201,8 @@ class CogProcesses:
     # ----- processes -----------------------------------------------------------------------
     def _get(self, p: Any, spec: Any, folder: ModelFolder) -> _Proc | None:
         key = f"{folder.root}::{folder.target}::{p.model}"
-        # the loader's content hash of the code that runs, else every .py of the folder by stat
-        version = getattr(spec, "version", None) or code_signature(folder.root)
+        # the loader's hash of the code its import ran, and every .py by stat (~20-70 us): a helper imported in setup()
+        version = f"{getattr(spec, 'version', None) or ''}-{code_signature(folder.root)}"
         with self._lock:
             start_lock = self._start_locks.setdefault(key, threading.Lock())
         with start_lock:
@@ -254,6 +259,8 @@ class CogProcesses:
                 m = _READY.search(line)
                 if m:
                     pr.url = m.group(1)
+                    log = _LOG_PATH.search(line)
+                    pr.log = pathlib.Path(log.group(1)) if log else None
                     pr.ready.set()
 
     def _stop(self, pr: _Proc, grace: float = 10.0) -> None:
@@ -302,30 +309,79 @@ def _private_runner(url: str, slots: int) -> tuple[Any, Any]:
     """A WorkersRunner whose pool holds this one worker (never the kernel's `rj.workers`)."""
     from replicate_jupyter.runners.workers import Pool, WorkersRunner
 
-    private = Pool()
+    private, runner = Pool(), WorkersRunner()
     private.add(url, slots=slots)
-    if "pool" in inspect.signature(WorkersRunner).parameters:
-        runner = WorkersRunner(pool=private)  # type: ignore[call-arg]
-    else:
-        runner = WorkersRunner()
-        runner.pool = private
+    runner.pool = private
     return private, runner
 
 
-def _setup_prints(url: str | None) -> str:
-    """What the model printed during setup(), from coglet's health (its own lines left out)."""
-    if not url:
+def _setup_prints(pr: _Proc, wait: float = 0.0) -> str:
+    """What setup() printed. coglet 0.23.1 files each line, by a race, in its health's setup logs
+    (while it still collects them) or, once READY, only in its log file: both are read, waiting
+    up to `wait` s for the file to show setup() ended (cold starts only: rarely felt)."""
+    if not pr.url:
         return ""
     logs = ""
     for attempt in range(3):  # a loaded machine can keep a just-started worker slow to answer
         try:
-            logs = httpx.get(url + "/health-check", timeout=10).json().get("setup", {}).get("logs", "")
+            logs = httpx.get(pr.url + "/health-check", timeout=10).json().get("setup", {}).get("logs", "")
             break
         except (httpx.HTTPError, ValueError, AttributeError):
             time.sleep(0.2 * (attempt + 1))
     out = [line[len("[coglet::setup] "):] for line in str(logs).splitlines() if line.startswith("[coglet::setup] ")]
-    out = [line for line in out if not line.startswith("<string>:")]  # cog's own deprecation notes
+    deadline = time.monotonic() + wait
+    while not (late := _late_setup_lines(pr.log))[1] and time.monotonic() < deadline:
+        time.sleep(0.02)
+    out = [line for line in out + late[0] if not line.startswith("<string>:")]  # cog's own deprecation notes
     return "".join(line + "\n" for line in out)
+
+
+def _late_setup_lines(log: pathlib.Path | None) -> tuple[list[str], bool]:
+    """Setup prints coglet logged after READY (its last start only), and whether setup() ended."""
+    lines: list[str] = []
+    ready = ended = False
+    for target, fields in _coglet_log(log, 0):
+        message = str(fields.get("message", ""))
+        if target == "coglet::worker_bridge" and message == "Loading predictor":
+            lines, ready, ended = [], False, False  # coglet (re)started: a new setup
+        elif target == "coglet" and message.startswith("Setup complete, now accepting"):
+            ready = True
+        elif (target == "coglet::worker_bridge" and message == "Setup complete") or target == "coglet::prediction":
+            ended = True
+        elif target == "coglet::user" and ready and not ended:
+            lines.append(message)
+    return lines, ended or log is None
+
+
+def _unseen_prints(log: pathlib.Path | None, offset: int, pid: str, shown: list[str], wait: float = 1.0) -> str:
+    """What prediction `pid` (remote id `rj-{pid}-…`) printed, from coglet's log after `offset`,
+    less what `shown` has ('' if they do not begin so); waits up to `wait` s for its end there
+    (0.1 s while it has no line at all: one refused before it ran never gets one)."""
+    t0, mine = time.monotonic(), lambda f: str(f.get("prediction_id", "")).startswith(f"rj-{pid}-")
+    while True:
+        entries = [f for t, f in _coglet_log(log, offset) if t == "coglet::prediction" and mine(f)]
+        if log is None or time.monotonic() - t0 > (wait if entries else 0.1) or any(
+                "source" not in f and f.get("message") != "Starting prediction" for f in entries):
+            break
+        time.sleep(0.02)
+    text = parse_relayed("".join(f"{f.get('message', '')}\n" for f in entries if "source" in f))[1]
+    seen = "".join(t for t in shown if not t.startswith("[replicate-jupyter] "))  # not the runner's notes
+    return text[len(seen):] if text.startswith(seen) else ""
+
+
+def _coglet_log(log: pathlib.Path | None, offset: int) -> Iterator[tuple[Any, dict]]:
+    """coglet's log file (JSON lines) from `offset`: (target, fields) per entry."""
+    try:
+        with open(log, "rb") as fh:  # type: ignore[arg-type]  # None: TypeError, no log
+            text = (fh.seek(offset), fh.read())[1].decode("utf-8", "replace")
+    except (OSError, TypeError):
+        return
+    for raw in text.splitlines():
+        try:
+            entry = json.loads(raw)
+            yield entry.get("target"), dict(entry.get("fields") or {})
+        except (ValueError, AttributeError, TypeError):
+            continue
 
 
 def _setup_error(output: str) -> str:

@@ -7,7 +7,8 @@ Each warm model lives on a thread of its own (model_thread.py): its setup and ev
 of it run there, whichever thread asked (the cell's main thread, `--async`, forms, sweeps,
 `predictions.create`), so what setup set for its thread holds in every prediction, as under
 Cog. The asking thread waits; a kernel interrupt while it waits stops the prediction, records it
-canceled and propagates. A cancel from anywhere stops it at its next step, or by raising cog's
+canceled and propagates. A setup is never stopped (it may be inside an import: setups.py): a
+cancel or an interrupt leaves it to finish for the next run. A cancel from anywhere stops it at its next step, or by raising cog's
 `CancelationException` in the model thread (asyncio.CancelledError for async predictors); one
 that cannot be stopped within `cancel_deadline` is reported canceled with a log line saying so,
 and its model is evicted. Predictions of different models take turns on the device; one model
@@ -41,6 +42,7 @@ from replicate_jupyter.runners.invoke import (
     preview_throttle,
 )
 from replicate_jupyter.runners.model_thread import Call, ModelThread
+from replicate_jupyter.runners.setups import Setups
 from replicate_jupyter.runners.slots import Slots, declared_concurrency, is_async_callable
 from replicate_jupyter.runners.warm import Outcome, Warm
 
@@ -72,6 +74,7 @@ class LocalRunner(Runner):
         self._batcher = Batcher(self)
         self._warm: "OrderedDict[str, Warm]" = OrderedDict()
         self._cache_lock = threading.RLock()  # the warm cache, and one setup at a time
+        self._setups = Setups(self._cache_lock, self._install)  # setups no run waits for any more
         self._slots = Slots()
         self._calls: dict[str, tuple[Any, ModelThread, Call]] = {}  # prediction id → what runs for it
         self._stopping: set[int] = set()
@@ -127,22 +130,33 @@ class LocalRunner(Runner):
             return 8 << 30
 
     def _acquire(self, p, spec: predictors.PredictorSpec, is_async: bool) -> tuple[Warm | None, Outcome | None]:
-        """The warm model, set up on a new model thread if need be; or the outcome of a failed,
-        canceled or stuck setup."""
+        """The warm model, set up on a new model thread if need be (or by the setup an earlier
+        run left going); or the outcome of a failed or canceled setup. A cancel or an interrupt
+        during setup cancels `p` and leaves the setup to finish in the background (setups.py)."""
         with self._cache_lock:
             warm = self._warm.get(spec.key)
             if warm is not None and not warm.thread.defunct:
                 self._warm.move_to_end(spec.key)
                 return warm, None
-            if spec.replaces and spec.replaces in self._warm:  # edited: the old code's instance goes first
-                self.evict(spec.replaces)
-            thread = ModelThread(spec.name, use_loop=is_async)
-            context = fresh_context(None, sink=lambda s: p.emit(Log(text=s)))
-            if is_async:
-                call = thread.submit_async(lambda: warm_mod.asetup(spec), context)
+            left = self._setups.take(spec.key)
+            if left is not None:
+                thread, call = left
             else:
-                call = thread.submit(lambda: warm_mod.setup(spec), context)
-            outcome = self._outcome(p, thread, call, self._wait(p, thread, call), emitted=False)
+                if spec.replaces and spec.replaces in self._warm:  # edited: the old code's instance goes first
+                    self.evict(spec.replaces)
+                thread = ModelThread(spec.name, use_loop=is_async)
+                context = fresh_context(None, sink=lambda s: p.emit(Log(text=s)))
+                if is_async:
+                    call = thread.submit_async(lambda: warm_mod.asetup(spec), context)
+                else:
+                    call = thread.submit(lambda: warm_mod.setup(spec), context)
+            interrupt = self._setups.wait(p, call)
+            if interrupt is not None or not call.settled:
+                self._setups.leave(spec.key, thread, call, is_async)
+                why = "interrupted" if interrupt is not None else (p.cancel_reason or "canceled")
+                return None, Outcome(status="canceled", interrupt=interrupt, error=(
+                    f"{why} while loading {spec.name}; it goes on loading in the background, and the next run uses it"))
+            outcome = self._outcome(p, thread, call, None, emitted=False)
             if outcome is not None:
                 if outcome.status == "failed":
                     outcome.error = f"setup failed: {outcome.error}"
@@ -150,13 +164,17 @@ class LocalRunner(Runner):
                     outcome.error = p.cancel_reason or "canceled during setup"
                 thread.close()
                 return None, outcome
-            instance, setup_time, size = call.value
-            fn = predictors.predict_method(instance)
-            warm = Warm(instance=instance, size=int(size), setup_time=setup_time, call=fn,
-                         thread=thread, is_async=is_async)
-            self._warm[spec.key] = warm
-            self._evict_to_budget(keep=spec.key)
-            return warm, None
+            return self._install(spec.key, thread, call, is_async), None
+
+    def _install(self, key: str, thread: ModelThread, call: Call, is_async: bool) -> Warm:
+        """A finished setup's model into the warm cache (under the cache lock)."""
+        instance, setup_time, size = call.value
+        call.value = None
+        warm = Warm(instance=instance, size=int(size), setup_time=setup_time, call=predictors.predict_method(instance),
+                    thread=thread, is_async=is_async)
+        self._warm[key] = warm
+        self._evict_to_budget(keep=key)
+        return warm
 
     def _evict_to_budget(self, keep: str) -> None:
         budget = self._budget()
@@ -169,6 +187,7 @@ class LocalRunner(Runner):
         """Drop a warm predictor (all of them with no key) and give its device memory back. Its
         teardown runs on its own thread, after any call still running there."""
         with self._cache_lock:
+            self._setups.drop(key)
             keys = [key] if key else list(self._warm)
             for k in keys:
                 warm = self._warm.pop(k, None)
@@ -198,14 +217,14 @@ class LocalRunner(Runner):
         nested = model_thread.current() is not None  # a predictor running a model: it holds the device
         if self.batching and not nested:
             rule = batch_rules.rule_of(fn, spec.instance if spec.instance is not None else spec.cls)
-            if rule is not None and not _is_folder_model(spec) and self._batcher.run(p, spec, fn, rule, is_async):
+            if rule is not None and not warm_mod.is_folder_model(spec) and self._batcher.run(p, spec, fn, rule, is_async):
                 return
         if not nested and not self._slots.enter(spec.key, self._limit(spec, fn), p.cancel_event):
             p.emit(Completed(status="canceled", error=p.cancel_reason,
                              metrics={"predict_time": 0.0, "hardware": devices.current_sku()}))
             return
         try:
-            if _is_folder_model(spec):
+            if warm_mod.is_folder_model(spec):
                 # a Cog folder runs as under Cog: its folder as working directory, cog.yaml's
                 # environment, in a warm kernel-side Cog process (the kernel's cwd is untouched)
                 self._cog_processes().execute(p, spec)
@@ -326,7 +345,7 @@ class LocalRunner(Runner):
                 return Outcome(status="failed", error=f"{type(exc).__name__}: {first}", trace=model_traceback(exc), oom=True)
             return Outcome(status="failed", error=f"{type(exc).__name__}: {exc}", trace=model_traceback(exc))
         finally:
-            _forget(exc)
+            warm_mod.forget(exc)
             del exc
 
     def cancel(self, prediction) -> None:
@@ -356,6 +375,7 @@ class LocalRunner(Runner):
         """Cancel the predictions still running (the runner is being replaced, or the kernel is
         ending), wait for them up to the cancel deadline, then release every warm model."""
         self._batcher.close()
+        self._setups.cancel_waiting("canceled: the local runner was closed")
         running = list(self._calls.values())
         for p, _thread, _call in running:
             p.cancel(reason="canceled: the local runner was closed")
@@ -367,27 +387,8 @@ class LocalRunner(Runner):
             self._cog.close()
 
 
-def _is_folder_model(spec: predictors.PredictorSpec) -> bool:
-    """A model on disk in a folder with cog.yaml (not a class or object from the notebook)."""
-    folder = getattr(spec, "folder", None)
-    if folder is None or not any(getattr(f, "name", "") == "cog.yaml" for f in getattr(spec, "files", ())):
-        return False  # a plain predictor file: cheap to tell, without loading the Cog process code
-    from replicate_jupyter.runners.cogproc import folder_of
-
-    return folder_of(spec) is not None
-
-
 def _predict_fn(spec: predictors.PredictorSpec) -> Any:
     """The predictor's predict/run function (unbound when there is no instance yet): enough to
     tell async from sync and read its declared concurrency."""
     return predictors.predict_method(spec.instance if spec.instance is not None else spec.cls)
 
-
-def _forget(exc: BaseException | None) -> None:
-    """Drop the frames a failed call's exception (and those it chains) hold: their locals may be
-    tensors on the device."""
-    seen: set[int] = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        exc.__traceback__ = None
-        exc = exc.__cause__ or exc.__context__

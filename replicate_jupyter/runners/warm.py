@@ -5,7 +5,7 @@
 prediction), `predict_batch`/`apredict_batch` run several at once through the predictor's own
 `predict_batch` (model/batching.py), `release` tears it down. Each is handed to the model's own
 thread (model_thread.py), so the model only ever runs there. Kept apart from local.py, which decides
-what runs when.
+what runs when; `is_folder_model` and `forget` are its helpers.
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from replicate_jupyter.runners.invoke import acall_and_emit, call_and_emit
 from replicate_jupyter.runners.model_thread import ModelThread
 
 __all__ = ["Warm", "Outcome", "setup", "asetup", "predict", "apredict", "predict_batch", "apredict_batch", "release",
-           "free_device_bytes"]
+           "free_device_bytes", "is_folder_model", "forget"]
 
 
 @dataclass
@@ -136,6 +136,27 @@ def free_device_bytes() -> int | None:
     except Exception:
         pass
     return None
+
+
+def is_folder_model(spec: predictors.PredictorSpec) -> bool:
+    """A model on disk in a folder with cog.yaml (not a class or object from the notebook): the
+    local runner runs it in a kernel-side Cog process (cogproc.py), not on a model thread."""
+    folder = getattr(spec, "folder", None)
+    if folder is None or not any(getattr(f, "name", "") == "cog.yaml" for f in getattr(spec, "files", ())):
+        return False  # a plain predictor file: cheap to tell, without loading the Cog process code
+    from replicate_jupyter.runners.cogproc import folder_of
+
+    return folder_of(spec) is not None
+
+
+def forget(exc: BaseException | None) -> None:
+    """Drop the frames a failed call's exception (and those it chains) hold: their locals may be
+    tensors on the device."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        exc.__traceback__ = None
+        exc = exc.__cause__ or exc.__context__
 
 
 @dataclass

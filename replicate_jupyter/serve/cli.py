@@ -14,7 +14,8 @@ def _parser() -> argparse.ArgumentParser:
         "serve",
         help="serve a predictor over Cog's HTTP API (coglet, no Docker) for `%%replicate --on workers`",
         description="Serve PREDICTOR with Cog's own HTTP server (coglet): schema, health-check, SSE, "
-                    "cancel. The server is restarted when it dies or turns unhealthy. A folder with cog.yaml "
+                    "cancel. The server is restarted when it dies or turns unhealthy, and on the folder's edited "
+                    "code before the next prediction (a running one finishes first). A folder with cog.yaml "
                     "runs from that folder with cog.yaml's environment, as under Cog. On any address but "
                     "loopback a worker token is required: set RJ_WORKER_TOKEN or give --token-file.",
         allow_abbrev=False,  # `--token VALUE` must not be taken for --token-file: no secrets in argv

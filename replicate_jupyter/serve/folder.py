@@ -135,12 +135,13 @@ def model_environment(folder: ModelFolder | None, parent: Mapping[str, str],
     return env
 
 
-def code_signature(root: pathlib.Path) -> str:
-    """A version of the folder's code that changes whenever a .py file or cog.yaml does."""
+def code_signature(root: pathlib.Path, recursive: bool = True) -> str:
+    """A version of the folder's code that changes whenever a .py file or cog.yaml does (with
+    `recursive=False`, only those directly in `root`: a loose predictor file's siblings)."""
     h = hashlib.sha256()
     count = 0
     for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if d not in _SKIP_DIRS and not d.startswith("."))
+        dirnames[:] = sorted(d for d in dirnames if d not in _SKIP_DIRS and not d.startswith(".")) if recursive else []
         for fn in sorted(filenames):
             if not (fn.endswith(".py") or fn == "cog.yaml"):
                 continue

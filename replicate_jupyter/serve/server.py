@@ -12,10 +12,13 @@ Three parts, one process tree:
   out, loudly); it streams SSE through and fails null outputs the schema does not allow.
 - the supervisor (this module): coglet keeps answering after its predictor process dies (health
   UNHEALTHY, every prediction 409), so it polls `/health-check` and restarts coglet when it exits
-  or goes bad; a pool client then finds the worker READY again at the same URL.
+  or goes bad; a pool client then finds the worker READY again at the same URL. It also restarts
+  coglet on the model's edited code, between predictions, when the front asks (serve/reload.py).
+  Every start of coglet happens on this (the main) thread: PR_SET_PDEATHSIG is tied to it.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import pathlib
 import signal
@@ -32,6 +35,7 @@ from replicate_jupyter.serve import workdir
 from replicate_jupyter.serve.auth import Front
 from replicate_jupyter.serve.folder import model_environment
 from replicate_jupyter.serve.lifetime import die_with_parent, exit_when_stdin_closes
+from replicate_jupyter.serve.reload import CodeWatch, Gate, still_running
 from replicate_jupyter.serve.tokens import is_loopback
 
 __all__ = ["Server", "free_port", "InsecureBind"]
@@ -75,18 +79,19 @@ class Server:
                 f"serving on {host} lets anyone who can reach it run predictions on this machine: give a worker "
                 "token (set RJ_WORKER_TOKEN, or --token-file PATH) and add the worker with it, or pass --insecure")
         self.rundir = workdir.prepare(ref, name, hardware, concurrency=concurrency, batching=batching)
+        self.watch = CodeWatch(self.rundir.watch, recursive=self.rundir.folder is not None)
         self.schema = self.rundir.schema
         self.name = self.schema["info"]["x-replicate-model"]
         self.hardware = self.schema["info"]["x-replicate-hardware"]
-        folder = self.rundir.folder
-        self.concurrency = max(1, int(concurrency if concurrency != 1 or folder is None else folder.concurrency or 1))
-        if self.rundir.concurrency:  # a batching model: a batch's members are concurrent predictions
-            self.concurrency = self.rundir.concurrency
+        self.concurrency = self.rundir.slots  # cog.yaml's concurrency.max unless asked; a batching model's slots
         self.upstream_port = free_port("127.0.0.1")
         self.front: Front | None = None
         self.proc: subprocess.Popen | None = None
-        self.restarts = 0
+        self.restarts = self.reloads = 0
         self._stop = threading.Event()
+        self._wake = threading.Event()  # the supervisor's: stop, or a reload asked for
+        self._reload_waiters: list[tuple[threading.Event, list[str | None]]] = []
+        self._reload_lock = threading.Lock()
         self._log_fh: Any = None
         self._http = httpx.Client(timeout=httpx.Timeout(5.0, connect=2.0))
 
@@ -129,9 +134,14 @@ class Server:
         env.setdefault("PYTHONUNBUFFERED", "1")
         return env
 
+    def _boot(self) -> None:
+        """Start coglet and wait until READY, the folder's schema ours meanwhile (workdir.starting)."""
+        with self.rundir.starting():
+            self._spawn()
+            self.wait_ready()
+
     def _spawn(self) -> None:
         self._wait_port_free()
-        self.rundir.ensure()
         if self._log_fh is None:
             self._log_fh = open(self.log_path, "ab", buffering=0)
         self.proc = subprocess.Popen(
@@ -205,23 +215,23 @@ class Server:
 
     # ----- lifecycle -----------------------------------------------------------------------
     def start(self) -> "Server":
+        gate = Gate(self.watch.changed, self.request_reload, self.still_running) if self.watch.root else None
         self.front = Front(self.host, self.port, self.upstream_port, self.token, self.schema,
-                           log_path=self.log_path, cwd=lambda: str(self.rundir.cwd), say=self.say)
+                           log_path=self.log_path, cwd=lambda: str(self.rundir.cwd), say=self.say, gate=gate)
         self.port = self.front.port
         if not is_loopback(self.host) and not self.token:
             self.say(f"WARNING: --insecure: {self.host}:{self.port} takes predictions from anyone who can reach it, "
                      "on this machine's hardware and bill")
         self.front.start()  # answers 502 until coglet is up, rather than leaving clients hanging
-        self._spawn()
         try:
-            self.wait_ready()
+            self._boot()
         except BaseException:
             self._kill_child()
             self.front.stop()
             raise
         auth = "token required" if self.token else "no token"
-        if self.rundir.concurrency:
-            auth += f", batches up to {self.schema['info']['x-rj-batching']['max_batch']}"
+        if self.rundir.batch:
+            auth += f", batches up to {self.rundir.batch['max_batch']}"
         pid = self.proc.pid if self.proc is not None else None
         self.say(f"{self.name} ready at {self.url} (hardware {self.hardware}, pid {pid}, {auth}, "
                  f"runs in {self.rundir.cwd} [{self.rundir.mode}], logs {self.log_path})")
@@ -230,7 +240,14 @@ class Server:
     def supervise(self) -> None:
         """Poll health every `poll` seconds; restart on exit, UNHEALTHY/DEFUNCT, or silence."""
         silent_since: float | None = None
-        while not self._stop.wait(self.poll):
+        while not self._stop.is_set():
+            self._wake.wait(self.poll)
+            self._wake.clear()
+            if self._stop.is_set():
+                break
+            if self._reload_waiters:
+                self._serve_reloads()
+                continue
             proc = self.proc
             reason = None
             if proc is None or proc.poll() is not None:
@@ -254,8 +271,9 @@ class Server:
             self.restarts += 1
             while not self._stop.is_set():
                 try:
-                    self._spawn()
-                    self.wait_ready()
+                    if self.watch.changed():  # edited meanwhile: start the new code, with its schema
+                        self._load_new(self.watch.now())
+                    self._boot()
                     pid = self.proc.pid if self.proc is not None else None
                     self.say(f"{self.name} back at {self.url} (restart #{self.restarts}, pid {pid})")
                     break
@@ -264,8 +282,81 @@ class Server:
                     self.say(f"restart failed: {exc}; retrying in 2 s")
                     self._stop.wait(2.0)
 
+    # ----- reloads (serve/reload.py) -------------------------------------------------------
+    def request_reload(self) -> str | None:
+        """(the front's worker thread) Have the supervisor restart coglet on the edited code, and
+        wait: None once it runs the new code, else the error the held predictions fail with."""
+        done, box = threading.Event(), list[str | None]()
+        with self._reload_lock:
+            self._reload_waiters.append((done, box))
+        self._wake.set()
+        while not done.wait(0.5):
+            if self._stop.is_set():
+                return f"{self.name}'s serve is stopping"
+        return box[0]
+
+    def _serve_reloads(self) -> None:
+        with self._reload_lock:
+            waiters, self._reload_waiters = self._reload_waiters, []
+        try:
+            error = self._reload()
+        except Exception as exc:  # noqa: BLE001 — the held predictions must hear of it
+            error = f"reloading {self.name} failed: {exc}"
+        for done, box in waiters:
+            box.append(error)
+            done.set()
+
+    def _reload(self) -> str | None:
+        """The folder's code changed and nothing runs: load the model again (the schema, a new
+        version), then restart coglet from the new code. Edited code that does not load leaves
+        the running coglet alone and is reported until the code changes again."""
+        sig, old = self.watch.now(), self.rundir.version
+        if sig == self.watch.running:
+            return None
+        if self.watch.failed is not None and self.watch.failed[0] == sig:
+            return self.watch.failed[1]
+        try:
+            self._load_new(sig)
+        except Exception as exc:  # noqa: BLE001 — a syntax error, a missing name: the user's to fix
+            error = (f"the edited code of {self.name} in {self.watch.root} does not load ({type(exc).__name__}: {exc}); "
+                     "the previous code keeps running until it is fixed")
+            self.watch.failed = (sig, error)
+            self._note(error)
+            return error
+        self._note(f"reloading {self.name}: its code in {self.watch.root} changed (version {old} -> {self.rundir.version})")
+        self._kill_child()
+        self.reloads += 1
+        try:
+            self._boot()
+        except Exception as exc:  # noqa: BLE001 — then restarted as any failed server is
+            self._kill_child()
+            self._note(f"{self.name} did not start on its edited code: {exc}")
+            return f"{self.name} did not start on its edited code: {exc}"
+        pid = self.proc.pid if self.proc is not None else None
+        self._note(f"{self.name} reloaded at {self.url} (reload #{self.reloads}, pid {pid}, version {self.rundir.version})")
+        return None
+
+    def _load_new(self, sig: str | None) -> None:
+        self.rundir.load()
+        self.schema = self.rundir.schema
+        self.concurrency = self.rundir.slots
+        if self.front is not None:
+            self.front.schema = self.schema
+        self.watch.running, self.watch.failed = sig, None
+
+    def still_running(self, pid: str) -> bool:
+        """Whether coglet still runs prediction `pid` (an async-created one, before a reload)."""
+        return still_running(self._http, self.upstream, pid)
+
+    def _note(self, text: str) -> None:
+        """Said, and written to the server's log beside coglet's own lines."""
+        self.say(text)
+        if self._log_fh is not None:
+            with contextlib.suppress(OSError):
+                self._log_fh.write(f"[replicate-jupyter serve] {text}\n".encode())
+
     def stop(self) -> None:
-        self._stop.set()
+        self.stop_soon()
         if self.front is not None:
             self.front.stop()
         self._kill_child()
@@ -274,6 +365,11 @@ class Server:
             self._log_fh.close()
             self._log_fh = None
 
+    def stop_soon(self) -> None:
+        """From any thread: the supervisor returns, and `run` stops everything."""
+        self._stop.set()
+        self._wake.set()
+
     def cleanup(self) -> None:
         self.rundir.cleanup()
 
@@ -281,11 +377,11 @@ class Server:
         """start + supervise until SIGTERM/SIGINT (or stdin's EOF with `exit_with_stdin`); the
         child process group is always killed and what serve wrote is removed."""
         def on_signal(signum, _frame):
-            self._stop.set()
+            self.stop_soon()
 
         old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
         if self.exit_with_stdin:
-            exit_when_stdin_closes(self._stop.set)
+            exit_when_stdin_closes(self.stop_soon)
         try:
             self.start()
             self.supervise()

@@ -24,7 +24,7 @@ from typing import Any, Iterator
 
 import httpx
 
-from replicate_jupyter.errors import BackendError
+from replicate_jupyter.errors import BackendError, ReplicateError
 from replicate_jupyter.runners.http import http_errors
 from replicate_jupyter.runners.replicate.token import TOKEN_ENV, Token, current, scrub
 
@@ -38,16 +38,23 @@ RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 MAX_RETRY_AFTER = 60.0
 
 
-class APIError(BackendError):
-    """A non-2xx answer from Replicate, with its problem JSON (`title`, `detail`, `status`)."""
+class APIError(BackendError, ReplicateError):
+    """A non-2xx answer from Replicate, with its problem JSON: replicate-python's ReplicateError
+    (`type`, `title`, `status`, `detail`, `instance`), and a BackendError naming the URL."""
+
+    status: int  # always the answer's (ReplicateError's may be None)
+    title: str
+    detail: str
 
     def __init__(self, status: int, title: str, detail: str, url: str, body: Any = None) -> None:
-        self.status = status
-        self.title = scrub(title)
-        self.detail = scrub(detail)
-        self.body = body
-        text = f"{self.title}: {self.detail}" if self.title and self.detail else (self.title or self.detail)
+        title, detail = scrub(title), scrub(detail)
+        text = f"{title}: {detail}" if title and detail else (title or detail)
         super().__init__(f"Replicate answered {status} for {url}: {text}", url=url, tried=[url])
+        self.status, self.title, self.detail = status, title, detail
+        problem = body if isinstance(body, dict) else {}
+        self.type = scrub(str(problem["type"])) if problem.get("type") else None
+        self.instance = scrub(str(problem["instance"])) if problem.get("instance") else None
+        self.body = body
 
 
 class _Again(Exception):
@@ -103,7 +110,19 @@ class ReplicateAPI:
         self.retries = int(retries)
         self.retry_timeout = float(retry_timeout)
         self._token = token
-        self._http = httpx.Client(timeout=self.timeout, follow_redirects=True, headers={"User-Agent": "replicate-jupyter"})
+        self._http = self._client()
+
+    def _client(self, headers: dict[str, str] | None = None, transport: httpx.BaseTransport | None = None) -> httpx.Client:
+        merged = httpx.Headers({"User-Agent": "replicate-jupyter"})
+        merged.update(headers or {})  # by name, case-insensitively: a user-agent of theirs replaces ours
+        return httpx.Client(timeout=self.timeout, follow_redirects=True, headers=merged, transport=transport)
+
+    def configure(self, headers: dict[str, str] | None = None, transport: httpx.BaseTransport | None = None) -> None:
+        """A Client's own headers (sent on every request, a `User-Agent` of its own included) and
+        httpx transport, as replicate-python's `Client(headers=, transport=)` passes them to httpx.
+        The token is never one of them: it is added per request from the `Token`."""
+        old, self._http = self._http, self._client(headers, transport)
+        old.close()
 
     def __repr__(self) -> str:
         return f"ReplicateAPI({self.base_url!r})"

@@ -16,6 +16,10 @@ gives up on a hiccup:
 
 Started comes from whichever sees it first: the stream's first event, a poll, or a light
 watcher thread while the stream is quiet (a cold boot can keep a model `starting` for minutes).
+Completed comes from whichever sees the end first: the follower, or a `reload()`/`cancel()`
+whose answer is final (`complete` is once, under the follower's lock, so the stream thread
+never adds a line or an item behind it). Replicate sends no progress events: a tqdm line in
+the logs becomes a Progress event after its Log, as replicate-python reads progress from them.
 """
 from __future__ import annotations
 
@@ -25,7 +29,8 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from replicate_jupyter.errors import BackendError
-from replicate_jupyter.prediction.events import TERMINAL, Completed, Log, Output
+from replicate_jupyter.prediction.events import TERMINAL, Completed, Log, Output, Progress
+from replicate_jupyter.prediction.progress_info import parse_line
 from replicate_jupyter.runners.remote import RemoteRun, is_iterator, output_schema
 from replicate_jupyter.runners.replicate.api import APIError, ReplicateAPI, scrub
 from replicate_jupyter.runners.replicate.files import Files
@@ -46,7 +51,8 @@ class Lost(BackendError):
 
 def _transient(exc: BackendError) -> bool:
     """A failure worth waiting out: no answer at all, or a 429/5xx (an APIError of 4xx is final)."""
-    return not isinstance(exc, APIError) or exc.status == 429 or exc.status >= 500
+    status = exc.status if isinstance(exc, APIError) else None
+    return status is None or status == 429 or status >= 500
 
 
 class ReplicateRun(RemoteRun):
@@ -72,18 +78,26 @@ class ReplicateRun(RemoteRun):
     def note(self, text: str) -> None:
         self.p.emit(Log(text=text))
 
-    def send_cancel(self) -> None:
+    def log(self, line: str) -> None:
+        """One of the model's log lines, and its progress when it is a tqdm line."""
+        self.p.emit(Log(text=line))
+        got = parse_line(line)
+        if got is not None:
+            self.p.emit(Progress(step=got.current, total=got.total))
+
+    def send_cancel(self) -> dict | None:
         """`POST` its `urls.cancel` once (retried by the API client); Replicate then ends it as
-        `canceled`, billed to there."""
+        `canceled`, billed to there. Returns Replicate's answer (the prediction as it is now)."""
         with self.lock:
             if self.cancel_sent or not self.id:
-                return
+                return None
             self.cancel_sent = True
         url = ((self.remote or {}).get("urls") or {}).get("cancel") or str(self.id)
         try:
-            self.api.cancel_prediction(url)
+            return self.api.cancel_prediction(url)
         except BackendError as exc:
             self.note(f"{NOTE}cancel of {self.id} failed: {scrub(exc)}\n")
+            return None
 
 
 class Follower:
@@ -98,6 +112,7 @@ class Follower:
         self.poll_interval = poll_interval
         self.lost_after = lost_after
         self._out_since: float | None = None  # when the service went out of reach, if it is
+        self._lock = threading.RLock()  # the stream's events vs a Completed from another thread
         run.follower = self
 
     # ----- the whole way -----------------------------------------------------------------------
@@ -150,6 +165,12 @@ class Follower:
 
     def _on_event(self, ev: Any) -> bool:
         """One SSE event; True once it is `done`."""
+        with self._lock:
+            if self.run.finishing:  # completed from a reload() or cancel(): its answer had it all
+                return True
+            return self._on_event_locked(ev)
+
+    def _on_event_locked(self, ev: Any) -> bool:
         run, p = self.run, self.run.p
         if ev.id:
             run.last_event_id = ev.id
@@ -164,7 +185,7 @@ class Follower:
             text = ev.data + "\n"
             run.logs += text
             run.log_lines += 1
-            p.emit(Log(text=text))
+            run.log(text)
         elif ev.event == "error":
             try:
                 run.stream_error = json.loads(ev.data).get("detail")
@@ -251,10 +272,13 @@ class Follower:
     def catch_up(self, data: dict, items: dict | None = None) -> None:
         """Emit the log text and iterator items `data` has beyond what was emitted."""
         run, p = self.run, self.run.p
-        self._catch_up_logs(data.get("logs") or "")
-        if is_iterator(p.schema):
-            items = items if items is not None else (output_schema(p.schema).get("items") or {})
-            run.emit_items(data.get("output"), lambda v, i: self.files.decode(v, items, f"output-{i}", run.note))
+        with self._lock:
+            if run.finishing:
+                return
+            self._catch_up_logs(data.get("logs") or "")
+            if is_iterator(p.schema):
+                items = items if items is not None else (output_schema(p.schema).get("items") or {})
+                run.emit_items(data.get("output"), lambda v, i: self.files.decode(v, items, f"output-{i}", run.note))
 
     def _catch_up_logs(self, logs: str) -> None:
         run = self.run
@@ -272,7 +296,7 @@ class Follower:
         if extra:
             run.logs += extra
             for line in extra.splitlines(keepends=True):  # one Log per line, as the stream sends them
-                run.note(line)
+                run.log(line)
         run.log_lines = len(logs.splitlines())
 
     # ----- the end -----------------------------------------------------------------------------
@@ -291,6 +315,10 @@ class Follower:
 
     def complete(self, data: dict, lazy: bool = False) -> None:
         """Replicate's final prediction → the outputs not yet emitted, then Completed (once)."""
+        with self._lock:
+            self._complete(data, lazy)
+
+    def _complete(self, data: dict, lazy: bool) -> None:
         run, p = self.run, self.run.p
         with run.lock:
             if run.finishing or p.finished:

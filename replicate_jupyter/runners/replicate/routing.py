@@ -6,8 +6,11 @@ never heard of that model. So, for a call that names no backend (`on=`, `--on`) 
 has chosen none either (`rj.backend(...)`, `%replicate use`, `default_backend` in config), a
 bare name goes to the first source that knows it — the kernel (embedded, registered, a file),
 then the worker pool, then Ray when one is configured — and to Replicate when none does and a
-token is configured. The Prediction's `backend` then says `replicate`, so its card and its cost
-line say where it ran. `on=` always pins.
+token is configured. A bare version id (64 hex digits, as Replicate's HTTP docs create
+predictions: `predictions.create(version="5c7d…")`) names a version only Replicate has: it
+goes there when a token is configured; without one the error says a token is needed. The
+Prediction's `backend` then says `replicate`, so its card and its cost line say where it ran.
+`on=` always pins.
 
 A `Target` is where one caller's calls go: `SessionTarget` (the module-level functions: the
 session's runners, routed as above) or `ClientTarget` (a `Client(api_token=...)`: its own
@@ -20,7 +23,7 @@ import re
 import threading
 from typing import TYPE_CHECKING, Any
 
-from replicate_jupyter.errors import InputError, ModelNotFound, Problem
+from replicate_jupyter.errors import BackendError, InputError, ModelNotFound, Problem
 from replicate_jupyter.runners.replicate import token as tokens
 
 if TYPE_CHECKING:
@@ -28,9 +31,11 @@ if TYPE_CHECKING:
     from replicate_jupyter.runners.replicate.runner import ReplicateRunner
 
 __all__ = ["Target", "SessionTarget", "ClientTarget", "note_choice", "backend_chosen", "reset_choice",
-           "is_bare_name", "parse_duration", "cancel_after_header", "check_params", "CREATE_PARAMS"]
+           "is_bare_name", "is_version_id", "model_ref", "create_ref", "parse_duration", "cancel_after_header",
+           "check_params", "CREATE_PARAMS"]
 
 _BARE = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*(:[0-9a-f]{8,})?$")
+_VERSION_ID = re.compile(r"^[0-9a-f]{64}$")
 _DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+(?:\.\d+)?)s)?$")
 _chosen = threading.Event()
 
@@ -55,6 +60,44 @@ def is_bare_name(ref: Any) -> bool:
     """`owner/name` or `owner/name:version`, not an embedded `local/…`, an `hf:` ref or a path."""
     return (isinstance(ref, str) and bool(_BARE.match(ref)) and not ref.startswith("local/")
             and not os.path.exists(ref.split(":", 1)[0]))
+
+
+def is_version_id(ref: Any) -> bool:
+    """A bare Replicate version id: 64 lowercase hex digits."""
+    return isinstance(ref, str) and bool(_VERSION_ID.match(ref.strip()))
+
+
+def model_ref(ref: Any) -> Any:
+    """replicate-python's ways to name a model as `run`/`stream`/`use` take them (its
+    `identifier._resolve`): a `Model` → `owner/name`, a `Version` → `owner/name:id` when its
+    model is known, else its bare id, a `ModelVersionIdentifier` → `owner/name[:version]`; ours
+    or replicate-python's objects alike. Anything else (a name, a path, a predictor) as it is."""
+    if isinstance(ref, (str, type)) or ref is None:
+        return ref
+    if hasattr(ref, "openapi_schema") and isinstance(getattr(ref, "id", None), str):  # a Version
+        ours = getattr(ref, "ref", None)
+        return ours if isinstance(ours, str) else ref.id
+    owner, name = getattr(ref, "owner", None), getattr(ref, "name", None)
+    if isinstance(owner, str) and isinstance(name, str):  # a Model, a ModelVersionIdentifier
+        version = getattr(ref, "version", None)
+        return f"{owner}/{name}:{version}" if isinstance(version, str) and version else f"{owner}/{name}"
+    return ref
+
+
+def create_ref(args: tuple, model: Any, version: Any, deployment: Any) -> tuple[Any, Any]:
+    """replicate-python's ways to name what `predictions.create` runs: `create(version, input)`
+    positionally (ours: `create(ref, input)`), or exactly one of `model=`, `version=`,
+    `deployment=` → (the model reference, the deployment)."""
+    given = [x for x in (args[0] if args else None, model, version, deployment) if x is not None]
+    if len(given) != 1:
+        raise InputError([Problem("model", "required", None, "exactly one of: a model reference, model=, "
+                                  "version= or deployment=")])
+    if deployment is not None:
+        return None, deployment
+    ref = given[0]
+    if isinstance(ref, tuple) and len(ref) == 2 and not hasattr(ref, "owner"):  # (owner, name)
+        return f"{ref[0]}/{ref[1]}", None
+    return model_ref(ref), None
 
 
 def parse_duration(text: str) -> float:
@@ -145,12 +188,17 @@ class SessionTarget(Target):
 
     def resolve(self, ref: Any, on: str | None) -> Resolved:
         s = self.session
-        if ref is None:
-            ref = s.default_model
+        ref = s.default_model if ref is None else model_ref(ref)
         if on:
             runner = s.runner(on)
             return on, runner, runner.resolve(ref)
         default = s.default_backend
+        if is_version_id(ref) and not backend_chosen() and default == "local":  # only Replicate has it
+            if not tokens.configured():
+                raise BackendError(f"{ref.strip()[:12]}… is a Replicate version id: running it needs a Replicate API "
+                                   "token — run %replicate login (or set REPLICATE_API_TOKEN), or pass owner/name")
+            remote = s.runner("replicate")
+            return "replicate", remote, remote.resolve(ref)
         runner = s.runner(default)
         if backend_chosen() or default != "local" or not is_bare_name(ref):
             return default, runner, runner.resolve(ref)
@@ -207,7 +255,7 @@ class ClientTarget(Target):
                 "a Client runs on Replicate only; for another backend use replicate_jupyter.run(..., on=...)"))])
         if ref is None:
             raise InputError([Problem("ref", "required", None, "a model: owner/name or owner/name:version")])
-        return "replicate", self.runner, self.runner.resolve(ref)
+        return "replicate", self.runner, self.runner.resolve(model_ref(ref))
 
     def replicate(self, on: str | None = None, what: str = "this") -> ReplicateRunner:
         if on not in (None, "replicate"):

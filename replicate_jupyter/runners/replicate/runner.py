@@ -9,9 +9,13 @@ create (`predictions.get/list`).
 
 - Metrics: `predict_time` from Replicate. Replicate does not say which hardware ran a model, so
   the SKU comes from the `hardware` option (one SKU, or a map model → SKU), else `default_hardware`
-  (gpu-t4) with a log line saying so; cost = predict_time × that SKU's price.
-- Cancel / kernel interrupt: `POST /v1/predictions/{id}/cancel`; the run is then followed to
-  Replicate's `canceled` state (its predict_time is what is billed). A Ctrl-C while the create
+  (gpu-t4), said once per model as a Python warning (and on every prediction in its bill's
+  assumptions and the cost line's "(assumed)"), never in `logs`, which hold only what the model
+  printed; cost = predict_time × that SKU's price.
+- Cancel / kernel interrupt: `POST /v1/predictions/{id}/cancel`; when Replicate answers that it
+  is over (`canceled`), that answer is its Completed at once, as replicate-python copies it into
+  the prediction; otherwise the run is followed to Replicate's final state (its predict_time
+  is what is billed). `reload()` likewise ends a run whose answer is final. A Ctrl-C while the create
   request is still out does not cut that request: it goes on in its own thread, and the
   prediction is canceled the moment its id is known (nothing is left running unseen).
 - Errors: 401 → a BackendError telling the user to `%replicate login` (the token is never echoed);
@@ -23,10 +27,11 @@ from __future__ import annotations
 import difflib
 import os
 import threading
+import warnings
 from typing import TYPE_CHECKING, Any
 
 from replicate_jupyter.errors import BackendError, InputError, ModelNotFound, Problem
-from replicate_jupyter.prediction.events import Completed
+from replicate_jupyter.prediction.events import TERMINAL, Completed
 from replicate_jupyter.runners import threads
 from replicate_jupyter.runners.base import ModelHandle, Runner
 from replicate_jupyter.runners.remote import RunTable
@@ -39,7 +44,7 @@ from replicate_jupyter.runners.replicate.token import Token
 if TYPE_CHECKING:
     from replicate_jupyter.prediction.prediction import Prediction
 
-__all__ = ["ReplicateRunner", "parse_ref", "forget", "is_version_id"]
+__all__ = ["ReplicateRunner", "HardwareAssumed", "parse_ref", "forget", "is_version_id"]
 
 OPTIONS = ("base_url", "hardware", "default_hardware", "upload_threshold", "poll_interval", "wait", "timeout",
            "lost_after")
@@ -51,6 +56,10 @@ _HANDLES: dict[tuple[str, str], ModelHandle] = {}
 _HANDLES_LOCK = threading.Lock()
 
 _BODY_KEYS = ("webhook", "webhook_completed", "webhook_events_filter")
+
+
+class HardwareAssumed(UserWarning):
+    """A model's cost rests on an assumed SKU: Replicate does not say which hardware runs it."""
 
 
 def forget() -> None:
@@ -232,8 +241,9 @@ class ReplicateRunner(Runner):
                     raise
                 if fallback and p.model not in self._hardware_noted:
                     self._hardware_noted.add(p.model)
-                    run.note(f"{NOTE}Replicate does not report the hardware of {p.model}; costing it as {sku} "
-                             f"(set it with %replicate use replicate --hardware SKU)\n")
+                    warnings.warn(f"[replicate-jupyter] Replicate does not report the hardware of {p.model}; costing "
+                                  f"it as {sku} (set it with %replicate use replicate --hardware SKU)",
+                                  HardwareAssumed, stacklevel=2)
                 if p.cancel_event.is_set():
                     run.send_cancel()
                 follower.follow()
@@ -343,15 +353,17 @@ class ReplicateRunner(Runner):
     def cancel(self, p: Prediction) -> None:
         run = self._runs.get(p.id)
         if run is not None and run.id:
-            run.send_cancel()
+            self._fold_final(run, run.send_cancel())
         elif run is None:
             self.remote.cancel(p)
         # not yet created: execute() sees the cancel event right after creating it
 
     def reload(self, p: Prediction) -> None:
         """Ask Replicate for the prediction now. A run this runner follows is live already (its
-        follower turns every log line and item into an event), so only a start not yet seen is
-        taken from the answer; a prediction from elsewhere is brought up to date (`remote.py`)."""
+        follower turns every log line and item into an event), so from the answer it takes a
+        start not yet seen, and a final state not yet seen (the Completed, through the one
+        event stream: `status` is `canceled` right after `cancel(); reload()`, as with
+        replicate-python); a prediction from elsewhere is brought up to date (`remote.py`)."""
         run = self._runs.get(p.id)
         if run is None or run.follower is None:
             self.remote.reload(p)
@@ -361,6 +373,17 @@ class ReplicateRunner(Runner):
         data = run.follower.get()
         if data is not None and data.get("status") != "starting":
             run.start(run.follower.sku)
+        self._fold_final(run, data)
+
+    @staticmethod
+    def _fold_final(run: ReplicateRun, data: dict | None) -> None:
+        """Replicate's answer (to a cancel or a GET) saying the prediction is over: its
+        Completed now, once (the follower skips what comes after)."""
+        follower = run.follower
+        if data is None or data.get("status") not in TERMINAL or follower is None or run.p.finished:
+            return
+        run.start(follower.sku)
+        follower.complete(data)
 
     def watch(self, p: Prediction) -> None:
         """Someone waits for `p`: make sure something follows it (predictions from elsewhere)."""

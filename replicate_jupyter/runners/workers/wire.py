@@ -12,10 +12,14 @@ from typing import Any, Hashable
 from replicate_jupyter.prediction.files import FileOutput, InputFile
 from replicate_jupyter.runners.remote import encode_values
 
-__all__ = ["encode_input", "decode_output", "streams", "strip_prefix", "batching", "batch_key", "BATCHING_KEY", "SHARE_METRIC"]
+__all__ = ["encode_input", "decode_output", "streams", "strip_prefix", "batching", "batch_key", "concurrency",
+           "BATCHING_KEY", "CONCURRENCY_KEY", "SHARE_METRIC"]
 
 #: where a worker's schema `info` says how it batches (serve/batched.py writes it)
 BATCHING_KEY = "x-rj-batching"
+#: where a worker's schema `info` says how many predictions it runs at once (serve/workdir.py
+#: writes it: cog.yaml's `concurrency.max`, `serve --concurrency`, or a batching model's slots)
+CONCURRENCY_KEY = "x-rj-concurrency"
 #: the metric a batching worker reports a member's share of the batch's device time under
 #: (coglet's own predict_time is the member's wall time, and a model may not record that name)
 SHARE_METRIC = "predict_time_share"
@@ -73,6 +77,13 @@ def batching(schema: dict | None) -> dict | None:
     `max_batch`, `match`/`vary`, `concurrency`; None for any other Cog server."""
     info = ((schema or {}).get("info") or {}).get(BATCHING_KEY)
     return info if isinstance(info, dict) and isinstance(info.get("max_batch"), int) else None
+
+
+def concurrency(schema: dict | None) -> int | None:
+    """The predictions a worker says it runs at once (None: it does not say; a plain coglet).
+    The pool uses it as the worker's slots unless the user gave them."""
+    value = ((schema or {}).get("info") or {}).get(CONCURRENCY_KEY)
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 1 else None
 
 
 def batch_key(schema: dict | None, inputs: dict[str, Any]) -> Hashable | None:

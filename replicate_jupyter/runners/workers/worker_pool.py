@@ -3,8 +3,12 @@
 One pool per kernel (`runners.workers.pool()`), shared by every WorkersRunner, so `rj.workers.add(url)`
 and `%replicate use workers` see the same machines. Liveness comes from a background thread
 polling `/health-check`; the model and schema from `/openapi.json` (re-read whenever a worker
-comes back, since a restarted worker may serve something else). Dispatch hands out idle workers
-to waiting predictions in arrival order; a prediction waiting here stays `starting`.
+comes back, since a restarted worker may serve something else, and whenever its health says its
+server started again: `setup.started_at`, coglet's own, which is how a `replicate-jupyter serve`
+that reloaded edited code between two polls is noticed). A worker takes as many predictions at once
+as its slots: the user's `add(url, slots=K)`, else what its schema says (`x-rj-concurrency`:
+cog.yaml's `concurrency.max` under serve), else 1. Dispatch hands out idle workers to waiting
+predictions in arrival order; a prediction waiting here stays `starting`.
 """
 from __future__ import annotations
 
@@ -20,7 +24,7 @@ from typing import Any
 
 from replicate_jupyter.errors import BackendError, InputError, Problem
 from replicate_jupyter.runners.workers.cog_client import CogClient
-from replicate_jupyter.runners.workers.wire import batching
+from replicate_jupyter.runners.workers.wire import batching, concurrency
 
 __all__ = ["Pool", "Worker"]
 
@@ -34,6 +38,7 @@ class Worker:
     token_env: str | None = None
     hardware_override: str | None = None
     slots: int = 1
+    slots_given: int | None = None  # the user's; else the schema's x-rj-concurrency
     model: str | None = None
     version: str | None = None
     schema: dict | None = None
@@ -43,6 +48,7 @@ class Worker:
     failed: int = 0
     seconds: float = 0.0  # sum of predict_time
     last_error: str | None = None
+    setup_started: Any = None  # coglet's setup.started_at when the schema was read
     busy_until: float = 0.0  # after a 409: skip it for a moment
     conflicts: int = 0  # 409s in a row
     removed: bool = False
@@ -76,7 +82,7 @@ class Worker:
     def row(self) -> dict[str, Any]:
         return {
             "url": self.url, "model": self.model, "status": self.status,
-            "busy": self.inflight > 0 or self.status == "BUSY", "inflight": self.inflight,
+            "busy": self.inflight > 0 or self.status == "BUSY", "inflight": self.inflight, "slots": self.capacity,
             "hardware": self.hardware, "predictions": self.done, "failed": self.failed,
             "gpu_seconds": round(self.seconds, 3), "token_env": self.token_env, "last_error": self.last_error,
         }
@@ -97,20 +103,24 @@ class Pool:
         self.client_options: dict[str, Any] = {}
 
     # ----- user surface --------------------------------------------------------------------
-    def add(self, url: str, token_env: str | None = None, hardware: str | None = None, slots: int = 1) -> dict:
+    def add(self, url: str, token_env: str | None = None, hardware: str | None = None,
+            slots: int | None = None) -> dict:
         """Add a worker (a `replicate-jupyter serve` or any Cog server) by its base URL.
         `token_env` names an environment variable holding a bearer token (the token itself is
-        never stored); `hardware` sets the price SKU when the worker's schema does not say."""
+        never stored); `hardware` sets the price SKU when the worker's schema does not say;
+        `slots` the predictions sent to it at once (default: what its schema says, else 1)."""
         url = _worker_url(url)
+        given = None if slots is None else max(1, int(slots))
         with self._cond:
             w = self._workers.get(url)
             if w is None:
                 w = Worker(url=url, client=CogClient(url, token_env, **self.client_options), token_env=token_env,
-                           hardware_override=hardware, slots=max(1, int(slots)))
+                           hardware_override=hardware, slots=given or 1, slots_given=given)
                 self._workers[url] = w
             else:
                 w.hardware_override = hardware or w.hardware_override
-                w.slots = max(1, int(slots))
+                w.slots_given = given
+                w.slots = given or concurrency(w.schema) or 1
                 if token_env != w.token_env:
                     w.token_env = w.client.token_env = token_env
         self._check(w)
@@ -172,16 +182,21 @@ class Pool:
 
     # ----- liveness ------------------------------------------------------------------------
     def _check(self, w: Worker) -> None:
-        """One health poll; re-read the schema when the worker was not known healthy."""
+        """One health poll; re-read the schema when the worker was not known healthy, or its
+        server started again since (a serve that reloaded edited code: a new version, new inputs)."""
         err: str | None
+        started = None
         try:
-            status = w.client.health(self.health_timeout).get("status", "UNKNOWN")
-        except (BackendError, ValueError) as exc:  # BackendError names the URL and the failure
+            health = w.client.health(self.health_timeout)
+            status = health.get("status", "UNKNOWN")
+            started = (health.get("setup") or {}).get("started_at")
+        except (BackendError, ValueError, AttributeError) as exc:  # BackendError names the URL and the failure
             status = "UNREACHABLE"
             err = str(exc) or type(exc).__name__
         else:
             err = None
-        need_schema = status in HEALTHY and (w.schema is None or not w.alive)
+        restarted = started is not None and w.setup_started is not None and started != w.setup_started
+        need_schema = status in HEALTHY and (w.schema is None or not w.alive or restarted)
         schema = None
         if need_schema:
             try:
@@ -194,6 +209,8 @@ class Pool:
                 w.schema = schema
                 w.model = info.get("x-replicate-model") or w.model or "unknown"
                 w.version = info.get("x-replicate-version")
+                w.slots = w.slots_given or concurrency(schema) or 1
+                w.setup_started = started
             w.status = status
             if err:
                 w.last_error = err
