@@ -552,3 +552,37 @@ def test_the_budget_reserves_what_every_running_prediction_has_cost():
         assert reserved() == 0.0  # finished: nothing held any more
     finally:
         cost_prices.prices.overrides.pop("gpu-test-reserve", None)
+
+
+def test_every_cell_that_ran_predictions_ends_with_one_cost_line(run_cells):
+    """DESIGN 7: a cell of Python API calls (no card) gets one cost line after its output; a cell
+    whose predictions show a card (the magic, a Prediction as the value) gets none extra."""
+    from kernel_helpers import outputs_of
+
+    echo = f"{ROOT / 'tests' / 'predictors' / 'echo.py'}:Predictor"
+    nb = run_cells([
+        "%load_ext replicate_jupyter\nimport replicate_jupyter as rj",
+        f"out = rj.run({echo!r}, input={{'text': 'one'}})",                                       # 1
+        f"for t in ('a', 'b', 'c'):\n    rj.run({echo!r}, input={{'text': t}})\nprint('looped')",  # 2
+        f"rj.predictions.create({echo!r}, input={{'text': 'card'}}).wait()",                     # 3
+        f"%%replicate {echo}\nmagic",                                                            # 4
+        "print(rj.ledger().total())",                                                            # 5
+        "x = 1",                                                                                 # 6
+    ], timeout=120)
+
+    def cost_lines(i):
+        return [o for o in outputs_of(nb.cells[i]) if o.get("output_type") == "display_data"
+                and o["data"].get("text/plain", "").startswith("cost: ")]
+
+    (one,) = cost_lines(1)
+    text = one["data"]["text/plain"]
+    assert text.startswith("cost: local/echo · succeeded · ") and "notebook total" in text
+    assert "rj-cost" in one["data"]["text/html"]
+    (loop,) = cost_lines(2)
+    assert loop["data"]["text/plain"].startswith("cost: 3 predictions · 3 succeeded · ")
+    assert outputs_of(nb.cells[2])[0].get("name") == "stdout" and outputs_of(nb.cells[2])[-1] == loop  # after its output
+    assert not cost_lines(3) and not cost_lines(4) and not cost_lines(5) and not cost_lines(6)
+    # each line's notebook total is the ledger's as of that cell: the loop's is the 4th prediction's
+    totals = [float(m) for m in re.findall(r"notebook total \$([0-9.]+)", text + loop["data"]["text/plain"])]
+    ledger_total = float(text_of(nb.cells[5]).strip().splitlines()[-1])
+    assert len(totals) == 2 and 0 < totals[0] < totals[1] <= ledger_total

@@ -49,7 +49,7 @@ if TYPE_CHECKING:
 __all__ = [
     "MIME", "SWEEP_MIME", "LEDGER_MIME", "prediction_bundle", "file_bundle", "files_bundle", "ledger_bundle", "table_bundle",
     "error_bundle", "cost_line", "running_line", "forecast_line", "summary_line", "notebook_total", "usd", "render",
-    "compose_grid", "THUMB_ABOVE", "THUMB_SIDE", "LIVE_LOG_TAIL", "REF_KEY", "NOMATH",
+    "compose_grid", "THUMB_ABOVE", "THUMB_SIDE", "LIVE_LOG_TAIL", "REF_KEY", "NOMATH", "cost_bundle",
 ]
 
 MIME = "application/vnd.replicate.prediction+json"
@@ -145,8 +145,18 @@ def prediction_bundle(p: Prediction, current_cell: int | None = None) -> dict[st
     `%%replicate` cell whose value is the Prediction: `p.display_cell`), the value shows as
     one text line instead of a second copy of the card."""
     if p.display_cell is not None and p.display_cell == current_cell:
-        return {"text/plain": repr(p)}
+        # no status in it: an --async cell's value is drawn once, at the start, and saved so
+        # (its card above is the one that follows the run)
+        return {"text/plain": f"<Prediction {p.id} {p.model}>"}
     return render(p)
+
+
+def cost_bundle(predictions: list[Prediction]) -> dict[str, Any]:
+    """The one cost line of a cell whose predictions showed no card (`rj.run`, `rj.stream`, a
+    loop of them): one prediction's cost line, or several's summary, with the notebook total."""
+    line = cost_line(predictions[0]) if len(predictions) == 1 else summary_line(predictions)
+    return {"text/plain": "cost: " + line,
+            "text/html": f'<div class="rj-cost rj-cell-cost {NOMATH}" style="opacity:.75;font-size:90%">{escape(line)}</div>'}
 
 
 def file_bundle(f: FileOutput) -> dict[str, Any]:

@@ -242,6 +242,23 @@ def _post_run_cell(result=None) -> None:
     if pending is not None and pending[1] and count is not None:
         _installed["offset"] = pending[0] - count
     rjlive.flush_finished()
+    _cost_line(session.current_cell)
+
+
+def _cost_line(cell: int | None) -> None:
+    """Every cell that ran predictions ends with one cost line (DESIGN 7): a cell whose
+    predictions showed no card (`rj.run`, `rj.stream`, loops of them) gets one here, after its
+    own output."""
+    if cell is None:
+        return
+    shown = [session.predictions.get(e.id) for e in session.ledger.entries if e.cell == cell]
+    quiet = [p for p in shown if p is not None and p.display_cell is None]
+    if quiet:
+        from IPython.display import display
+
+        from replicate_jupyter.notebook.display import cost_bundle
+
+        display(cost_bundle(quiet), raw=True)
 
 
 def load_ipython_extension(ipython: InteractiveShell) -> None:

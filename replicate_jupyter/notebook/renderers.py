@@ -39,10 +39,15 @@ __all__ = ["RENDERERS", "prediction_value", "install", "register", "unregister",
 
 def prediction_value(p: Prediction) -> dict[str, Any]:
     """A Prediction as a cell's value, knowing which cell runs now (one line where its live
-    display already shows it)."""
+    display already shows it). A card shown here counts as that cell's display of it: shown
+    again in the same cell it is one line, and the cell needs no extra cost line for it."""
     from replicate_jupyter.session import session
 
-    return display.prediction_bundle(p, current_cell=session.current_cell)
+    cell = session.current_cell
+    bundle = display.prediction_bundle(p, current_cell=cell)
+    if p.display_cell is None and p.done and display.MIME in bundle:
+        p.display_cell = cell
+    return bundle
 
 
 #: type → bundle function (one argument: the object)
