@@ -29,6 +29,7 @@ from typing import Any, AsyncIterator, Generator, Iterator, Literal, overload
 from replicate_jupyter import api
 from replicate_jupyter.prediction.files import FileOutput
 from replicate_jupyter.prediction.handle import ModelHandle
+from replicate_jupyter.prediction.outputs import with_looks
 from replicate_jupyter.prediction.prediction import Prediction
 from replicate_jupyter.runners.replicate.resources import Resource
 from replicate_jupyter.runners.replicate.routing import Target
@@ -56,7 +57,7 @@ def _shape(p: Prediction) -> Any:
     out = p.output
     if p.is_iterator and p.concatenate and isinstance(out, list):
         return p.text if p.text is not None else out
-    return out
+    return with_looks(out)  # a list of files shows as its images when it is a cell's value, as run()'s
 
 
 class OutputIterator:

@@ -626,7 +626,8 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             self._route(method, path, parse_qs(url.query))
         except _Problem as exc:
-            self._problem(exc)
+            self._body()  # read what the client sent, answered or not: on a kept-alive connection
+            self._problem(exc)  # an unread body would be taken for the next request
         except (BrokenPipeError, ConnectionResetError):
             pass
         finally:
