@@ -49,6 +49,8 @@ __all__ = [
     "BackendTimeout",
     "BudgetExceeded",
     "Canceled",
+    "Interrupted",
+    "LoadInterrupted",
     "looks_secret",
     "shown_value",
     "SHOWN_MAX",
@@ -299,3 +301,22 @@ class BudgetExceeded(ReplicateJupyterError):
 class Canceled(ReplicateJupyterError):
     """Raised inside a predictor (by progress()/preview()) once its prediction is canceled,
     so a loop stops at its next step."""
+
+
+class Interrupted(ReplicateJupyterError, KeyboardInterrupt):
+    """A kernel interrupt stopped a cell's predictions: they are canceled and billed for the time
+    they ran. A KeyboardInterrupt too, so code that stops on an interrupt (`except
+    KeyboardInterrupt`, Run All) stops here as well; shown as one line."""
+
+
+class LoadInterrupted(Interrupted):
+    """The kernel was interrupted while a model was loading. The load goes on in the background
+    (nothing is half-imported) and the next run uses it."""
+
+    def __init__(self, model: str) -> None:
+        self.model = model
+        super().__init__(f"interrupted while loading {model}; it goes on loading in the background, "
+                         "and the next run uses it")
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        return type(self), (self.model,)

@@ -23,7 +23,7 @@ import contextvars
 import threading
 from typing import Any, Callable, TypeVar
 
-from replicate_jupyter.errors import ReplicateJupyterError
+from replicate_jupyter.errors import LoadInterrupted
 
 __all__ = ["LoadInterrupted", "off_main"]
 
@@ -31,20 +31,6 @@ T = TypeVar("T")
 
 _serial = threading.Lock()  # one load at a time: a second run's load queues behind the first
 _local = threading.local()
-
-
-class LoadInterrupted(ReplicateJupyterError, KeyboardInterrupt):
-    """The kernel was interrupted while a model was loading. The load goes on in the background
-    (nothing is half-imported) and the next run uses it. A KeyboardInterrupt too, so code that
-    stops on an interrupt (`except KeyboardInterrupt`, Run All) stops here as well."""
-
-    def __init__(self, model: str) -> None:
-        self.model = model
-        super().__init__(f"interrupted while loading {model}; it goes on loading in the background, "
-                         "and the next run uses it")
-
-    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
-        return type(self), (self.model,)
 
 
 class _Load:

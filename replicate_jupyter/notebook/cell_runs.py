@@ -16,17 +16,12 @@ import functools
 from typing import Any, Callable, Mapping
 
 from replicate_jupyter import api
-from replicate_jupyter.errors import ModelError, ReplicateJupyterError
+from replicate_jupyter.errors import Interrupted, ModelError
 from replicate_jupyter.notebook import live as rjlive
 from replicate_jupyter.notebook.cellparse import model_axis, parse_body, sweep_grid
 from replicate_jupyter.session import Session
 
-__all__ = ["CellRun", "Interrupted"]
-
-
-class Interrupted(ReplicateJupyterError):
-    """A kernel interrupt stopped the cell's predictions (they are canceled and billed for the
-    time they ran)."""
+__all__ = ["CellRun"]
 
 
 class CellRun:
