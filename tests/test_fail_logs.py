@@ -1,9 +1,10 @@
 """What a folder model printed reaches `p.logs`, and its code is the code on disk, against real
 serve + coglet (review 2/B, findings 1, 3 and 5).
 
-- A local folder model's prediction that fails at once keeps every line it printed, a Secret
-  still redacted: coglet's blocking answer to a failed prediction has `logs: ''`, and a
-  prediction that ends before its stream attaches is filled in from coglet's log file.
+- A folder model's prediction that fails at once keeps every line it printed, a Secret still
+  redacted, on `local` and on `workers`: coglet's blocking answer to a failed prediction has
+  `logs: ''`, and a prediction that ends before its stream attaches is filled in from coglet's
+  log file (by serve's front for every worker, by the kernel's own Cog process for local).
 - A helper module imported only inside `setup()` is code of the model: editing it replaces the
   local Cog process, as editing predict.py does.
 - A burst of setup() prints reaches the first prediction whole: coglet 0.23.1 files the lines
@@ -14,10 +15,13 @@ from __future__ import annotations
 import pathlib
 import textwrap
 
+import httpx
 import pytest
+from serve_helpers import Serve
 
 import replicate_jupyter as rj
 from replicate_jupyter.runners.cogproc import CogProcesses
+from replicate_jupyter.runners.workers import pool
 
 SECRET = "tok-VERYSECRET-42"
 YAML = 'build:\n  python_version: "3.11"\npredict: "predict.py:Predictor"\n'
@@ -61,6 +65,24 @@ def test_a_fast_failure_keeps_its_prints_on_local(tmp_path, procs):
     folder = _folder(tmp_path / "fails", FAILS)
     for _ in range(6):  # the old code lost them in most of these
         _assert_kept(_run(procs, folder, {"token": SECRET}))
+
+
+def test_a_fast_failure_keeps_its_prints_on_workers(tmp_path):
+    """Through real serve: the old code kept none of them (the creating PUT answers first)."""
+    s = Serve(str(_folder(tmp_path / "fails", FAILS)))
+    P = pool()
+    try:
+        P.add(s.url)
+        name = httpx.get(s.url + "/openapi.json", timeout=10).json()["info"]["x-replicate-model"]
+        for _ in range(6):
+            _assert_kept(rj.predictions.create(name, {"token": SECRET}, on="workers").wait(60))
+        # a client of serve other than the kernel gets them too, as coglet's own stream gives them
+        answer = httpx.post(s.url + "/predictions", json={"input": {"token": "x"}}, timeout=60).json()
+        assert answer["status"] == "failed" and answer["logs"].splitlines() == [
+            "stdout sees x", "stderr sees x", "INFO:fails:logging line"], answer
+    finally:
+        P.remove(s.url)
+        s.stop()
 
 
 LAZY = """

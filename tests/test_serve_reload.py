@@ -2,7 +2,8 @@
 
 - an edit of the served folder's code reaches the worker before its next prediction (serve
   restarts coglet between predictions; a running one finishes on the old code), its schema and
-  version regenerated, and the pool sees the new version (serve/reload.py);
+  version regenerated, and the pool sees the new version (serve/reload.py); the first prediction
+  after the edit, resolved to the old version, reports the version that ran it;
 - a served folder's concurrency (cog.yaml `concurrency.max`) is in its schema and is the pool's
   slots for that worker (wire.CONCURRENCY_KEY);
 - a second serve of the same folder, after an edit (the kernel's own Cog process of the model
@@ -118,6 +119,27 @@ def test_an_edit_reaches_the_worker_before_its_next_prediction(served):
         # a helper of the folder counts as its code too
         edit(folder / "helper.py", "helper-v1", "helper-v2")
         assert predict(s)["output"] == f"v2|helper-v2|{folder}"
+    finally:
+        P.remove(s.url)
+
+
+def test_the_first_prediction_after_an_edit_reports_the_version_it_ran(served):
+    """It was resolved (the pool's version) before serve reloaded: serve's answer says which ran."""
+    folder, s = served
+    P = pool()
+    P.add(s.url)
+    try:
+        name, v1 = info(s)["x-replicate-model"], info(s)["x-replicate-version"]
+        assert predict(s)["version"] == v1  # serve names it in every finished prediction
+        first = rj.predictions.create(name, {}, on="workers").wait(60)
+        assert first.status == "succeeded" and first.version == v1, first.error
+        edit(folder / "predict.py", '"v1"', '"v2"')
+        p = rj.predictions.create(name, {}, on="workers")
+        assert p.version == v1  # what the kernel knew when it resolved it
+        p.wait(60)
+        v2 = info(s)["x-replicate-version"]
+        assert p.status == "succeeded" and p.output.startswith("v2|"), p.error
+        assert v2 != v1 and p.version == v2 and p.to_json()["version"] == v2
     finally:
         P.remove(s.url)
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 import atexit
 import collections
 import dataclasses
-import json
 import os
 import pathlib
 import re
@@ -32,12 +31,14 @@ import sys
 import threading
 import time
 import weakref
-from typing import Any, Iterator
+from typing import Any
 
 import httpx
 
 from replicate_jupyter.prediction.events import Completed, Log
 from replicate_jupyter.runners.context import parse_relayed
+from replicate_jupyter.serve.coglog import entries as _coglet_log
+from replicate_jupyter.serve.coglog import wait_prints
 from replicate_jupyter.serve.folder import ModelFolder, code_signature, find_folder
 
 __all__ = ["CogProcesses", "folder_of"]
@@ -355,33 +356,11 @@ def _late_setup_lines(log: pathlib.Path | None) -> tuple[list[str], bool]:
 
 def _unseen_prints(log: pathlib.Path | None, offset: int, pid: str, shown: list[str], wait: float = 1.0) -> str:
     """What prediction `pid` (remote id `rj-{pid}-…`) printed, from coglet's log after `offset`,
-    less what `shown` has ('' if they do not begin so); waits up to `wait` s for its end there
-    (0.1 s while it has no line at all: one refused before it ran never gets one)."""
-    t0, mine = time.monotonic(), lambda f: str(f.get("prediction_id", "")).startswith(f"rj-{pid}-")
-    while True:
-        entries = [f for t, f in _coglet_log(log, offset) if t == "coglet::prediction" and mine(f)]
-        if log is None or time.monotonic() - t0 > (wait if entries else 0.1) or any(
-                "source" not in f and f.get("message") != "Starting prediction" for f in entries):
-            break
-        time.sleep(0.02)
-    text = parse_relayed("".join(f"{f.get('message', '')}\n" for f in entries if "source" in f))[1]
+    less what `shown` has ('' if they do not begin so); waits up to `wait` s for its end there."""
+    got = wait_prints(log, offset, lambda rid: rid.startswith(f"rj-{pid}-"), wait)
+    text = parse_relayed(got.text)[1]
     seen = "".join(t for t in shown if not t.startswith("[replicate-jupyter] "))  # not the runner's notes
     return text[len(seen):] if text.startswith(seen) else ""
-
-
-def _coglet_log(log: pathlib.Path | None, offset: int) -> Iterator[tuple[Any, dict]]:
-    """coglet's log file (JSON lines) from `offset`: (target, fields) per entry."""
-    try:
-        with open(log, "rb") as fh:  # type: ignore[arg-type]  # None: TypeError, no log
-            text = (fh.seek(offset), fh.read())[1].decode("utf-8", "replace")
-    except (OSError, TypeError):
-        return
-    for raw in text.splitlines():
-        try:
-            entry = json.loads(raw)
-            yield entry.get("target"), dict(entry.get("fields") or {})
-        except (ValueError, AttributeError, TypeError):
-            continue
 
 
 def _setup_error(output: str) -> str:

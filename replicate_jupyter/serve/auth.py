@@ -10,7 +10,8 @@ it through this streaming reverse proxy (asyncio + h11, one thread), which
 - drops the upstream connection when the client's drops, so coglet cancels a prediction whose
   stream went away exactly as it does when spoken to directly, and cuts the client's stream
   short (never a clean end) when coglet dies mid-prediction;
-- fails a prediction whose output comes back null where the schema promises one (outputs.py);
+- fails a prediction whose output comes back null where the schema promises one, fills in the
+  logs coglet's answer to a failed one lacks, and names the version each one ran (outputs.py);
 - refuses `/shutdown` (the supervisor owns coglet's lifetime); holds new predictions while coglet
   restarts on its folder's edited code (serve/reload.py).
 
@@ -28,7 +29,6 @@ import asyncio
 import contextlib
 import hmac
 import json
-import os
 import pathlib
 import socket
 import threading
@@ -36,7 +36,8 @@ from typing import Any, Callable
 
 import h11
 
-from replicate_jupyter.serve.outputs import check, checked_events, checked_json
+from replicate_jupyter.serve.coglog import size
+from replicate_jupyter.serve.outputs import checked_answer, checked_events, finished
 from replicate_jupyter.serve.reload import Gate, Ticket
 
 __all__ = ["Front"]
@@ -156,7 +157,7 @@ class Front:
 
     def _checker(self, offset: int) -> Callable[[dict], dict | None]:
         cwd = self.cwd() if self.cwd else None
-        return lambda pred: check(self.schema, pred, self.log_path, offset, cwd)
+        return lambda pred: finished(self.schema, pred, self.log_path, offset, cwd)
 
     # ----- one client connection ---------------------------------------------------------
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -240,7 +241,8 @@ class Front:
                     return "close", None
         if up.conn.our_state is h11.DONE:
             up.conn.start_next_cycle()
-        offset = _size(self.log_path) if is_prediction else 0
+        offset = size(self.log_path) if is_prediction else 0
+        version = (self.schema.get("info") or {}).get("x-replicate-version")  # what coglet runs (no reload meanwhile)
         await self._forward_request(conn, reader, req, up)
         resp = await up.next_event()
         while isinstance(resp, h11.InformationalResponse):
@@ -253,7 +255,7 @@ class Front:
         length = next((v for k, v in resp.headers if k == b"content-length"), None)
         if is_prediction and resp.status_code == 200 and ctype.startswith(b"application/json") and length is not None:
             body = await _read_body(up)
-            body = checked_json(body, self._checker(offset))
+            body = await checked_answer(body, self._checker(offset), version, self.log_path, offset)
             head = h11.Response(status_code=200, headers=headers + [(b"content-length", b"%d" % len(body))],
                                 reason=resp.reason)
             writer.write(conn.send(head) + conn.send(h11.Data(data=body)) + conn.send(h11.EndOfMessage()))
@@ -263,7 +265,7 @@ class Front:
         if length is not None and not sse:
             headers.append((b"content-length", length))
         writer.write(conn.send(h11.Response(status_code=resp.status_code, headers=headers, reason=resp.reason)))
-        ok = await self._stream_body(conn, reader, writer, up, sse, offset)
+        ok = await self._stream_body(conn, reader, writer, up, sse, offset, version)
         return ("keep" if ok else "abort"), up
 
     async def _forward_request(self, conn: h11.Connection, reader: asyncio.StreamReader, req: h11.Request,
@@ -293,7 +295,7 @@ class Front:
                 raise h11.RemoteProtocolError("the request ended early")
 
     async def _stream_body(self, conn: h11.Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                           up: _Upstream, sse: bool, offset: int) -> bool:
+                           up: _Upstream, sse: bool, offset: int, version: str | None) -> bool:
         """Pass the body on as it arrives; False when either side went away (connection dropped)."""
         gone = False
 
@@ -321,7 +323,7 @@ class Front:
                 body = b"".join(ev.data for ev in events if type(ev) is h11.Data)
                 last = events[-1]
                 if checker is not None:
-                    body, pending = checked_events(pending + body, checker)
+                    body, pending = checked_events(pending + body, checker, version)
                 out = conn.send(h11.Data(data=body)) if body else b""
                 if type(last) is h11.EndOfMessage:
                     if pending:
@@ -391,10 +393,3 @@ async def _discard(conn: h11.Connection, reader: asyncio.StreamReader, limit: in
             seen += len(ev.data)
         else:
             return
-
-
-def _size(path: pathlib.Path | None) -> int:
-    try:
-        return os.path.getsize(path) if path is not None else 0
-    except OSError:
-        return 0

@@ -1,10 +1,16 @@
-"""A null output where the schema promises a value is a failure, not a success.
+"""What serve's front (serve/auth.py) does to a finished prediction coglet answers with.
 
-coglet turns a file output it cannot read (`return Path("hello.webp")` resolved against the wrong
-working directory, a file deleted before it was read) into `null`, logs "Failed to read FileOutput"
-and reports the prediction `succeeded`. A wrong answer reported as success is the worst outcome,
-so serve's front (serve/auth.py) checks every finished prediction it passes on with `check` and
-rewrites such a one to `failed`, naming the cause from coglet's own log when it is there.
+- A null output where the schema promises a value is a failure, not a success. coglet turns a
+  file output it cannot read (`return Path("hello.webp")` resolved against the wrong working
+  directory, a file deleted before it was read) into `null`, logs "Failed to read FileOutput"
+  and reports the prediction `succeeded`. A wrong answer reported as success is the worst
+  outcome, so `check` rewrites such a one to `failed`, naming the cause from coglet's own log
+  when it is there.
+- A prediction that did not succeed keeps what it printed: coglet's blocking answer to it has
+  `logs: ''`, so `lost_logs` fills them from coglet's log (serve/coglog.py), whole or not at all.
+- Every finished prediction names the version that ran it (`version`, as Replicate's do): a
+  prediction sent just before serve reloaded edited code runs the new version, not the one its
+  client resolved (serve/reload.py).
 """
 from __future__ import annotations
 
@@ -12,9 +18,13 @@ import json
 import pathlib
 from typing import Any, Callable
 
-__all__ = ["promises_value", "null_output_error", "check", "file_read_failures", "checked_json", "checked_events"]
+from replicate_jupyter.serve.coglog import logged_prints, prints
+
+__all__ = ["promises_value", "null_output_error", "check", "file_read_failures", "lost_logs", "finished",
+           "checked_answer", "checked_json", "checked_events"]
 
 _REF = "#/components/schemas/"
+_UNFINISHED = ("failed", "canceled")  # coglet's blocking answer to these has `logs: ''`
 
 
 def _resolve(schema: dict, node: Any) -> dict:
@@ -126,22 +136,68 @@ def check(schema: dict, prediction: dict, log_path: pathlib.Path | None = None, 
     return fixed
 
 
+def lost_logs(prediction: dict, log_path: pathlib.Path | None, offset: int) -> str | None:
+    """The logs of a prediction that did not succeed, from coglet's log after `offset` when its
+    answer has less of them (None: nothing to add). Only a prediction started after `offset`
+    (its text whole) and only text that begins with what the answer has."""
+    if prediction.get("status") not in _UNFINISHED or log_path is None:
+        return None
+    logs = prediction.get("logs") or ""
+    got = prints(log_path, offset, str(prediction.get("id")).__eq__)
+    if not isinstance(logs, str) or not got.started or len(got.text) <= len(logs) or not got.text.startswith(logs):
+        return None
+    return got.text
+
+
+def finished(schema: dict, prediction: dict, log_path: pathlib.Path | None = None, offset: int = 0,
+             cwd: str | None = None) -> dict | None:
+    """The prediction as the front passes it on (`check`, then `lost_logs`); None when unchanged."""
+    fixed = check(schema, prediction, log_path, offset, cwd)
+    logs = lost_logs(fixed if fixed is not None else prediction, log_path, offset)
+    return fixed if logs is None else dict(fixed if fixed is not None else prediction, logs=logs)
+
+
 Checker = Callable[[dict], "dict | None"]
 
 
-def checked_json(body: bytes, checker: Checker) -> bytes:
-    """A sync prediction's JSON answer, rewritten when `checker` fails it."""
+async def checked_answer(body: bytes, checker: Checker, version: str | None = None,
+                         log_path: pathlib.Path | None = None, offset: int = 0) -> bytes:
+    """`checked_json` for a blocking answer, once coglet's log has the end of a prediction that
+    did not succeed (its last lines may still be on their way to the file)."""
     try:
         data = json.loads(body)
     except ValueError:
         return body
-    fixed = checker(data) if isinstance(data, dict) else None
-    return body if fixed is None else json.dumps(fixed).encode()
+    if isinstance(data, dict) and data.get("status") in _UNFINISHED and log_path is not None and data.get("id"):
+        await logged_prints(log_path, offset, str(data["id"]))
+    return _checked(body, data, checker, version)
 
 
-def checked_events(buf: bytes, checker: Checker) -> tuple[bytes, bytes]:
+def checked_json(body: bytes, checker: Checker, version: str | None = None) -> bytes:
+    """A sync prediction's JSON answer, rewritten when `checker` changes it, naming `version`."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return body
+    return _checked(body, data, checker, version)
+
+
+def _checked(body: bytes, data: Any, checker: Checker, version: str | None) -> bytes:
+    if not isinstance(data, dict):
+        return body
+    fixed = checker(data)
+    if fixed is not None:
+        return json.dumps(fixed if version is None or "version" in fixed else dict(fixed, version=version)).encode()
+    if version is None or "version" in data:
+        return body
+    # unchanged otherwise: the version goes in as bytes, not by encoding a large output again
+    at = body.index(b"{") + 1
+    return b"".join((body[:at], b'"version":', json.dumps(version).encode(), b"," if data else b"", memoryview(body)[at:]))
+
+
+def checked_events(buf: bytes, checker: Checker, version: str | None = None) -> tuple[bytes, bytes]:
     """SSE bytes → (the complete events, to send now; the incomplete rest). Events pass as they
-    are except `completed`, whose prediction `checker` may rewrite."""
+    are except `completed`, whose prediction `checker` may rewrite (naming `version`)."""
     end = buf.rfind(b"\n\n")
     if end < 0:
         return b"", buf
@@ -151,16 +207,16 @@ def checked_events(buf: bytes, checker: Checker) -> tuple[bytes, bytes]:
     out = []
     for block in ready.split(b"\n\n")[:-1]:
         if block.startswith(b"event: completed"):
-            block = _checked_event(block, checker)
+            block = _checked_event(block, checker, version)
         out.append(block + b"\n\n")
     return b"".join(out), rest
 
 
-def _checked_event(block: bytes, checker: Checker) -> bytes:
+def _checked_event(block: bytes, checker: Checker, version: str | None) -> bytes:
     data = b"\n".join(line[5:].lstrip(b" ") for line in block.split(b"\n") if line.startswith(b"data:"))
     try:
         pred = json.loads(data)
     except ValueError:
         return block
-    fixed = checker(pred) if isinstance(pred, dict) else None
-    return block if fixed is None else b"event: completed\ndata: " + json.dumps(fixed).encode()
+    fixed = _checked(data, pred, checker, version)
+    return block if fixed is data else b"event: completed\ndata: " + fixed

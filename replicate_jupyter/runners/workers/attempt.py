@@ -20,7 +20,9 @@ predictor relays through its output: `context.parse_relayed`; replayed log text 
 position), completed → the final outputs and Completed with predict_time, the worker's hardware
 and the metrics the predictor recorded. A `succeeded` whose output is null where the schema
 promises a value (coglet's answer for a file output it could not read) becomes a failure naming
-the cause, whether or not the worker is behind our serve front (serve/outputs.py).
+the cause, whether or not the worker is behind our serve front (serve/outputs.py). The version
+serve's front names in the final state is the prediction's: the one that ran, which the first
+prediction after an edit of a served folder's code resolved before serve reloaded it.
 """
 from __future__ import annotations
 
@@ -279,6 +281,9 @@ class Attempt:
             error = p.cancel_reason or error
         metrics = {k: v for k, v in reported.items() if k != "predict_time"}  # what the predictor recorded
         metrics.update(run.metrics(round(float(predict_time), 6) if predict_time is not None else None))
+        ran = data.get("version")
+        if isinstance(ran, str) and ran and ran != p.version:
+            p.version = ran
         p.emit(Completed(status=status, error=error, metrics=metrics))
         return predict_time, status == "succeeded"
 
