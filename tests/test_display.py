@@ -209,7 +209,8 @@ def test_a_live_display_marks_its_cell_and_its_final_draw_has_the_stamped_total(
     p.subscribe(ledger.listen)
     live_mod.LiveDisplay(p, publish=sent.append).attach(cell=5)
     assert p.display_cell == 5
-    assert d.prediction_bundle(p, current_cell=5) == {"text/plain": repr(p)}  # the cell's value: one line
+    # the cell's value: one line, without the status (an --async cell's value is saved as drawn)
+    assert d.prediction_bundle(p, current_cell=5) == {"text/plain": f"<Prediction {p.id} test/model>"}
     p.emit(Started(hardware="cpu"))
     p.emit(Output(value="done"))
     p.emit(Completed(status="succeeded", metrics={"predict_time": 2.0, "hardware": "cpu"}))

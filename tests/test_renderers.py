@@ -75,7 +75,7 @@ def test_the_sweep_summary_takes_the_last_stamped_total():
 def test_a_card_already_shown_in_the_running_cell_is_one_line_there_and_whole_elsewhere():
     p = finished(output=[FileOutput(png(), "a.png")])
     p.display_cell = 7
-    assert d.prediction_bundle(p, current_cell=7) == {"text/plain": repr(p)}
+    assert d.prediction_bundle(p, current_cell=7) == {"text/plain": f"<Prediction {p.id} {p.model}>"}
     whole = d.prediction_bundle(p, current_cell=8)
     assert {d.MIME, "text/html", "text/plain", "image/png"} <= set(whole)
     assert set(d.prediction_bundle(p)) == set(whole)  # no cell given: the whole card

@@ -189,10 +189,10 @@ def test_views_hold_nothing_and_config_applies_setting_by_setting():
 
 def test_backend_chooses_the_default_and_use_still_does_with_a_deprecation_warning():
     try:
-        assert rj.backend("replicate") is session.runner() and session.default_backend == "replicate"
+        assert rj.backend("replicate") == "replicate" == session.default_backend == rj.backend()  # no name: reads it
         with pytest.warns(DeprecationWarning, match=r"rj\.backend\('local'\)"):
-            runner = rj.use("local")
-        assert session.default_backend == "local" and runner is session.runner("local")
+            chosen = rj.use("local")
+        assert session.default_backend == "local" == chosen
         with pytest.raises(InputError, match="bogus"):
             rj.backend("workers", bogus=1)
         assert session.default_backend == "local" and "workers" not in session.backend_options

@@ -6,7 +6,10 @@ Two sources, the better first:
    same backend when there are such): the median of what it used per unit asked for (seconds,
    images, tokens) × the units asked for now × today's prices. The unit is what the input
    asks: outputs (`num_outputs`, `num_images`), else tokens (`max_tokens`, `max_new_tokens`),
-   else one prediction;
+   else one prediction. A model with a steps-like input (`num_inference_steps`, `steps`, …)
+   takes longer the more steps it runs, so its seconds per unit are read against the steps
+   of the earlier runs (the ledger records them): a line through them (a fixed part + a part
+   per step) when they ran two step counts or more, else in proportion to their steps;
 2. the model's per-unit price: images × price per image, the prompt's tokens (≈ 4 characters
    each) + `max_tokens` × the output price, one prediction × its flat price. A per-second
    price with no history cannot be forecast (nobody knows the duration yet).
@@ -24,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from replicate_jupyter.cost import prices as _prices
 from replicate_jupyter.cost.text import unit_label
-from replicate_jupyter.cost.units import CHARS_PER_TOKEN, asked, asked_outputs, asked_tokens, prompt_of
+from replicate_jupyter.cost.units import CHARS_PER_TOKEN, asked, asked_outputs, asked_steps, asked_tokens, prompt_of
 
 if TYPE_CHECKING:
     from replicate_jupyter.cost.ledger import Entry, Ledger
@@ -48,10 +51,29 @@ class Forecast:
         return {"cost_usd": self.usd, "basis": self.basis, "source": self.source}
 
 
+def _by_steps(runs: list[Entry], steps: tuple[str, int], of: str) -> tuple[float, str]:
+    """Seconds per unit asked for a run of `steps` (input name, count), and how that was
+    reached: a line through the earlier runs' (steps, seconds) when they took two step counts
+    or more (a fixed part, as loading and decoding, + a part per step), else in proportion."""
+    name, n = steps
+    xs = [float(e.steps or 0) for e in runs]
+    ys = [e.predict_time / e.asked[1] for e in runs]  # type: ignore[index]
+    k = f"{len(runs)} earlier run{'s' if len(runs) != 1 else ''}"
+    if len(set(xs)) > 1:
+        fit = statistics.linear_regression(xs, ys)
+        if fit.slope > 0 and fit.intercept >= 0:
+            secs = fit.intercept + fit.slope * n
+            return secs, (f"{fit.intercept:.3g} s + {fit.slope:.3g} s per step{of}, fitted to {k}: "
+                          f"{secs:.3g} s at {n} steps ({name})")
+    per_step = statistics.median(y / x for x, y in zip(xs, ys))
+    return per_step * n, f"median {per_step:.3g} s per step{of} over {k} × {n} steps ({name})"
+
+
 def _from_history(model: str, version: str | None, backend: str | None, want: tuple[str, str, int],
-                  ledger: Ledger, table: PriceTable) -> Forecast | None:
+                  ledger: Ledger, table: PriceTable, steps: tuple[str, int] | None = None) -> Forecast | None:
     """Units per unit asked (seconds per output, tokens per max_token, …) from earlier runs,
-    at today's prices: a price changed since still forecasts right."""
+    at today's prices: a price changed since still forecasts right. `steps`: the steps this
+    run asks for, when the model has a steps-like input (its time is counted per step)."""
     unit, name, n = want
     runs: list[Entry] = [e for e in ledger.entries if e.model == model and e.status == "succeeded"
                          and e.asked and e.asked[0] == unit and e.asked[1] > 0]
@@ -67,8 +89,12 @@ def _from_history(model: str, version: str | None, backend: str | None, want: tu
     plural = "s" if len(runs) != 1 else ""
     if entry is None:
         sku = runs[-1].hardware
-        seconds = statistics.median(e.predict_time / e.asked[1] for e in runs)  # type: ignore[index]
         usd_s = table.price(sku)
+        stepped = [e for e in runs if e.steps] if steps and unit != "token" else []
+        if steps and stepped:  # its time goes with its steps: per step, for the steps asked now
+            seconds, how = _by_steps(stepped, steps, "" if unit == "prediction" else f" of an {per}")
+            return Forecast(seconds * n * usd_s, f"{how}{times} at ${usd_s:g}/s ({sku})", "history")
+        seconds = statistics.median(e.predict_time / e.asked[1] for e in runs)  # type: ignore[index]
         return Forecast(seconds * n * usd_s, f"median {seconds:.3g} s per {per} over {len(runs)} earlier "
                         f"run{plural}{times} at ${usd_s:g}/s ({sku})", "history")
     usd, parts = 0.0, []
@@ -118,7 +144,7 @@ def forecast(model: str, input: dict[str, Any], *, version: str | None = None, s
     table = _prices.prices if table is None else table
     want = asked(input, schema)
     if ledger is not None:
-        got = _from_history(model, version, backend, want, ledger, table)
+        got = _from_history(model, version, backend, want, ledger, table, asked_steps(input, schema))
         if got is not None:
             return got
     return _from_price(model, version, input, schema, table)

@@ -85,7 +85,7 @@ def check_forecast(p: Prediction, budget: float | None, ledger: Ledger, max_cost
     if max_cost is not None and f.usd > max_cost:
         raise _refused(max_cost, 0.0, (
             f"Refused: {p.model} is forecast at ≈ ${f.usd:.4g} ({f.basis}), over its --max-cost ${max_cost:.4g}. "
-            "Nothing was run. Ask for less (fewer outputs or tokens) or raise --max-cost."), what="--max-cost")
+            "Nothing was run. Ask for less (fewer outputs, steps or tokens) or raise --max-cost."), what="--max-cost")
     return f
 
 

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Iterator
 
 from replicate_jupyter.cost import billing
-from replicate_jupyter.cost.units import asked
+from replicate_jupyter.cost.units import asked, asked_steps
 from replicate_jupyter.errors import InputError, Problem
 from replicate_jupyter.prediction import registry
 from replicate_jupyter.prediction.events import Completed, Event
@@ -60,6 +60,7 @@ class Entry:
     prices: dict[str, float] = field(default_factory=dict)
     assumptions: tuple[str, ...] = ()
     asked: tuple[str, int] | None = None  # (unit, how many) the input asked for: the forecast's basis
+    steps: int | None = None  # the steps it asked for (a steps-like input): the forecast scales by them too
     day: str | None = None  # the UTC date it completed (YYYY-MM-DD)
 
     def flat(self) -> dict[str, Any]:
@@ -89,11 +90,13 @@ class Ledger:
         m = p.metrics
         b = billing.bill(p)
         unit, _, n = asked(p.input, p.schema)
+        steps = asked_steps(p.input, p.schema)
         entry = Entry(
             id=p.id, model=p.model, backend=p.backend, hardware=m.get("hardware"), status=p.status,
             predict_time=float(m.get("predict_time") or 0.0), setup_time=m.get("setup_time"), cost_usd=b.usd,
             cell=p.cell, completed_at=p.completed_at, version=p.version, mode=b.mode, estimate=b.estimate,
             units=dict(b.units), prices=dict(b.prices), assumptions=b.assumptions, asked=(unit, n),
+            steps=steps[1] if steps else None,
             day=(p.completed_at or "")[:10] or None,
         )
         with self._lock:

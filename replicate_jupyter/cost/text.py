@@ -93,10 +93,12 @@ def notebook_total(p: Prediction) -> float | None:
     return None if total is None else float(total)
 
 
-def cost_line(p: Prediction) -> str:
+def cost_line(p: Prediction, total: bool = True) -> str:
     """`model · status · predict time · hardware · cost · cold start · notebook total` (the
     total only once a ledger recorded `p`). A model billed per unit shows its units in place of
-    the hardware (`2 images × $0.05`); an estimate reads `≈ $0.0012 est.`."""
+    the hardware (`2 images × $0.05`); an estimate reads `≈ $0.0012 est.`. `total=False`: a
+    member of a sweep's grid, whose one notebook total is its summary line's (members finish
+    in any order but are listed in input order, so their own totals would read out of order)."""
     m = p.metrics
     billing = m.get(BILLING_KEY)
     parts = [p.model, p.status, secs(m.get("predict_time")), hardware_label(m.get("hardware"), billing),
@@ -105,9 +107,9 @@ def cost_line(p: Prediction) -> str:
         parts[2] = f"{parts[2]} · batched ×{int(m['batch_size'])}"
     if (m.get("setup_time") or 0) >= 0.005:  # a cold start worth naming
         parts.append(f"cold start {secs(m.get('setup_time'))}")
-    total = notebook_total(p)
-    if total is not None:
-        parts.append(f"notebook total {usd(total)}")
+    stamped = notebook_total(p) if total else None
+    if stamped is not None:
+        parts.append(f"notebook total {usd(stamped)}")
     return " · ".join(str(x) for x in parts)
 
 

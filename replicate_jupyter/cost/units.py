@@ -26,12 +26,15 @@ from replicate_jupyter.prediction.files import FileOutput
 if TYPE_CHECKING:
     from replicate_jupyter.prediction.prediction import Prediction
 
-__all__ = ["Measured", "measure", "files_of", "asked", "asked_outputs", "asked_tokens", "prompt_of", "CHARS_PER_TOKEN"]
+__all__ = ["Measured", "measure", "files_of", "asked", "asked_outputs", "asked_tokens", "asked_steps", "prompt_of",
+           "CHARS_PER_TOKEN"]
 
 #: the guess for text nobody tokenized (English averages about 4 characters a token)
 CHARS_PER_TOKEN = 4
 _OUTPUTS = ("num_outputs", "num_images", "number_of_images", "batch_size")
 _MAX_TOKENS = ("max_tokens", "max_new_tokens", "max_length")
+#: a sampler's step count (diffusers' `num_inference_steps`, and the names other pipelines use)
+_STEPS = ("num_inference_steps", "steps", "num_steps", "inference_steps", "sampling_steps", "sample_steps", "ddim_steps")
 _PROMPTS = ("prompt", "text", "input", "message")
 
 
@@ -142,6 +145,12 @@ def asked_outputs(input: dict[str, Any], schema: dict | None = None) -> tuple[st
 def asked_tokens(input: dict[str, Any], schema: dict | None = None) -> tuple[str, int] | None:
     """(input name, the most output tokens asked for), e.g. ("max_tokens", 512)."""
     return _asked(input, schema, _MAX_TOKENS)
+
+
+def asked_steps(input: dict[str, Any], schema: dict | None = None) -> tuple[str, int] | None:
+    """(input name, the steps asked for), e.g. ("num_inference_steps", 50), when the model has a
+    steps-like input (its default when not given); None: it has none. A run's time grows with it."""
+    return _asked(input, schema, _STEPS)
 
 
 def asked(input: dict[str, Any], schema: dict | None = None) -> tuple[str, str, int]:

@@ -9,6 +9,7 @@ a bad one raises InputError and changes nothing.
 from __future__ import annotations
 
 import argparse
+import re
 import shlex
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -18,21 +19,35 @@ from IPython.display import display
 from replicate_jupyter import api
 from replicate_jupyter.cost import prices as cost
 from replicate_jupyter.cost.text import money
+from replicate_jupyter.errors import InputError, Problem, looks_secret, shown_value
 from replicate_jupyter.notebook import display as rjdisplay
 from replicate_jupyter.notebook.cellparse import LineError, parse_options
-from replicate_jupyter.prediction.redact import Secret
+from replicate_jupyter.notebook.cellparse.line import yaml_scalar
+from replicate_jupyter.prediction.redact import Secret, remember
 from replicate_jupyter.session import redacted, session
 
-__all__ = ["Command", "COMMANDS", "CELL_USAGE", "help_text", "run_line"]
+__all__ = ["Command", "COMMANDS", "CELL_USAGE", "help_text", "run_line", "said", "input_pairs"]
 
 CELL_USAGE = """\
 %%replicate [MODEL] [--on BACKEND] [--async] [--seed N] [--max-cost USD] [-o NAME] [--sweep KEY=V1,V2 ...]
 <inputs as a YAML mapping, or text for the model's first string input; {name} and $name read the notebook>"""
 
 
+def said(message: str) -> LineError:
+    """A line command's usage error as its message alone (LineError's "(option line)" prefix
+    names the cell magic's option line, which a line command has not)."""
+    exc = LineError(message)
+    exc.args = (message,)
+    return exc
+
+
+_PAIR = re.compile(r"([\w.-]+)=(\S+)")  # KEY=VALUE in argparse's message: masked when KEY looks secret
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # argparse would print and sys.exit(): raise instead
-        raise LineError(f"{message} (usage: %replicate {self.usage})")
+        message = _PAIR.sub(lambda m: f"{m[1]}={shown_value(m[1], m[2])}" if looks_secret(m[1]) else m[0], message)
+        raise said(f"{message} (usage: %replicate {self.usage})")
 
 
 @dataclass(frozen=True)
@@ -80,7 +95,7 @@ def run_line(line: str) -> Any:
     try:
         words = shlex.split(line)
     except ValueError as exc:
-        raise LineError(f"cannot split {line!r}: {exc}") from None
+        raise said(f"cannot split the line: {exc}") from None
     if not words:
         words = ["help"]
     command = COMMANDS.get(words[0])
@@ -89,14 +104,20 @@ def run_line(line: str) -> Any:
 
         close = difflib.get_close_matches(words[0], list(COMMANDS), n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise LineError(f"unknown command {words[0]!r}.{hint} Run %replicate for the list.")
+        raise said(f"unknown command {words[0]!r}.{hint} Run %replicate for the list.")
     if command.refuse_args is not None and words[1:]:
-        raise LineError(command.refuse_args)
+        raise said(command.refuse_args)
     return command.run(command.parser.parse_args(words[1:]))
 
 
 # ----- argument types ---------------------------------------------------------------------------
 _SHOW = object()  # no value given: show the current setting
+
+
+def _budget_rule() -> str:
+    """What a budget is, and that the one in force stays (a refused value changes nothing)."""
+    now = "no budget" if session.budget is None else f"still {rjdisplay.usd(session.budget)}"
+    return f"a number of USD above 0, or off (the budget is unchanged: {now})"
 
 
 def _usd_or_off(text: str) -> float | None:
@@ -105,7 +126,23 @@ def _usd_or_off(text: str) -> float | None:
     try:
         return float(text.lstrip("$"))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"a budget is a number of USD or 'off' (got {text!r})") from None
+        raise argparse.ArgumentTypeError(f"got {text!r}, allowed: {_budget_rule()}") from None
+
+
+def input_pairs(pairs: list[str]) -> dict[str, Any]:
+    """`KEY=VALUE` words as a model input, values read as YAML scalars (`7` → 7); a secret-looking key's
+    value kept as typed, and redacted from every output from now on. A bad word is never echoed whole."""
+    given: dict[str, Any] = {}
+    for i, pair in enumerate(pairs, 1):
+        key, sep, value = pair.partition("=")
+        if not sep or not key.isidentifier():
+            raise said(f"an input is KEY=VALUE (input {i}: got {shown_value(key, pair)})")
+        if looks_secret(key):
+            remember(value)
+            given[key] = value
+        else:
+            given[key] = yaml_scalar(value)
+    return given
 
 
 def _price_spec(text: str, what: str = "SKU=USD_PER_S") -> tuple[str, float]:
@@ -116,8 +153,8 @@ def _price_spec(text: str, what: str = "SKU=USD_PER_S") -> tuple[str, float]:
         usd = None
     if not sep or not name or usd is None:
         example = "cpu=0.0001" if what.startswith("SKU") else "image=0.05"
-        raise LineError(f"a price is {what}, e.g. {example} (got {text!r}); "
-                        "usage: %replicate price [SKU=USD_PER_S ...] | MODEL UNIT=USD ... | --file PATH")
+        raise said(f"a price is {what}, e.g. {example} (got {text!r}); "
+                   "usage: %replicate price [SKU=USD_PER_S ...] | MODEL UNIT=USD ... | --file PATH")
     return name, usd
 
 
@@ -193,9 +230,9 @@ def _use(args: argparse.Namespace) -> None:
     secret = sorted(k for k, v in options.items() if isinstance(v, Secret))
     if secret:  # a token kept as a setting would be saved with the notebook's config: refused, never echoed
         names = ", ".join(f"--{k.replace('_', '-')}" for k in secret)
-        raise LineError(f"{names}: a token is never given as an option (its value is not shown, and is masked "
-                        "in every output from now on): keep it in an environment variable and name that (a worker's "
-                        "token_env), or run %replicate login for Replicate")
+        raise said(f"{names}: a token is never given as an option (its value is not shown, and is masked "
+                   "in every output from now on): keep it in an environment variable and name that (a worker's "
+                   "token_env), or run %replicate login for Replicate")
     session.use(args.backend, **options)
     shown = ", ".join(f"{k}={v!r}" for k, v in redacted(options).items())
     print(f"Using backend {args.backend!r}" + (f" ({shown})" if shown else ""))
@@ -208,10 +245,10 @@ def _workers(args: argparse.Namespace) -> None:
 
     workers = pool()
     if args.action is None and args.urls:
-        raise LineError("usage: %replicate workers [add|remove URL...]")
+        raise said("usage: %replicate workers [add|remove URL...]")
     if args.action is not None:
         if not args.urls:
-            raise LineError(f"usage: %replicate workers {args.action} URL [URL...]")
+            raise said(f"usage: %replicate workers {args.action} URL [URL...]")
         for url in args.urls:
             getattr(workers, args.action)(url)
     display(workers)
@@ -231,10 +268,7 @@ def _predictions(args: argparse.Namespace) -> None:
 @_command("cancel ID [ID...]", "cancel a running prediction", _arg("ids", nargs="+", metavar="ID"))
 def _cancel(args: argparse.Namespace) -> None:
     for pid in args.ids:
-        try:
-            p = api.predictions.get(pid)
-        except KeyError as exc:
-            raise LineError(str(exc.args[0])) from None
+        p = api.predictions.get(pid)  # an unknown id: PredictionNotFound, shown as its one line
         was_done = p.done
         p.cancel(reason="canceled with %replicate cancel")
         print(f"{p.id} ({p.model}) was already {p.status}" if was_done else f"Canceling {p.id} ({p.model})")
@@ -263,7 +297,11 @@ def _budget(args: argparse.Namespace) -> None:
         b = session.budget
         print(f"Budget: {'none' if b is None else rjdisplay.usd(b)} · spent {rjdisplay.usd(spent)}")
         return
-    session.budget = args.usd  # checked by the session: nan, inf, <= 0 are refused
+    try:
+        session.budget = args.usd  # checked by the session: nan, inf, <= 0 are refused
+    except InputError as exc:  # the session's rule, in the magic's words (off, not None)
+        p = exc.problems[0]
+        raise InputError([Problem("budget", p.rule, p.value, _budget_rule())]) from None
     if args.usd is None:
         print("Budget removed")
         return
@@ -320,15 +358,7 @@ def _show_prices(model: str | None = None) -> None:
 @_command("estimate MODEL [--on BACKEND] [KEY=VALUE ...]", "what a run would cost, before it runs",
           _arg("model"), _ON, _arg("inputs", nargs="*", metavar="KEY=VALUE"))
 def _estimate(args: argparse.Namespace) -> None:
-    from replicate_jupyter.notebook.cellparse.line import yaml_scalar
-
-    given = {}
-    for pair in args.inputs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.isidentifier():
-            raise LineError(f"an input is KEY=VALUE (got {pair!r})")
-        given[key] = yaml_scalar(value)
-    print(estimate_text(args.model, given, on=args.on))
+    print(estimate_text(args.model, input_pairs(args.inputs), on=args.on))
 
 
 def forecast_for(ref: str, given: dict[str, Any], on: str | None = None,

@@ -97,7 +97,7 @@ def _ref_single_png(output: Any) -> bool:
 
 def render(p: Prediction, *, final: bool | None = None, preview_uri: Any = ...,
            running: dict[str, Any] | None = None, forecast: dict[str, Any] | None = None,
-           refs: bool = True) -> dict[str, Any]:
+           refs: bool = True, total: bool = True) -> dict[str, Any]:
     """The bundle of a prediction now. `preview_uri` lets the live display hold back a preview
     that arrived faster than the preview rate. While it runs, the live display passes what it
     has cost so far (`running`: predict_time, cost_usd, hardware, billing) and, before that,
@@ -107,6 +107,7 @@ def render(p: Prediction, *, final: bool | None = None, preview_uri: Any = ...,
     A final bundle holds each image once: a single PNG output's bytes are `image/png` and the
     payload points at them (`{"type": "file", "ref": "image/png"}`; `refs=False` for a payload
     that travels in another bundle, as a sweep's); the HTML shows big images as thumbnails.
+    `total=False`: its cost line without the notebook total (a sweep's member: its grid says it once).
     A running payload carries only the last `LIVE_LOG_TAIL` characters of the logs
     (`logs_truncated`: how many were left out); the final one carries them all."""
     final = _finished(p) if final is None else final
@@ -126,7 +127,7 @@ def render(p: Prediction, *, final: bool | None = None, preview_uri: Any = ...,
         if forecast is not None:
             data["forecast"] = dict(forecast)
     text = p.text
-    line = cost_line(p) if final else None
+    line = cost_line(p, total=total) if final else None
     live = "" if final else (running_line(data.get("running")) or forecast_line(data.get("forecast")))
     png = images_png(p, text) if final else None
     bundle: dict[str, Any] = {MIME: data, "text/html": card_html(p, data, final=final, text=text, line=line,

@@ -323,7 +323,9 @@ class LiveDisplay(_Live):
 
 
 class GridDisplay(_Live):
-    """Several predictions (a sweep) as one labelled grid, one display id, one summary line."""
+    """Several predictions (a sweep) as one labelled grid, one display id, one summary line.
+    The notebook total shows once, in the summary: the members are listed in input order but
+    finish (and are stamped by the ledger) in any order, so totals on their lines would not add up."""
 
     def __init__(self, predictions: Sequence[Prediction], labels: Sequence[str], **kw: Any) -> None:
         super().__init__(**kw)
@@ -340,7 +342,7 @@ class GridDisplay(_Live):
         cells_html, texts, payload = [], [], []
         for p, label in zip(self.predictions, self.labels):
             done = _finished(p)
-            data = (render(p, final=True, refs=False) if done else
+            data = (render(p, final=True, refs=False, total=False) if done else
                     render(p, final=False, preview_uri=self._preview(p), running=self._running(p),
                            forecast=self._forecast(p)))
             cells_html.append(f'<div class="rj-sweep-cell" style="border:1px solid #ddd;padding:4px">'

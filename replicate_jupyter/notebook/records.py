@@ -13,20 +13,48 @@ naming it, its size and its sha256, and what to pass instead.
 """
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import os
 import pathlib
+import sys
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator, Mapping
 
 from replicate_jupyter.errors import InputError, ModelNotFound, Problem
-from replicate_jupyter.notebook.display import MIME, SWEEP_MIME, table_bundle, usd
+from replicate_jupyter.notebook.cellparse import parse_line
+from replicate_jupyter.notebook.display import MIME, SWEEP_MIME
+from replicate_jupyter.notebook.tables import records_bundle
 from replicate_jupyter.prediction.files import FileOutput, InputFile, parse_data_uri
 from replicate_jupyter.prediction.jsonable import MASK
 from replicate_jupyter.prediction.record import record_from_payload, record_of, resolve_refs, seed_input
+from replicate_jupyter.session import session
 
-__all__ = ["Record", "Records", "records", "find", "current_notebook", "input_of", "resolve"]
+__all__ = ["Record", "Records", "records", "find", "current_notebook", "input_of", "resolve", "Spelling"]
+
+
+@dataclass(frozen=True)
+class Spelling:
+    """How a rerun's errors name what to give: in the Python API's words (the default), or in
+    the magic's (`record_commands.MAGIC`), so each reads as something its user can type."""
+
+    name: str = "rerun"
+    choose: str = "exactly one of: an id, cell=N, last=True"
+    notebook: str = "pass notebook=PATH to look in a saved .ipynb"
+    input: str = "rerun(..., input={{{key!r}: {value}}})"
+    secret: str = "..."
+
+    def given(self, key: str, value: str | None = None) -> str:
+        """How to pass `key` again (`value`: a placeholder; None: the secret's)."""
+        return self.input.format(key=key, value=self.secret if value is None else value)
+
+
+def _plain(problem: Problem) -> InputError:
+    """An InputError that reads as its message alone (a lookup that found nothing: no "Invalid input")."""
+    exc = InputError([problem])
+    exc.args = (problem.message,)
+    return exc
 
 
 @dataclass
@@ -102,30 +130,17 @@ class Records(list):
         printer.text(self._repr_mimebundle_()["text/plain"])
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
-        rows = []
-        for i, r in enumerate(self):
-            m = r.metrics
-            rows.append([i + 1, "" if r.cell is None else f"[{r.cell}]", r.id, r.model, r.backend, r.status,
-                         "" if r.record.get("seed") is None else r.record["seed"],
-                         (r.record.get("output_sha256") or "")[:12], f"{float(m.get('predict_time') or 0):.2f} s",
-                         usd(m.get("cost_usd"))])
-        where = str(self[0].notebook) if self and self[0].notebook else "this kernel"
-        return table_bundle(["#", "cell", "id", "model", "backend", "status", "seed", "output sha256", "time", "cost"],
-                            rows, title=f"{len(self)} recorded prediction{'s' if len(self) != 1 else ''} ({where})")
+        return records_bundle(self)
 
 
 def current_notebook() -> pathlib.Path | None:
     """The .ipynb this kernel belongs to, when the frontend said (JupyterLab/jupyter_server set
     JPY_SESSION_NAME, ipykernel copies it to `__session__`, VS Code sets `__vsc_ipynb_file__`)."""
     names: list[str] = []
-    try:
-        from IPython import get_ipython
-
-        ip = get_ipython()
-        if ip is not None:
-            names += [str(ip.user_ns.get(k)) for k in ("__vsc_ipynb_file__", "__session__") if ip.user_ns.get(k)]
-    except ImportError:
-        pass
+    shell = sys.modules.get("IPython")  # only a process that imported IPython can be in a kernel
+    ip = shell.get_ipython() if shell is not None else None
+    if ip is not None:
+        names += [str(ip.user_ns.get(k)) for k in ("__vsc_ipynb_file__", "__session__") if ip.user_ns.get(k)]
     if os.environ.get("JPY_SESSION_NAME"):
         names.append(os.environ["JPY_SESSION_NAME"])
     for name in names:
@@ -151,8 +166,6 @@ def _payloads(output: Mapping[str, Any]) -> Iterator[tuple[dict[str, Any], str |
 
 def _written_ref(source: Any) -> str | None:
     """The model as the cell wrote it (`%%replicate MODEL ...`), for records saved without one."""
-    from replicate_jupyter.notebook.cellparse import parse_line
-
     text = "".join(source) if isinstance(source, list) else str(source or "")
     first = text.lstrip().split("\n", 1)[0]
     if not first.startswith("%%replicate"):
@@ -196,8 +209,6 @@ def _from_notebook(path: pathlib.Path) -> Records:
 
 
 def _from_kernel() -> Records:
-    from replicate_jupyter.session import session
-
     out = Records()
     for p in list(session.predictions.values()):
         if p.done:
@@ -214,13 +225,13 @@ def records(notebook: str | os.PathLike[str] | None = None) -> Records:
 
 
 def find(id: str | None = None, *, cell: int | None = None, last: bool = False,
-         notebook: str | os.PathLike[str] | None = None) -> list[Record]:
+         notebook: str | os.PathLike[str] | None = None, words: Spelling = Spelling()) -> list[Record]:
     """The records to rerun: one `id`, every record of cell `cell` (In[n]), or the `last` one.
     Looked for in this kernel first, then in `notebook` (default: this kernel's own .ipynb,
-    when the frontend says which), so an id from a reopened notebook is found in its file."""
+    when the frontend says which), so an id from a reopened notebook is found in its file.
+    `words`: how the errors say what to give (the API's or the magic's spelling)."""
     if sum(x is not None and x is not False for x in (id, cell, last or None)) != 1:
-        raise InputError([Problem("rerun", "required", {"id": id, "cell": cell, "last": last},
-                                  "exactly one of: an id, cell=N, last=True")])
+        raise _plain(Problem("rerun", "required", None, words.choose, message=f"{words.name}: give {words.choose}"))
     sources: list[Records] = [_from_kernel()]
     path = pathlib.Path(notebook) if notebook is not None else current_notebook()
     if path is not None:
@@ -232,18 +243,15 @@ def find(id: str | None = None, *, cell: int | None = None, last: bool = False,
             return hits
         if last and recs:
             return [recs[-1]]
-    where = "this kernel" + (f" or {path}" if path is not None else " (pass notebook=PATH to look in a saved .ipynb)")
-    known = [r.id for recs in sources for r in recs]
+    where = "this kernel" + (f" or {path}" if path is not None else f" ({words.notebook})")
     if id is not None:
-        import difflib
-
-        close = difflib.get_close_matches(id, known, n=3)
+        close = difflib.get_close_matches(id, [r.id for recs in sources for r in recs], n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise InputError([Problem("id", "unknown", id, "the id of a recorded prediction",
-                                  message=f"no prediction {id!r} recorded in {where}{hint}")])
+        raise _plain(Problem("id", "unknown", id, "the id of a recorded prediction",
+                             message=f"no prediction {id!r} recorded in {where}{hint}"))
     what = f"cell {cell}" if cell is not None else "last"
-    raise InputError([Problem("cell" if cell is not None else "last", "unknown", cell,
-                              "a cell that ran a prediction", message=f"no recorded prediction for {what} in {where}")])
+    raise _plain(Problem("cell" if cell is not None else "last", "unknown", cell, "a cell that ran a prediction",
+                         message=f"no recorded prediction for {what} in {where}"))
 
 
 # ----- the model and its input back from a record -----------------------------------------------------------------
@@ -273,8 +281,6 @@ def _refs(rec: Record, backend: str) -> list[str]:
 def resolve(rec: Record, backend: str) -> tuple[str, Any]:
     """(the reference that resolved, its handle) on `backend`; the first ModelNotFound if none."""
     first: Exception | None = None
-    from replicate_jupyter.session import session
-
     runner = session.runner(backend)
     for ref in _refs(rec, backend):
         try:
@@ -284,12 +290,7 @@ def resolve(rec: Record, backend: str) -> tuple[str, Any]:
     raise first or ModelNotFound(rec.model, backend=backend)
 
 
-def _sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
 def _kernel_files() -> Iterator[Any]:
-    from replicate_jupyter.session import session
     for p in list(session.predictions.values()):
         for v in (p.input or {}).values():
             for item in v if isinstance(v, list) else [v]:
@@ -309,7 +310,7 @@ def _held(f: Any, sha: str) -> bytes | None:
     except OSError:
         copy = getattr(f, "_path", None)
         data = copy.read_bytes() if copy is not None and copy.is_file() else None
-        return data if data is not None and _sha(data) == sha else None
+        return data if data is not None and hashlib.sha256(data).hexdigest() == sha else None
 
 
 def _by_hash(sha: str, pool: Iterable[Record]) -> bytes | None:
@@ -325,17 +326,17 @@ def _by_hash(sha: str, pool: Iterable[Record]) -> bytes | None:
         for item in out if isinstance(out, list) else [out]:
             if isinstance(item, dict) and str(item.get("url", "")).startswith("data:"):
                 data = parse_data_uri(item["url"])[0]
-                if _sha(data) == sha:
+                if hashlib.sha256(data).hexdigest() == sha:
                     return data
     return None
 
 
 def _file(field: str, e: Mapping[str, Any], folders: list[pathlib.Path], pool: Iterable[Record],
-          problems: list[Problem]) -> Any:
+          problems: list[Problem], words: Spelling) -> Any:
     name, sha, size = e.get("name") or "input", e.get("sha256"), e.get("size")
 
     def ok(data: bytes) -> bool:
-        return sha is None or _sha(data) == sha
+        return sha is None or hashlib.sha256(data).hexdigest() == sha
 
     if e.get("data"):
         data = parse_data_uri(e["data"])[0]
@@ -360,18 +361,18 @@ def _file(field: str, e: Mapping[str, Any], folders: list[pathlib.Path], pool: I
     if e.get("url") and not str(e["url"]).startswith("data:"):
         return InputFile(url=e["url"], name=name, content_type=e.get("content_type"))
     what = f"{name} ({size} bytes, sha256 {sha})" if sha else name
-    problems.append(Problem(field, "file", name, f"the file {what}: put it back, or pass input={{{field!r}: PATH}}",
+    problems.append(Problem(field, "file", name, f"the file {what}: put it back, or pass {words.given(field, 'PATH')}",
                             message=f"input file {what} not found; looked at: {'; '.join(looked)}. Put it back, or "
-                                    f"pass it: rerun(..., input={{{field!r}: PATH}})"))
+                                    f"pass it: {words.given(field, 'PATH')}"))
     return None
 
 
 def input_of(rec: Record, overrides: Mapping[str, Any] | None = None, pool: Iterable[Record] = (),
-             schema: Mapping[str, Any] | None = None) -> dict[str, Any]:
+             schema: Mapping[str, Any] | None = None, words: Spelling = Spelling()) -> dict[str, Any]:
     """The model input that reproduces `rec`: its recorded input, with files found again and
     its seed (read from its logs when the model drew it) made explicit when `schema` (the model
     it will run on) takes one; `overrides` win (a secret, a file found elsewhere). One
-    InputError lists every file not found and every secret not given."""
+    InputError lists every file not found and every secret not given (in `words`' spelling)."""
     overrides = dict(overrides or {})
     folders = list(dict.fromkeys(([rec.notebook.parent] if rec.notebook else []) + [pathlib.Path.cwd()]))
     pool = list(pool)
@@ -381,13 +382,12 @@ def input_of(rec: Record, overrides: Mapping[str, Any] | None = None, pool: Iter
         if key in overrides:
             out[key] = overrides.pop(key)
         elif value == MASK:
-            problems.append(Problem(key, "secret", MASK, f"the secret again: rerun(..., input={{{key!r}: ...}})",
-                                    message="a secret is never recorded: give it again with "
-                                            f"rerun(..., input={{{key!r}: ...}})"))
+            problems.append(Problem(key, "secret", MASK, f"the secret again: {words.given(key)}",
+                                    message=f"a secret is never recorded: give it again with {words.given(key)}"))
         elif isinstance(value, dict) and value.get("type") == "file":
-            out[key] = _file(key, value, folders, pool, problems)
+            out[key] = _file(key, value, folders, pool, problems, words)
         elif isinstance(value, list) and any(isinstance(v, dict) and v.get("type") == "file" for v in value):
-            out[key] = [_file(f"{key}[{i}]", v, folders, pool, problems) if isinstance(v, dict) else v
+            out[key] = [_file(f"{key}[{i}]", v, folders, pool, problems, words) if isinstance(v, dict) else v
                         for i, v in enumerate(value)]
         else:
             out[key] = value

@@ -14,7 +14,6 @@ a file that is gone refuses the replay before anything runs. It then runs them i
 """
 from __future__ import annotations
 
-import argparse
 import html
 import math
 import os
@@ -28,13 +27,12 @@ from replicate_jupyter import api
 from replicate_jupyter.cost import prices
 from replicate_jupyter.errors import BackendError, BudgetExceeded, InputError, ModelNotFound, Problem
 from replicate_jupyter.notebook.display import NOMATH, _secs, table_bundle, usd
-from replicate_jupyter.notebook.records import Record, find, input_of, records, resolve
+from replicate_jupyter.notebook.records import Record, Spelling, find, input_of, records, resolve
 from replicate_jupyter.prediction.files import FileOutput
 from replicate_jupyter.prediction.record import output_sha256, pixel_difference, record_of, text_difference
 from replicate_jupyter.session import session
 
-__all__ = ["rerun", "replay", "Comparison", "ReplaySummary", "Step", "rerun_command", "replay_command",
-           "COMPARE_MIME", "REPLAY_MIME"]
+__all__ = ["rerun", "replay", "rerun_records", "Comparison", "ReplaySummary", "Step", "COMPARE_MIME", "REPLAY_MIME"]
 
 COMPARE_MIME = "application/vnd.replicate.compare+json"
 REPLAY_MIME = "application/vnd.replicate.replay+json"
@@ -71,13 +69,18 @@ def rerun(id: str | None = None, *, cell: int | None = None, last: bool = False,
     `notebook` (default: this kernel's own .ipynb when the frontend says). `input` overrides
     recorded inputs (a secret, a file that moved). Returns the new Prediction (a list for a
     cell with several), or with `compare` its Comparison (a list likewise)."""
-    found = find(id, cell=cell, last=last, notebook=notebook)
+    return rerun_records(find(id, cell=cell, last=last, notebook=notebook), on=on, compare=compare, input=input)
+
+
+def rerun_records(found: list[Record], *, on: str | None = None, compare: bool = False,
+                  input: Mapping[str, Any] | None = None, words: Spelling = Spelling()) -> Any:
+    """`rerun` of records found already (`records.find`); `words` spell what an input error asks for."""
     pool = list(records(found[0].notebook)) if found[0].notebook is not None else []
     show, results = _in_kernel(), []
     for rec in found:
         backend = on or rec.backend
         ref, handle = resolve(rec, backend)
-        p = _run(rec, backend, ref, input_of(rec, input, pool, schema=handle.schema), show=show)
+        p = _run(rec, backend, ref, input_of(rec, input, pool, schema=handle.schema, words=words), show=show)
         results.append(Comparison(rec, p) if compare else p)
     return results[0] if len(results) == 1 else results
 
@@ -388,13 +391,3 @@ def _execute(summary: ReplaySummary) -> ReplaySummary:
             handle.update(summary.bundle(), raw=True)
     return summary
 
-
-# ----- the magics' entry points (commands.py parses, these run) ----------------------------------
-def rerun_command(args: argparse.Namespace) -> Any:
-    """`%replicate rerun ID|--cell N|--last [--on BACKEND] [--compare]`."""
-    return rerun(args.id, cell=args.cell, last=args.last, on=args.on, compare=args.compare)
-
-
-def replay_command(args: argparse.Namespace) -> Any:
-    """`%replicate replay NOTEBOOK.ipynb [--on BACKEND] [--budget USD] [--dry-run]`."""
-    return replay(args.notebook, on=args.on, budget=args.budget, dry_run=args.dry_run)

@@ -8,11 +8,11 @@ from __future__ import annotations
 from typing import Any, Iterable, Sequence
 
 from replicate_jupyter.cost.ledger import GROUPS, Ledger
-from replicate_jupyter.cost.text import money, secs
+from replicate_jupyter.cost.text import money, secs, usd
 from replicate_jupyter.notebook.markup import NOMATH
 from replicate_jupyter.notebook.markup import escape as _e
 
-__all__ = ["table_bundle", "ledger_bundle", "error_bundle", "LEDGER_MIME"]
+__all__ = ["table_bundle", "ledger_bundle", "records_bundle", "error_bundle", "LEDGER_MIME"]
 
 #: the ledger's machine data: our own type, so JupyterLab shows the HTML table (application/json
 #: would outrank text/html there and show a JSON tree instead)
@@ -68,6 +68,21 @@ def ledger_bundle(ledger: Ledger) -> dict[str, Any]:
         "text/plain": "\n\n".join(t["text/plain"] for t in parts) + f"\n\n{total}",
         LEDGER_MIME: ledger.to_json(),
     }
+
+
+def records_bundle(recs: Sequence[Any]) -> dict[str, Any]:
+    """`rj.records()` (a notebook's `Records`, or this kernel's) as one table: what each was
+    and what it made (its output hash), so the one to rerun can be picked by id or cell."""
+    rows = []
+    for i, r in enumerate(recs):
+        m = r.metrics
+        rows.append([i + 1, "" if r.cell is None else f"[{r.cell}]", r.id, r.model, r.backend, r.status,
+                     "" if r.record.get("seed") is None else r.record["seed"],
+                     (r.record.get("output_sha256") or "")[:12], f"{float(m.get('predict_time') or 0):.2f} s",
+                     usd(m.get("cost_usd"))])
+    where = str(recs[0].notebook) if recs and recs[0].notebook else "this kernel"
+    return table_bundle(["#", "cell", "id", "model", "backend", "status", "seed", "output sha256", "time", "cost"],
+                        rows, title=f"{len(recs)} recorded prediction{'s' if len(recs) != 1 else ''} ({where})")
 
 
 def error_bundle(message: str, title: str = "Error") -> dict[str, Any]:
