@@ -217,7 +217,8 @@ def section_oom(r: Report) -> None:
     if DEVICE == "cuda":
         free, total = torch.cuda.mem_get_info()
         cap = SIZES["oom_cap"] = int(min(cap, free * 0.5))
-    runner = cast("LocalRunner", rj.backend("local", memory_budget=cap))  # earlier sections' models released
+    rj.backend("local", memory_budget=cap)  # earlier sections' models released
+    runner = cast("LocalRunner", rj.session.runner())
     devices.free_device_memory()
     if DEVICE == "cuda":
         torch.cuda.set_per_process_memory_fraction((torch.cuda.memory_reserved() + cap) / total)
@@ -243,7 +244,8 @@ def section_lru(r: Report) -> None:
     from replicate_jupyter.runners import devices
 
     hold = SIZES["hold"]
-    runner = cast("LocalRunner", rj.backend("local", memory_budget=int(hold * 2.5)))
+    rj.backend("local", memory_budget=int(hold * 2.5))
+    runner = cast("LocalRunner", rj.session.runner())
     runner.evict()
     devices.free_device_memory()
     base = devices.memory_in_use()
