@@ -45,6 +45,7 @@ running, as Replicate's do while its front restarts), `create_delay` holds the c
 from __future__ import annotations
 
 import base64
+import contextlib
 import email.parser
 import email.policy
 import hashlib
@@ -972,3 +973,26 @@ def seed_models() -> dict[str, Any]:
 
 #: a deployment of one of them, as the README's `replicate/my-app-image-generator`
 SEED_DEPLOYMENTS = {"replicate/my-app-image-generator": "stability-ai/sdxl"}
+
+
+@contextlib.contextmanager
+def fresh_replicate_backend() -> Iterator[None]:
+    """A fresh kernel's view of Replicate for one test: a new `replicate` runner (it reads the
+    environment the test set), no backend chosen (bare `owner/name` routes to Replicate), and
+    the session's default backend as it was afterwards."""
+    from replicate_jupyter.runners.replicate import routing
+    from replicate_jupyter.session import session
+
+    old = session._runners.pop("replicate", None)
+    if old is not None:
+        old.close()
+    saved = session.default_backend
+    routing.reset_choice()
+    try:
+        yield
+    finally:
+        session.default_backend = saved
+        routing.reset_choice()
+        r = session._runners.pop("replicate", None)
+        if r is not None:
+            r.close()

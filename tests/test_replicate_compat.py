@@ -19,14 +19,13 @@ from typing import Any
 
 import pytest
 from cog import BasePredictor, ConcatenateIterator, Input
-from fake_replicate import SEED_DEPLOYMENTS, Call, FakeReplicate, seed_models
+from fake_replicate import SEED_DEPLOYMENTS, Call, FakeReplicate, fresh_replicate_backend, seed_models
 
 import replicate_jupyter as rj
 from replicate_jupyter.errors import InputError, ModelError
 from replicate_jupyter.prediction.events import Log, Output
 from replicate_jupyter.runners.replicate import routing
 from replicate_jupyter.runners.replicate import token as tokens
-from replicate_jupyter.session import session
 
 replicate_python = pytest.importorskip("replicate")  # the real client, a test dependency (==1.0.7)
 
@@ -74,11 +73,6 @@ def env(fake, monkeypatch, tmp_path):
     monkeypatch.setenv("REPLICATE_POLL_INTERVAL", "0.05")
     monkeypatch.chdir(tmp_path)
     (tmp_path / "input.jpg").write_bytes(b"\xff\xd8\xff\xe0" + bytes(range(256)) * 4)
-    old = session._runners.pop("replicate", None)
-    if old is not None:
-        old.close()
-    saved = session.default_backend
-    routing.reset_choice()
     replicate_python.default_client.poll_interval = 0.05
     # its async httpx client is bound to the event loop that made it: a fresh one per test
     replicate_python.default_client._Client__async_client = None
@@ -99,12 +93,8 @@ def env(fake, monkeypatch, tmp_path):
     original = helpers.transform_output
     for module in ("replicate.helpers", "replicate.run", "replicate.stream"):
         monkeypatch.setattr(sys.modules[module], "transform_output", transform)
-    yield fake
-    session.default_backend = saved
-    routing.reset_choice()
-    r = session._runners.pop("replicate", None)
-    if r is not None:
-        r.close()
+    with fresh_replicate_backend():
+        yield fake
 
 
 def norm(calls: list[Call]) -> list[tuple]:

@@ -20,20 +20,17 @@ import warnings
 
 import pytest
 from cog import BasePredictor, Input
-from fake_replicate import FakeReplicate, seed_models
+from fake_replicate import FakeReplicate, fresh_replicate_backend, seed_models
 
 import replicate_jupyter as rj
+from replicate_jupyter import get_path_url, use  # the root's, as a user calls them
 from replicate_jupyter.errors import ModelError
 from replicate_jupyter.prediction.events import Completed, EventType, Output
 from replicate_jupyter.prediction.events import Progress as ProgressEvent
 from replicate_jupyter.prediction.files import FileOutput
 from replicate_jupyter.prediction.prediction import Prediction
-from replicate_jupyter.runners.replicate import routing
 from replicate_jupyter.runners.replicate.runner import HardwareAssumed
-from replicate_jupyter.session import session
-
-# the root's `use`/`get_path_url` are the lead's to bind: the module's are what they will be
-from replicate_jupyter.use import AsyncFunction, OutputIterator, get_path_url, use
+from replicate_jupyter.use import AsyncFunction, OutputIterator
 
 TOKEN = "r8_UseMoreTestToken0123456789abcdefXY"
 PRED = __file__.rsplit("/", 1)[0] + "/predictors"
@@ -73,17 +70,8 @@ def env(fake, monkeypatch):
     monkeypatch.setenv("REPLICATE_API_TOKEN", TOKEN)
     monkeypatch.setenv("REPLICATE_API_BASE_URL", fake.url)
     monkeypatch.setenv("REPLICATE_POLL_INTERVAL", "0.05")
-    old = session._runners.pop("replicate", None)
-    if old is not None:
-        old.close()
-    saved = session.default_backend
-    routing.reset_choice()
-    yield fake
-    session.default_backend = saved
-    routing.reset_choice()
-    r = session._runners.pop("replicate", None)
-    if r is not None:
-        r.close()
+    with fresh_replicate_backend():
+        yield fake
 
 
 # ----- use() ------------------------------------------------------------------------------------

@@ -144,12 +144,7 @@ class LocalRunner(Runner):
             else:
                 if spec.replaces and spec.replaces in self._warm:  # edited: the old code's instance goes first
                     self.evict(spec.replaces)
-                thread = ModelThread(spec.name, use_loop=is_async)
-                context = fresh_context(None, sink=lambda s: p.emit(Log(text=s)))
-                if is_async:
-                    call = thread.submit_async(lambda: warm_mod.asetup(spec), context)
-                else:
-                    call = thread.submit(lambda: warm_mod.setup(spec), context)
+                thread, call = warm_mod.start_setup(spec, is_async, lambda s: p.emit(Log(text=s)))
             interrupt = self._setups.wait(p, call)
             if interrupt is not None or not call.settled:
                 self._setups.leave(spec.key, thread, call, is_async)

@@ -20,11 +20,12 @@ from typing import Any
 from replicate_jupyter.model import batching, predictors
 from replicate_jupyter.model.scope import scope_for
 from replicate_jupyter.runners import devices
+from replicate_jupyter.runners.context import fresh_context
 from replicate_jupyter.runners.invoke import acall_and_emit, call_and_emit
-from replicate_jupyter.runners.model_thread import ModelThread
+from replicate_jupyter.runners.model_thread import Call, ModelThread
 
-__all__ = ["Warm", "Outcome", "setup", "asetup", "predict", "apredict", "predict_batch", "apredict_batch", "release",
-           "free_device_bytes", "is_folder_model", "forget"]
+__all__ = ["Warm", "Outcome", "setup", "asetup", "start_setup", "predict", "apredict", "predict_batch", "apredict_batch",
+           "release", "free_device_bytes", "is_folder_model", "forget"]
 
 
 @dataclass
@@ -63,6 +64,16 @@ async def asetup(spec: predictors.PredictorSpec) -> tuple[Any, float, int]:
         if inspect.isawaitable(result):
             await result
     return _measured(instance, before, t0)
+
+
+def start_setup(spec: predictors.PredictorSpec, is_async: bool, sink: Any) -> tuple[ModelThread, Call]:
+    """A new model thread for `spec` with its setup handed over (as Cog runs it, in the thread
+    its predictions will run in); the setup's prints go to `sink` as they come."""
+    thread = ModelThread(spec.name, use_loop=is_async)
+    context = fresh_context(None, sink=sink)
+    if is_async:
+        return thread, thread.submit_async(lambda: asetup(spec), context)
+    return thread, thread.submit(lambda: setup(spec), context)
 
 
 def _measured(instance: Any, before: int | None, t0: float) -> tuple[Any, float, int]:

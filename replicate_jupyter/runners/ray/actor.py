@@ -241,12 +241,7 @@ class ModelCore:
         """Make the predictor and set it up, on a new model thread; its prints become Logs."""
         spec = self.spec
         is_async = is_async_callable(predictors.predict_method(spec.instance if spec.instance is not None else spec.cls))
-        thread = ModelThread(spec.name, use_loop=is_async)
-        context = fresh_context(None, sink=lambda s: events.put(Log(text=s)))
-        if is_async:
-            call = thread.submit_async(lambda: warm_mod.asetup(spec), context)
-        else:
-            call = thread.submit(lambda: warm_mod.setup(spec), context)
+        thread, call = warm_mod.start_setup(spec, is_async, lambda s: events.put(Log(text=s)))
         flight.kind, flight.thread, flight.call, flight.is_async = "setup", thread, call, is_async
 
     def _setup_done(self, flight: _Flight) -> Completed | None:
