@@ -74,7 +74,9 @@ def env(fake, monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "input.jpg").write_bytes(b"\xff\xd8\xff\xe0" + bytes(range(256)) * 4)
     replicate_python.default_client.poll_interval = 0.05
-    # its async httpx client is bound to the event loop that made it: a fresh one per test
+    # its httpx clients hold the base URL they were made with (and the async one its event
+    # loop): fresh ones per test, so a test never talks to an earlier test's server
+    replicate_python.default_client._Client__client = None
     replicate_python.default_client._Client__async_client = None
     # replicate-python takes only https: and data: URLs for files; the fake serves http:
     import replicate.helpers as helpers
