@@ -233,6 +233,7 @@ def _pre_run_cell(info=None) -> None:
     if ip is not None:
         store = bool(getattr(info, "store_history", True))
         _installed["pending"] = (ip.execution_count, store)
+        _installed["ledger_at"] = len(session.ledger)  # the cell's predictions are recorded after this
         session.current_cell = _cell_number(ip, store)
 
 
@@ -242,16 +243,16 @@ def _post_run_cell(result=None) -> None:
     if pending is not None and pending[1] and count is not None:
         _installed["offset"] = pending[0] - count
     rjlive.flush_finished()
-    _cost_line(session.current_cell)
+    _cost_line(session.current_cell, _installed.pop("ledger_at", 0))
 
 
-def _cost_line(cell: int | None) -> None:
+def _cost_line(cell: int | None, since: int) -> None:
     """Every cell that ran predictions ends with one cost line (DESIGN 7): a cell whose
     predictions showed no card (`rj.run`, `rj.stream`, loops of them) gets one here, after its
-    own output."""
-    if cell is None:
+    own output. Only the ledger entries recorded while the cell ran are read (`since`)."""
+    if cell is None or len(session.ledger) <= since:
         return
-    shown = [session.predictions.get(e.id) for e in session.ledger.entries if e.cell == cell]
+    shown = [session.predictions.get(e.id) for e in session.ledger.entries[since:] if e.cell == cell]
     quiet = [p for p in shown if p is not None and p.display_cell is None]
     if quiet:
         from IPython.display import display
